@@ -1,0 +1,34 @@
+"""`mimicsearch` command line: thin Click commands over library functions.
+
+Each submodule owns one stage's commands and lists them in `COMMANDS`.
+"""
+from __future__ import annotations
+
+import logging
+
+import click
+
+from . import data, encode, export, index, train
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="mimicsearch")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+def main(verbose: int) -> None:
+    """Clinical-note embeddings: synthesize MIMIC-shaped data, fine-tune, export to ONNX,
+    encode corpora and search them, all on CPU.
+
+    \b
+    Typical flow:
+      mimicsearch synth --patients 500 --out data/
+      mimicsearch export MODEL_DIR --out models/minilm
+      mimicsearch build-index data/NOTEEVENTS.csv --model models/minilm --out index/
+      mimicsearch query index/ "chest pain radiating to left arm"
+    """
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)]
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+for _module in (data, train, export, encode, index):
+    for _cmd in _module.COMMANDS:
+        main.add_command(_cmd)

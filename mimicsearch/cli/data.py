@@ -1,0 +1,4 @@
+"""CLI commands: data."""
+from __future__ import annotations
+
+COMMANDS: list = []

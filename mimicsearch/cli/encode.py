@@ -1,0 +1,4 @@
+"""CLI commands: encode."""
+from __future__ import annotations
+
+COMMANDS: list = []

@@ -1,0 +1,4 @@
+"""CLI commands: export."""
+from __future__ import annotations
+
+COMMANDS: list = []

@@ -1,0 +1,4 @@
+"""CLI commands: index."""
+from __future__ import annotations
+
+COMMANDS: list = []

@@ -1,0 +1,4 @@
+"""CLI commands: train."""
+from __future__ import annotations
+
+COMMANDS: list = []

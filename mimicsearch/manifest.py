@@ -1,0 +1,180 @@
+"""The model directory contract between the export stage and the runtime.
+
+An exported model directory holds ONNX variants, `tokenizer.json` and `manifest.json`.
+The runtime trusts only what the manifest says, and checks file hashes before use.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .fileio import read_json, safe_child, sha256_file, write_json
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+class Precision(str, enum.Enum):
+    FP32 = "fp32"
+    INT8 = "int8"
+    INT4 = "int4"
+
+
+@dataclass(frozen=True)
+class Parity:
+    """How far a variant's embeddings are from the PyTorch model's on held-out texts."""
+
+    cosine_min: float
+    cosine_mean: float
+    top10_overlap: float
+    texts: int
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Parity":
+        return cls(float(d["cosine_min"]), float(d["cosine_mean"]),
+                   float(d["top10_overlap"]), int(d["texts"]))
+
+
+@dataclass(frozen=True)
+class Variant:
+    precision: Precision
+    file: str
+    sha256: str
+    size_bytes: int
+    parity: Parity | None = None
+    usable: bool = True
+    reason: str = ""
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["precision"] = self.precision.value
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Variant":
+        try:
+            precision = Precision(d["precision"])
+        except ValueError:
+            raise ValueError(f"unknown precision {d['precision']!r}; valid: "
+                             f"{[p.value for p in Precision]}") from None
+        return cls(
+            precision=precision,
+            file=str(d["file"]),
+            sha256=str(d["sha256"]),
+            size_bytes=int(d["size_bytes"]),
+            parity=Parity.from_dict(d["parity"]) if d.get("parity") else None,
+            usable=bool(d.get("usable", True)),
+            reason=str(d.get("reason", "")),
+        )
+
+
+@dataclass(frozen=True)
+class ModelManifest:
+    source_model: str
+    source_sha256: str
+    dimension: int
+    max_seq_length: int
+    variants: tuple[Variant, ...]
+    matryoshka_dims: tuple[int, ...] = ()
+    prompts: dict[str, str] = field(default_factory=dict)
+    normalize: bool = True
+    pooling: str = "mean"
+    tokenizer_file: str = "tokenizer.json"
+    pad_token_id: int = 0
+    input_names: tuple[str, ...] = ("input_ids", "attention_mask")
+    output_name: str = "sentence_embedding"
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies the embedding space: same source weights and dimension, same vectors."""
+        return f"{self.source_sha256[:16]}-{self.dimension}"
+
+    def variant(self, precision: str | Precision | None = None) -> Variant:
+        """The requested variant, or the most compact usable one."""
+        usable = [v for v in self.variants if v.usable]
+        if precision is None:
+            order = [Precision.INT8, Precision.FP32, Precision.INT4]
+            for p in order:
+                for v in usable:
+                    if v.precision is p:
+                        return v
+            raise ValueError("manifest lists no usable variant")
+        p = Precision(precision)
+        for v in self.variants:
+            if v.precision is p:
+                if not v.usable:
+                    raise ValueError(f"variant {p.value} failed its parity gate: {v.reason}")
+                return v
+        raise ValueError(f"no {p.value} variant; available: {[v.precision.value for v in usable]}")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["variants"] = [v.to_dict() for v in self.variants]
+        d["matryoshka_dims"] = list(self.matryoshka_dims)
+        d["input_names"] = list(self.input_names)
+        d["fingerprint"] = self.fingerprint
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelManifest":
+        version = d.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ValueError(f"manifest format_version {version!r} is not supported "
+                             f"(this mimicsearch reads {FORMAT_VERSION}); re-export the model")
+        try:
+            m = cls(
+                source_model=str(d["source_model"]),
+                source_sha256=str(d["source_sha256"]),
+                dimension=int(d["dimension"]),
+                max_seq_length=int(d["max_seq_length"]),
+                variants=tuple(Variant.from_dict(v) for v in d["variants"]),
+                matryoshka_dims=tuple(int(x) for x in d.get("matryoshka_dims", ())),
+                prompts={str(k): str(v) for k, v in d.get("prompts", {}).items()},
+                normalize=bool(d.get("normalize", True)),
+                pooling=str(d.get("pooling", "mean")),
+                tokenizer_file=str(d.get("tokenizer_file", "tokenizer.json")),
+                pad_token_id=int(d.get("pad_token_id", 0)),
+                input_names=tuple(d.get("input_names", ("input_ids", "attention_mask"))),
+                output_name=str(d.get("output_name", "sentence_embedding")),
+            )
+        except KeyError as e:
+            raise ValueError(f"manifest is missing the field {e.args[0]!r}") from None
+        if m.dimension <= 0 or m.max_seq_length <= 0:
+            raise ValueError(f"manifest has dimension={m.dimension}, "
+                             f"max_seq_length={m.max_seq_length}: both must be positive")
+        bad = [x for x in m.matryoshka_dims if not 0 < x <= m.dimension]
+        if bad:
+            raise ValueError(f"matryoshka_dims {bad} outside 1..{m.dimension}")
+        return m
+
+    def save(self, model_dir: str | Path) -> None:
+        write_json(Path(model_dir) / MANIFEST, self.to_dict())
+
+    @classmethod
+    def load(cls, model_dir: str | Path) -> "ModelManifest":
+        path = Path(model_dir) / MANIFEST
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path} not found: is {model_dir} a model directory written by "
+                "`mimicsearch export`?")
+        try:
+            m = cls.from_dict(read_json(path))
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
+        for name in [m.tokenizer_file] + [v.file for v in m.variants]:
+            safe_child(model_dir, name)
+        return m
+
+
+def verify_file(model_dir: str | Path, name: str, sha256: str) -> Path:
+    """Path of `name` in `model_dir` after checking it against its recorded sha256."""
+    path = safe_child(model_dir, name)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} listed in the manifest is missing")
+    actual = sha256_file(path)
+    if actual != sha256:
+        raise ValueError(f"{path} is corrupted or was modified: sha256 {actual[:12]}… "
+                         f"does not match the manifest's {sha256[:12]}…; re-export the model")
+    return path

@@ -1,0 +1,9 @@
+"""Shared fixtures; each fixtures module belongs to one stage."""
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from fixtures.data import *  # noqa: E402,F401,F403
+from fixtures.models import *  # noqa: E402,F401,F403
