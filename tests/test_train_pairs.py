@@ -32,9 +32,9 @@ def _write_notes(path, rows):
 
 @pytest.fixture
 def mimic(tmp_path):
-    n = lambda row, subj, hadm, date, time, cat, tag, err="": dict(
-        ROW_ID=row, SUBJECT_ID=subj, HADM_ID=hadm, CHARTDATE=date, CHARTTIME=time,
-        CATEGORY=cat, ISERROR=err, TEXT=_text(tag))
+    n = lambda row, subj, hadm, date, time, cat, tag, err="": {
+        "ROW_ID": row, "SUBJECT_ID": subj, "HADM_ID": hadm, "CHARTDATE": date, "CHARTTIME": time,
+        "CATEGORY": cat, "ISERROR": err, "TEXT": _text(tag)}
     rows = [
         # patient 1, written out of order; a missing time sorts as the start of its day
         n(13, 1, 100, "2150-01-02", "2150-01-02 08:00:00", "Nursing", "p1-d2-0800"),
@@ -43,8 +43,8 @@ def mimic(tmp_path):
         n(10, 1, 100, "2150-01-01", "2150-01-01 10:00:00", "Nursing", "p1-d1-1000-tie"),
         n(14, 1, 200, "2150-03-01", "2150-03-01 09:00:00", "Nursing", "p1-adm2"),
         n(15, 1, 200, "2150-03-02", "2150-03-02 09:00:00", "Nursing", "p1-error", err="1"),
-        dict(ROW_ID=16, SUBJECT_ID=1, HADM_ID=200, CHARTDATE="2150-03-03", CATEGORY="Nursing",
-             TEXT="too short"),
+        {"ROW_ID": 16, "SUBJECT_ID": 1, "HADM_ID": 200, "CHARTDATE": "2150-03-03",
+         "CATEGORY": "Nursing", "TEXT": "too short"},
         # patient 2: one outpatient note without admission
         n(20, 2, "", "2151-05-01", "", "ECG", "p2-ecg"),
         n(21, 2, 300, "2151-05-02", "2151-05-02 11:00:00", "Nursing", "p2-a"),
@@ -141,8 +141,8 @@ def test_manifest_round_trip_and_hash_check(mimic, tmp_path):
 
 
 def test_bad_row_is_named(tmp_path):
-    _write_notes(tmp_path / "NOTEEVENTS.csv", [dict(ROW_ID=7, SUBJECT_ID="abc", CHARTDATE="2150-01-01",
-                                                    TEXT=LONG)])
+    row = {"ROW_ID": 7, "SUBJECT_ID": "abc", "CHARTDATE": "2150-01-01", "TEXT": LONG}
+    _write_notes(tmp_path / "NOTEEVENTS.csv", [row])
     with pytest.raises(ValueError, match=r"record 1 \(ROW_ID 7\): SUBJECT_ID is not an integer"):
         read_notes(tmp_path / "NOTEEVENTS.csv")
 

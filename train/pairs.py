@@ -82,7 +82,8 @@ class PairsManifest:
     def from_dict(cls, d: dict) -> PairsManifest:
         if d.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"pairs manifest format_version {d.get('format_version')!r} is not "
-                             f"supported (expected {FORMAT_VERSION}); rebuild with mimicsearch pairs")
+                             f"supported (expected {FORMAT_VERSION}); rebuild it with "
+                             "mimicsearch pairs")
         counts = {str(k): {str(n): int(c) for n, c in v.items()} for k, v in d["counts"].items()}
         unknown = set(counts) - {s.value for s in Split}
         if unknown:
@@ -152,7 +153,7 @@ def clean_notes(notes: pd.DataFrame, options: PairOptions) -> pd.DataFrame:
 
 def split_patients(subject_ids, options: PairOptions) -> pd.DataFrame:
     """Seeded patient-level split: every note and pair of a patient lands in one split."""
-    ids = np.array(sorted(set(int(s) for s in subject_ids)), dtype=np.int64)
+    ids = np.array(sorted({int(s) for s in subject_ids}), dtype=np.int64)
     order = np.random.default_rng(options.seed).permutation(len(ids))
     n_test = _split_size(len(ids), options.test_fraction)
     n_val = _split_size(len(ids), options.val_fraction)
@@ -207,7 +208,8 @@ def make_pairs(notes_csv: str | os.PathLike, out_dir: str | os.PathLike,
     pairs = build_pairs(notes, diagnoses, options)
     pairs.insert(0, "split", pairs["subject_id"].map(split_of))
     note_table = pd.DataFrame({
-        "row_id": notes["ROW_ID"].astype("int64"), "subject_id": notes["SUBJECT_ID"].astype("int64"),
+        "row_id": notes["ROW_ID"].astype("int64"),
+        "subject_id": notes["SUBJECT_ID"].astype("int64"),
         "hadm_id": notes["HADM_ID"].astype("Int64"), "chartdate": notes["CHARTDATE"],
         "charttime": notes["CHARTTIME"], "category": notes["CATEGORY"], "text": notes["TEXT"],
     })
@@ -278,7 +280,7 @@ def _admission_chapters(diagnoses: pd.DataFrame | None) -> dict[int, list[str]]:
 def _split_size(n: int, fraction: float) -> int:
     if fraction <= 0:
         return 0
-    return max(1, int(round(n * fraction))) if n >= 3 else 0
+    return max(1, round(n * fraction)) if n >= 3 else 0
 
 
 def _read_csv(path, columns) -> pd.DataFrame:
