@@ -1,0 +1,300 @@
+"""The index directory contract: what `build-index` writes and `query`/`add`/`remove` read.
+
+Layout::
+
+    INDEX/manifest.json              IndexManifest (below)
+    INDEX/trained-*.faiss            the empty trained index every shard is cloned from
+    INDEX/shard-*.faiss              shards; faiss ids are global store row numbers
+    INDEX/merged-*.faiss + .ivfdata  optional: IVF shards merged into one on-disk index
+    INDEX/store/part-*.parquet       metadata per row (see store.py)
+    INDEX/store/deleted-*.parquet    rows removed (tombstones; filtered at query time)
+    INDEX/embeddings/                the encoded corpus, when built from notes
+
+File names carry a random suffix so a rewrite never touches the file the manifest names:
+the new file is written, then the manifest, then the old file is unlinked.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from .fileio import read_json, safe_child, sha256_file, write_json
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+KIND = "mimicsearch-index"
+
+
+class Family(str, enum.Enum):
+    FLAT = "flat"
+    HNSW = "hnsw"
+    IVF_FLAT = "ivf_flat"
+    IVF_PQ = "ivf_pq"
+    CUSTOM = "custom"
+
+
+@dataclass(frozen=True)
+class FileRef:
+    """A file in the index directory with the hash it must have."""
+
+    file: str
+    sha256: str
+    size_bytes: int
+
+    @classmethod
+    def of(cls, root: str | Path, name: str) -> FileRef:
+        path = safe_child(root, name)
+        return cls(name, sha256_file(path), path.stat().st_size)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> FileRef:
+        return cls(str(d["file"]), str(d["sha256"]), int(d["size_bytes"]))
+
+    def verify(self, root: str | Path) -> Path:
+        """Path of the file after checking size and sha256: a truncated or modified file
+        must fail here, with its name, not inside faiss (which may abort the process)."""
+        path = safe_child(root, self.file)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} listed in {Path(root) / MANIFEST} is missing")
+        size = path.stat().st_size
+        if size != self.size_bytes:
+            raise ValueError(f"{path} is truncated or was modified: {size} bytes, the manifest "
+                             f"says {self.size_bytes}; rebuild the index with `build-index`")
+        actual = sha256_file(path)
+        if actual != self.sha256:
+            raise ValueError(f"{path} is corrupted or was modified: sha256 {actual[:12]}… does "
+                             f"not match the manifest's {self.sha256[:12]}…; rebuild the index "
+                             "with `build-index`")
+        return path
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One faiss index file holding the rows [first_row, end_row) minus removed ones."""
+
+    index: FileRef
+    ntotal: int
+    first_row: int
+    end_row: int
+    # Merged on-disk IVF index: its inverted lists live in `data` and are memory-mapped;
+    # such a shard is read-only (removals become tombstones).
+    data: FileRef | None = None
+
+    @property
+    def merged(self) -> bool:
+        return self.data is not None
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["data"] = asdict(self.data) if self.data else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Shard:
+        return cls(FileRef.from_dict(d["index"]), int(d["ntotal"]), int(d["first_row"]),
+                   int(d["end_row"]), FileRef.from_dict(d["data"]) if d.get("data") else None)
+
+
+@dataclass(frozen=True)
+class Quality:
+    """Recall measured at build time on queries sampled from the corpus itself."""
+
+    recall_at_10: float
+    recall_target: float
+    target_met: bool
+    queries: int
+    k: int
+    ms_per_query: float  # median latency of single-query searches at `search_params`
+    search_params: dict
+    # One row per setting tried: {"nprobe"|"efSearch": value, "recall": r, "ms_per_query": t}
+    curve: tuple[dict, ...] = ()
+    rows_measured: int = 0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["curve"] = [dict(c) for c in self.curve]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Quality:
+        return cls(float(d["recall_at_10"]), float(d["recall_target"]), bool(d["target_met"]),
+                   int(d["queries"]), int(d["k"]), float(d["ms_per_query"]),
+                   dict(d["search_params"]), tuple(dict(c) for c in d.get("curve", ())),
+                   int(d.get("rows_measured", 0)))
+
+
+@dataclass(frozen=True)
+class BuildParams:
+    """How the index was built: enough to build it again the same way."""
+
+    index_key: str
+    family: Family
+    reason: str
+    memory_bytes: int | None
+    estimated_bytes: int
+    shard_size: int | None
+    nlist: int
+    train_rows: int
+    seed: int
+    source: str
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["family"] = self.family.value
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> BuildParams:
+        return cls(str(d["index_key"]), _family(d["family"]), str(d["reason"]),
+                   None if d.get("memory_bytes") is None else int(d["memory_bytes"]),
+                   int(d["estimated_bytes"]),
+                   None if d.get("shard_size") is None else int(d["shard_size"]),
+                   int(d["nlist"]), int(d["train_rows"]), int(d["seed"]), str(d["source"]),
+                   float(d.get("seconds", 0.0)))
+
+
+@dataclass(frozen=True)
+class StorePart:
+    file: FileRef
+    rows: int
+
+    def to_dict(self) -> dict:
+        return {"file": asdict(self.file), "rows": self.rows}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> StorePart:
+        return cls(FileRef.from_dict(d["file"]), int(d["rows"]))
+
+
+@dataclass(frozen=True)
+class IndexManifest:
+    model_fingerprint: str
+    model_dir: str
+    dimension: int
+    index_key: str
+    family: Family
+    trained: FileRef
+    shards: tuple[Shard, ...]
+    store_parts: tuple[StorePart, ...]
+    rows: int  # store rows ever added = next row number; removed rows keep their number
+    build: BuildParams
+    id_type: str = "int64"
+    deleted: FileRef | None = None
+    deleted_rows: int = 0
+    # Rows removed from the faiss shards themselves (the rest of deleted_rows are
+    # tombstones that queries filter out).
+    removed_natively: int = 0
+    search_params: dict = field(default_factory=dict)
+    quality: Quality | None = None
+    metric: str = "inner_product"
+    kind: str = KIND
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def live_rows(self) -> int:
+        return self.rows - self.deleted_rows
+
+    @property
+    def ntotal(self) -> int:
+        return sum(s.ntotal for s in self.shards)
+
+    def files(self) -> list[FileRef]:
+        out = [self.trained]
+        for s in self.shards:
+            out += [s.index] + ([s.data] if s.data else [])
+        out += [p.file for p in self.store_parts]
+        return out + ([self.deleted] if self.deleted else [])
+
+    def with_(self, **changes) -> IndexManifest:
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["family"] = self.family.value
+        d["trained"] = asdict(self.trained)
+        d["shards"] = [s.to_dict() for s in self.shards]
+        d["store_parts"] = [p.to_dict() for p in self.store_parts]
+        d["build"] = self.build.to_dict()
+        d["deleted"] = asdict(self.deleted) if self.deleted else None
+        d["quality"] = self.quality.to_dict() if self.quality else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> IndexManifest:
+        if d.get("kind") != KIND:
+            raise ValueError(f"kind is {d.get('kind')!r}, expected {KIND!r}: not an index "
+                             "directory written by `mimicsearch build-index`")
+        version = d.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ValueError(f"index format_version {version!r} is not supported (this "
+                             f"mimicsearch reads {FORMAT_VERSION}); rebuild with `build-index`")
+        try:
+            m = cls(
+                model_fingerprint=str(d["model_fingerprint"]),
+                model_dir=str(d["model_dir"]),
+                dimension=int(d["dimension"]),
+                index_key=str(d["index_key"]),
+                family=_family(d["family"]),
+                trained=FileRef.from_dict(d["trained"]),
+                shards=tuple(Shard.from_dict(s) for s in d["shards"]),
+                store_parts=tuple(StorePart.from_dict(p) for p in d["store_parts"]),
+                rows=int(d["rows"]),
+                build=BuildParams.from_dict(d["build"]),
+                id_type=str(d.get("id_type", "int64")),
+                deleted=FileRef.from_dict(d["deleted"]) if d.get("deleted") else None,
+                deleted_rows=int(d.get("deleted_rows", 0)),
+                removed_natively=int(d.get("removed_natively", 0)),
+                search_params=dict(d.get("search_params", {})),
+                quality=Quality.from_dict(d["quality"]) if d.get("quality") else None,
+                metric=str(d.get("metric", "inner_product")),
+            )
+        except KeyError as e:
+            raise ValueError(f"index manifest is missing the field {e.args[0]!r}") from None
+        m.validate()
+        return m
+
+    def validate(self) -> None:
+        if self.dimension <= 0:
+            raise ValueError(f"dimension={self.dimension}: must be positive")
+        if self.id_type not in ("int64", "string"):
+            raise ValueError(f"id_type {self.id_type!r}; valid: ['int64', 'string']")
+        if self.metric != "inner_product":
+            raise ValueError(f"metric {self.metric!r}; valid: ['inner_product']")
+        stored = sum(p.rows for p in self.store_parts)
+        if stored != self.rows:
+            raise ValueError(f"rows={self.rows} but the store parts hold {stored}")
+        if not 0 <= self.deleted_rows <= self.rows:
+            raise ValueError(f"deleted_rows={self.deleted_rows} outside 0..{self.rows}")
+        if self.ntotal != self.rows - self.removed_natively:
+            raise ValueError(f"shards hold {self.ntotal} vectors but rows - removed_natively "
+                             f"= {self.rows - self.removed_natively}")
+        for a, b in zip(self.shards, self.shards[1:]):
+            if b.first_row < a.end_row:
+                raise ValueError(f"shards {a.index.file} and {b.index.file} overlap in rows")
+
+    def save(self, index_dir: str | Path) -> None:
+        write_json(Path(index_dir) / MANIFEST, self.to_dict())
+
+    @classmethod
+    def load(cls, index_dir: str | Path) -> IndexManifest:
+        path = Path(index_dir) / MANIFEST
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: is {index_dir} an index directory "
+                                    "written by `mimicsearch build-index`?")
+        try:
+            m = cls.from_dict(read_json(path))
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
+        for ref in m.files():
+            safe_child(index_dir, ref.file)
+        return m
+
+
+def _family(value: str) -> Family:
+    try:
+        return Family(value)
+    except ValueError:
+        raise ValueError(f"unknown index family {value!r}; valid: "
+                         f"{[f.value for f in Family]}") from None
