@@ -82,6 +82,11 @@ class ModelManifest:
     pooling: str = "mean"
     tokenizer_file: str = "tokenizer.json"
     pad_token_id: int = 0
+    # Side the tokenizer pads a batch on (tokenizer.json pads there too); position-sensitive
+    # models give other vectors if it changes.
+    padding_side: str = "right"
+    # Prompt sentence-transformers applies when the caller names none ("" = no prompt).
+    default_prompt_name: str = ""
     input_names: tuple[str, ...] = ("input_ids", "attention_mask")
     output_name: str = "sentence_embedding"
     format_version: int = FORMAT_VERSION
@@ -136,6 +141,8 @@ class ModelManifest:
                 pooling=str(d.get("pooling", "mean")),
                 tokenizer_file=str(d.get("tokenizer_file", "tokenizer.json")),
                 pad_token_id=int(d.get("pad_token_id", 0)),
+                padding_side=str(d.get("padding_side", "right")),
+                default_prompt_name=str(d.get("default_prompt_name", "")),
                 input_names=tuple(d.get("input_names", ("input_ids", "attention_mask"))),
                 output_name=str(d.get("output_name", "sentence_embedding")),
             )
@@ -147,6 +154,11 @@ class ModelManifest:
         bad = [x for x in m.matryoshka_dims if not 0 < x <= m.dimension]
         if bad:
             raise ValueError(f"matryoshka_dims {bad} outside 1..{m.dimension}")
+        if m.padding_side not in ("right", "left"):
+            raise ValueError(f"padding_side {m.padding_side!r}; valid: 'right', 'left'")
+        if m.default_prompt_name and m.default_prompt_name not in m.prompts:
+            raise ValueError(f"default_prompt_name {m.default_prompt_name!r} is not one of the "
+                             f"prompts {sorted(m.prompts)}")
         return m
 
     def save(self, model_dir: str | Path) -> None:
