@@ -1,4 +1,106 @@
 """CLI commands: export."""
 from __future__ import annotations
 
-COMMANDS: list = []
+import json
+import sys
+
+import click
+
+from ._extras import import_stage
+
+_PRECISIONS = ("fp32", "int8", "int4")
+
+
+def _int_list(ctx, param, value: str | None) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    try:
+        return tuple(int(x) for x in value.split(",") if x.strip())
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected comma-separated integers, "
+                                 "e.g. 768,512,256,128") from None
+
+
+def _variants(ctx, param, value: str) -> tuple[str, ...]:
+    names = tuple(v.strip() for v in value.split(",") if v.strip())
+    bad = [v for v in names if v not in _PRECISIONS]
+    if bad or not names:
+        raise click.BadParameter(f"{value!r}: choose from {', '.join(_PRECISIONS)} "
+                                 "(comma-separated)")
+    return names
+
+
+@click.command("export")
+@click.argument("model_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Model directory to write (new, empty, or a previous export).")
+@click.option("--variants", default="fp32,int8", show_default=True, callback=_variants,
+              help="Comma-separated: fp32, int8, int4 (int4 needs onnx-ir).")
+@click.option("--calibration", type=click.Path(exists=True, dir_okay=False),
+              help="Held-out texts for the parity gate, one per line (default: synthetic "
+                   "clinical notes).")
+@click.option("--parity-texts", default=160, show_default=True, type=click.IntRange(20),
+              help="How many synthetic notes the parity gate uses (without --calibration).")
+@click.option("--min-cosine-fp32", default=0.9999, show_default=True, type=float)
+@click.option("--min-cosine-int8", default=0.99, show_default=True, type=float)
+@click.option("--min-cosine-int4", default=0.98, show_default=True, type=float)
+@click.option("--min-overlap", default=0.9, show_default=True, type=float,
+              help="Minimum top-10 retrieval overlap with PyTorch, every variant.")
+@click.option("--reduce-range/--no-reduce-range", default=True, show_default=True,
+              help="int8: 7-bit weights, safe on AVX2 CPUs without VNNI.")
+@click.option("--per-channel/--per-tensor", default=True, show_default=True,
+              help="int8: one weight scale per output channel.")
+@click.option("--quantize-embeddings/--fp32-embeddings", default=True, show_default=True,
+              help="int8: quantize the token embedding table too.")
+@click.option("--keep-fp32", "keep_fp32", multiple=True, metavar="REGEX",
+              help="int8: MatMul node names (regex) left in fp32; repeatable. Default: the MLP "
+                   "down projections. Give '' to quantize all.")
+@click.option("--matryoshka-dims", callback=_int_list,
+              help="Comma-separated truncation dims the model was trained for "
+                   "(default: known for EmbeddingGemma, else none).")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def export_cmd(model_dir, out, variants, calibration, parity_texts, min_cosine_fp32,
+               min_cosine_int8, min_cosine_int4, min_overlap, reduce_range, per_channel,
+               quantize_embeddings, keep_fp32, matryoshka_dims, as_json, no_progress):
+    """Export a sentence-transformers model to ONNX (one graph: transformer, pooling, dense,
+    normalize), quantize it, check every variant against PyTorch, and write MODEL_DIR's
+    runtime model directory. Exits 1 if a variant fails its parity gate."""
+    package = import_stage("mimicsearch.export.package", "export")
+    quantize = import_stage("mimicsearch.export.quantize", "export")
+    parity = import_stage("mimicsearch.export.parity", "export")
+    exclude = quantize.DEFAULT_EXCLUDE if not keep_fp32 else tuple(k for k in keep_fp32 if k)
+    recipe = quantize.Int8Recipe(per_channel=per_channel, reduce_range=reduce_range,
+                                 embeddings=quantize_embeddings, exclude=exclude)
+    thresholds = parity.Thresholds(fp32_cosine=min_cosine_fp32, int8_cosine=min_cosine_int8,
+                                   int4_cosine=min_cosine_int4, top10_overlap=min_overlap)
+    try:
+        result = package.export_model(model_dir, out, variants=variants, int8=recipe,
+                                      thresholds=thresholds, calibration=calibration,
+                                      parity_texts=parity_texts,
+                                      matryoshka_dims=matryoshka_dims,
+                                      progress=not no_progress)
+    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError,
+            ImportError) as e:
+        raise click.ClickException(str(e)) from None
+    m = result.manifest
+    if as_json:
+        click.echo(json.dumps(m.to_dict(), indent=2))
+    else:
+        click.echo(f"{result.out_dir}: dim {m.dimension}, max_seq_length {m.max_seq_length}, "
+                   f"source {m.fingerprint}")
+        click.echo(f"{'variant':8} {'size MB':>8} {'cos min':>8} {'cos mean':>9} "
+                   f"{'top10':>6}  status")
+        for v in m.variants:
+            p = v.parity
+            click.echo(f"{v.precision.value:8} {v.size_bytes / 1e6:8.1f} {p.cosine_min:8.5f} "
+                       f"{p.cosine_mean:9.5f} {p.top10_overlap:6.3f}  "
+                       f"{'ok' if v.usable else 'UNUSABLE'}")
+    if result.failed:
+        for v in result.failed:
+            click.echo(f"error: {v.precision.value} failed the parity gate: {v.reason}",
+                       err=True)
+        sys.exit(1)
+
+
+COMMANDS: list = [export_cmd]

@@ -1,0 +1,226 @@
+"""Export stage: real exports of MiniLM and a tiny Gemma3, run with plain onnxruntime and
+compared with PyTorch sentence-transformers."""
+import json
+import shutil
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from click.testing import CliRunner
+from mimicsearch.export.package import export_model
+from mimicsearch.export.parity import Thresholds, sample_texts, topk_overlap
+from mimicsearch.export.source import hash_model_dir, load_source
+from mimicsearch.export.tokenizer import build_tokenizer, check_tokenizer
+from tokenizers import Tokenizer
+
+from mimicsearch.cli import main
+from mimicsearch.manifest import ModelManifest, Precision, verify_file
+
+MODELS = ["minilm", "tiny_gemma"]
+# Floors for texts the parity gate never saw (the gate's own thresholds).
+COSINE_FLOOR = {Precision.FP32: 0.9999, Precision.INT8: 0.99}
+
+
+@pytest.fixture(scope="module")
+def exported(request):
+    """(model name) -> (torch model, exported dir), loaded once per module."""
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            src = request.getfixturevalue(f"{name}_dir")
+            cache[name] = (load_source(src), request.getfixturevalue(f"{name}_onnx"))
+        return cache[name]
+    return get
+
+
+def held_out_texts():
+    """Texts unlike the parity sample: other seed, very short, very long (truncated)."""
+    texts = sample_texts(12, seed=99)
+    return texts + ["fever", "Chest pain. " * 200, "ECG: sinus rhythm, rate 72, normal axis."]
+
+
+def onnx_encode(model_dir, precision, texts, prompt=""):
+    m = ModelManifest.load(model_dir)
+    v = m.variant(precision)
+    session = ort.InferenceSession(str(verify_file(model_dir, v.file, v.sha256)),
+                                   providers=["CPUExecutionProvider"])
+    tok = Tokenizer.from_file(str(model_dir / m.tokenizer_file))
+    enc = tok.encode_batch([prompt + t for t in texts])
+    feed = {"input_ids": np.array([e.ids for e in enc], dtype=np.int64),
+            "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64)}
+    return session.run([m.output_name], feed)[0]
+
+
+def torch_encode(model, texts, prompt=""):
+    return model.encode(texts, prompt=prompt or None, convert_to_numpy=True,
+                        normalize_embeddings=True)
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("precision", [Precision.FP32, Precision.INT8])
+def test_variant_matches_pytorch_on_held_out_texts(exported, name, precision):
+    model, onnx_dir = exported(name)
+    texts = held_out_texts()
+    prompt = model.prompts.get("document", "")
+    got = onnx_encode(onnx_dir, precision, texts, prompt)  # one batch: 15 x longest
+    want = torch_encode(model, texts, prompt)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-4)
+    cosine = (got * want).sum(axis=1)
+    assert cosine.min() >= COSINE_FLOOR[precision], cosine
+    if precision is Precision.INT8:
+        assert not np.allclose(got, want, atol=1e-6), "int8 identical to fp32: not quantized?"
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_batch_and_length_do_not_change_a_text_vector(exported, name):
+    """The graph was traced at one shape; every other batch size and length must agree."""
+    _, onnx_dir = exported(name)
+    texts = held_out_texts()
+    batched = onnx_encode(onnx_dir, Precision.FP32, texts)
+    for i in (0, 12, 13):
+        alone = onnx_encode(onnx_dir, Precision.FP32, [texts[i]])
+        np.testing.assert_allclose(alone[0], batched[i], atol=2e-5)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_tokenizer_json_reproduces_sentence_transformers(exported, name):
+    model, onnx_dir = exported(name)
+    m = ModelManifest.load(onnx_dir)
+    tok = Tokenizer.from_file(str(onnx_dir / m.tokenizer_file))
+    texts = held_out_texts() + ["", "UNSEEN-wörd 12.5mg", "  spaces  "]
+    for prompt in [None, *m.prompts.values()]:
+        want = model.preprocess(texts, prompt=prompt)
+        enc = tok.encode_batch([(prompt or "") + t for t in texts])
+        assert [e.ids for e in enc] == want["input_ids"].tolist()
+        assert [e.attention_mask for e in enc] == want["attention_mask"].tolist()
+    longest = max(len(e.ids) for e in enc)
+    assert longest == m.max_seq_length == model.max_seq_length  # the long text was truncated
+    assert enc[0].ids[-1] != m.pad_token_id
+
+
+def test_check_tokenizer_catches_a_mismatch(minilm_dir):
+    model = load_source(minilm_dir)
+    tok = build_tokenizer(model)
+    check_tokenizer(model, tok, held_out_texts())
+    tok.enable_truncation(max_length=16)
+    with pytest.raises(ValueError, match="does not reproduce"):
+        check_tokenizer(model, tok, held_out_texts())
+
+
+def test_manifest_records_the_model(exported, tiny_gemma_dir):
+    _, onnx_dir = exported("tiny_gemma")
+    m = ModelManifest.load(onnx_dir)
+    assert m.dimension == 32 and m.max_seq_length == 48
+    assert m.prompts["query"] == "task: search result | query: "
+    assert m.prompts["document"] == "title: none | text: "
+    assert (m.pad_token_id, m.padding_side, m.pooling, m.normalize) == (0, "right", "mean", True)
+    assert m.source_sha256 == hash_model_dir(tiny_gemma_dir)
+    assert [v.precision for v in m.variants] == [Precision.FP32, Precision.INT8]
+    for v in m.variants:
+        assert v.usable and v.parity.texts > 40
+        assert v.size_bytes == (onnx_dir / v.file).stat().st_size
+        verify_file(onnx_dir, v.file, v.sha256)
+    fp32, int8 = m.variants
+    assert int8.size_bytes < fp32.size_bytes
+    assert ModelManifest.from_dict(json.loads(json.dumps(m.to_dict()))) == m
+
+
+def test_manifest_validation_rejects_bad_tokenizer_fields(minilm_onnx):
+    d = ModelManifest.load(minilm_onnx).to_dict()
+    with pytest.raises(ValueError, match="padding_side"):
+        ModelManifest.from_dict({**d, "padding_side": "middle"})
+    with pytest.raises(ValueError, match="default_prompt_name"):
+        ModelManifest.from_dict({**d, "default_prompt_name": "nope"})
+
+
+def test_gemma_bidirectional_attention_survives_export(exported):
+    """Changing the LAST token must change the FIRST token's output, in ONNX as in PyTorch;
+    a causal graph would leave it untouched."""
+    model, onnx_dir = exported("tiny_gemma")
+    m = ModelManifest.load(onnx_dir)
+    session = ort.InferenceSession(str(onnx_dir / m.variant("fp32").file),
+                                   providers=["CPUExecutionProvider"])
+    a = model.preprocess(["patient presents with chest pain and fever"])
+    b = {k: v.clone() if hasattr(v, "clone") else v for k, v in a.items()}
+    b["input_ids"][0, -2] = model.tokenizer.convert_tokens_to_ids("cough")  # last before <eos>
+    outs = []
+    for feats in (a, b):
+        feed = {k: feats[k].numpy() for k in ("input_ids", "attention_mask")}
+        tokens, sentence = session.run(["token_embeddings", "sentence_embedding"], feed)
+        ref = model(dict(feats))
+        np.testing.assert_allclose(tokens, ref["token_embeddings"].detach().numpy(), atol=1e-4)
+        np.testing.assert_allclose(sentence, ref["sentence_embedding"].detach().numpy(),
+                                   atol=1e-5)
+        outs.append(tokens)
+    first_token_shift = np.abs(outs[0][0, 0] - outs[1][0, 0]).max()
+    assert first_token_shift > 1e-3
+
+
+def test_tampered_onnx_file_is_rejected(tiny_gemma_onnx, tmp_path):
+    copy = shutil.copytree(tiny_gemma_onnx, tmp_path / "model")
+    m = ModelManifest.load(copy)
+    v = m.variant("int8")
+    data = bytearray((copy / v.file).read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (copy / v.file).write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="sha256"):
+        verify_file(copy, v.file, v.sha256)
+    verify_file(copy, m.variant("fp32").file, m.variant("fp32").sha256)
+
+
+def test_variant_under_its_threshold_is_marked_unusable(tiny_gemma_dir, tmp_path):
+    result = export_model(tiny_gemma_dir, tmp_path / "m", variants=["fp32", "int8"],
+                          thresholds=Thresholds(int8_cosine=1.01), parity_texts=24,
+                          progress=False)
+    m = ModelManifest.load(tmp_path / "m")
+    fp32, int8 = m.variants
+    assert fp32.usable and not int8.usable
+    assert "cosine min" in int8.reason and "1.01" in int8.reason
+    assert result.failed == [int8]
+    assert m.variant().precision is Precision.FP32
+    with pytest.raises(ValueError, match="failed its parity gate"):
+        m.variant("int8")
+
+
+def test_export_refuses_a_foreign_non_empty_directory(tiny_gemma_dir, tmp_path):
+    (tmp_path / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="non-empty"):
+        export_model(tiny_gemma_dir, tmp_path, progress=False)
+    assert (tmp_path / "notes.txt").read_text() == "keep me"
+
+
+def test_topk_overlap_tolerates_ties_and_counts_misses():
+    ref = np.array([[1.0, 0.5, 0.5, 0.1]])
+    assert topk_overlap(ref, ref, k=2) == 1.0
+    assert topk_overlap(ref, np.array([[1.0, 0.4, 0.6, 0.1]]), k=2) == 1.0  # 2 and 1 tie
+    assert topk_overlap(ref, np.array([[0.0, 0.1, 0.2, 0.9]]), k=2) == 0.5
+
+
+def test_model_hash_changes_with_config(tiny_gemma_dir, tmp_path):
+    copy = shutil.copytree(tiny_gemma_dir, tmp_path / "m")
+    before = hash_model_dir(copy)
+    (copy / "README.md").write_text("edited card")
+    assert hash_model_dir(copy) == before
+    cfg = json.loads((copy / "config.json").read_text())
+    cfg["sliding_window"] += 2
+    (copy / "config.json").write_text(json.dumps(cfg))
+    assert hash_model_dir(copy) != before
+
+
+def test_cli_export_wiring(tiny_gemma_dir, tmp_path):
+    runner = CliRunner()
+    ok = runner.invoke(main, ["export", str(tiny_gemma_dir), "--out", str(tmp_path / "a"),
+                              "--variants", "fp32", "--parity-texts", "24", "--json",
+                              "--no-progress"])
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.stdout)["variants"][0]["precision"] == "fp32"
+    bad = runner.invoke(main, ["export", str(tiny_gemma_dir), "--out", str(tmp_path / "b"),
+                               "--variants", "fp32", "--parity-texts", "24", "--no-progress",
+                               "--min-cosine-fp32", "1.5"])
+    assert bad.exit_code == 1
+    assert "fp32 failed the parity gate: cosine min" in bad.output
+    wrong = runner.invoke(main, ["export", str(tiny_gemma_dir), "--out", str(tmp_path / "c"),
+                                 "--variants", "fp16"])
+    assert wrong.exit_code == 2 and "fp32, int8, int4" in wrong.output
