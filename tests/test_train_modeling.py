@@ -6,6 +6,7 @@ import pytest
 import torch
 from mimicsearch.train.modeling import check_attention_support, load_model, save_model
 from sentence_transformers import SentenceTransformer
+from train_helpers import build_tiny_gemma
 
 # Longer than the tiny Gemma3's sliding window (a few tokens), so a changed window shows.
 LONG_TEXTS = [
@@ -19,28 +20,7 @@ LONG_TEXTS = [
 @pytest.fixture(scope="module")
 def tiny_gemma_dir(tmp_path_factory, minilm_dir):
     """Stand-in until tests/fixtures/models.py provides the shared one."""
-    from sentence_transformers.base.modules import Dense, Transformer
-    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling
-    from transformers import AutoTokenizer, Gemma3TextConfig, Gemma3TextModel
-
-    root = tmp_path_factory.mktemp("tiny_gemma")
-    torch.manual_seed(0)
-    config = Gemma3TextConfig(
-        vocab_size=30522, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=1, head_dim=16, sliding_window=8,
-        use_bidirectional_attention=True, max_position_embeddings=512, pad_token_id=0,
-        layer_types=["sliding_attention", "full_attention"])
-    Gemma3TextModel(config).save_pretrained(root / "hf")
-    AutoTokenizer.from_pretrained(minilm_dir).save_pretrained(root / "hf")
-    backbone = Transformer(str(root / "hf"), max_seq_length=64)
-    backbone.auto_model.config.sliding_window = config.sliding_window
-    for layer in backbone.auto_model.layers:
-        if layer.self_attn.sliding_window is not None:
-            layer.self_attn.sliding_window = config.sliding_window
-    model = SentenceTransformer(modules=[
-        backbone, Pooling(32, "mean"), Dense(32, 64, activation_function=torch.nn.Identity()),
-        Dense(64, 32, activation_function=torch.nn.Identity()), Normalize()])
-    return save_model(model, root / "st")
+    return build_tiny_gemma(tmp_path_factory.mktemp("tiny_gemma"), minilm_dir)
 
 
 def test_save_model_reloads_to_same_vectors_on_gemma3(tiny_gemma_dir, tmp_path):

@@ -120,7 +120,10 @@ def read_notes(path: str | os.PathLike) -> pd.DataFrame:
 
 
 def read_diagnoses(path: str | os.PathLike) -> pd.DataFrame:
-    df = _read_csv(path, DIAGNOSIS_COLUMNS)
+    """DIAGNOSES_ICD.csv; SEQ_NUM (1 = primary diagnosis) is kept when present."""
+    df = _read_csv(path, DIAGNOSIS_COLUMNS, optional=("SEQ_NUM",))
+    if "SEQ_NUM" in df.columns:
+        df["SEQ_NUM"] = pd.to_numeric(df["SEQ_NUM"], errors="coerce")
     df["SUBJECT_ID"] = _to_int(df["SUBJECT_ID"], path, "SUBJECT_ID", df, required=True)
     df["HADM_ID"] = _to_int(df["HADM_ID"], path, "HADM_ID", df, required=True)
     df["ICD9_CODE"] = df["ICD9_CODE"].fillna("").astype(str).str.strip()
@@ -217,12 +220,15 @@ def make_pairs(notes_csv: str | os.PathLike, out_dir: str | os.PathLike,
     if diagnoses is None:
         diag_table = pd.DataFrame({"subject_id": pd.Series([], dtype="int64"),
                                    "hadm_id": pd.Series([], dtype="int64"),
+                                   "seq_num": pd.Series([], dtype="float64"),
                                    "icd9_code": pd.Series([], dtype=object)})
     else:
         used = set(note_table["hadm_id"].dropna())
         d = diagnoses[diagnoses["HADM_ID"].isin(used)]
         diag_table = pd.DataFrame({"subject_id": d["SUBJECT_ID"].astype("int64"),
                                    "hadm_id": d["HADM_ID"].astype("int64"),
+                                   "seq_num": d.get("SEQ_NUM", pd.Series(np.nan, index=d.index))
+                                   .astype(float),
                                    "icd9_code": d["ICD9_CODE"]}).reset_index(drop=True)
 
     tables = {"notes.parquet": note_table, "pairs.parquet": pairs,
@@ -283,7 +289,7 @@ def _split_size(n: int, fraction: float) -> int:
     return max(1, round(n * fraction)) if n >= 3 else 0
 
 
-def _read_csv(path, columns) -> pd.DataFrame:
+def _read_csv(path, columns, optional=()) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"missing file: {path}")
@@ -291,7 +297,8 @@ def _read_csv(path, columns) -> pd.DataFrame:
     missing = [c for c in columns if c not in header]
     if missing:
         raise ValueError(f"{path}: missing columns {missing}; found {list(header)}")
-    return pd.read_csv(path, usecols=list(columns), dtype=str, keep_default_na=False,
+    columns = [*columns, *(c for c in optional if c in header)]
+    return pd.read_csv(path, usecols=columns, dtype=str, keep_default_na=False,
                        na_values=[""])
 
 
