@@ -11,6 +11,7 @@ import contextlib
 import math
 import os
 import re
+import shutil
 import sys
 import time
 import uuid
@@ -33,8 +34,9 @@ from .index_manifest import (
     IndexManifest,
     Quality,
     Shard,
+    check_model,
 )
-from .store import MetadataStore, store_table, write_deleted, write_part
+from .store import SNIPPET_CHARS, MetadataStore, store_table, write_deleted, write_part
 
 # Choice thresholds (see choose_index): exact search stays fast up to here, HNSW build time
 # stays reasonable on CPUs up to here.
@@ -77,6 +79,11 @@ def parse_bytes(text: str | int | None) -> int | None:
         raise ValueError(f"memory size {text!r} not understood; use e.g. 512M, 8G, 1.5GiB")
     scale = 1024 ** " kmgt".index(m.group(2).lower() or " ")
     return int(float(m.group(1)) * scale)
+
+
+def default_memory_budget() -> int:
+    """Half of this machine's RAM: the rest is for the encoder, the OS and other work."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
 
 
 def nlist_for(n: int) -> int:
@@ -214,12 +221,47 @@ class ArraySource:
         return self.vectors[rows]
 
 
-class EmbeddingsSource:
-    """An embeddings directory written by `mimicsearch encode`, streamed shard by shard."""
+class NoteTexts:
+    """Text of a notes file looked up by source line, read forward once alongside the
+    embeddings (which record each row's `line`), so snippets need no second copy of the
+    corpus in memory."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, text_col: str | None = None,
+                 id_col: str | None = None):
+        from .readers import Reader
+
+        self._batches = iter(Reader(path, text_col=text_col, id_col=id_col, keep=[],
+                                    batch_size=4096))
+        self._lines = np.zeros(0, np.int64)
+        self._texts: list[str] = []
+
+    def take(self, lines: np.ndarray) -> list[str | None]:
+        """Texts (first SNIPPET_CHARS * 2 characters) of non-decreasing `lines`."""
+        lines = np.asarray(lines, dtype=np.int64)
+        if len(lines) == 0:
+            return []
+        while not len(self._lines) or self._lines[-1] < lines[-1]:
+            batch = next(self._batches, None)
+            if batch is None:
+                break
+            self._lines = np.concatenate([self._lines, batch.lines])
+            self._texts += [t[: 2 * SNIPPET_CHARS] for t in batch.texts]
+        pos = np.searchsorted(self._lines, lines).clip(0, max(len(self._lines) - 1, 0))
+        found = (self._lines[pos] == lines) if len(self._lines) else np.zeros(len(lines), bool)
+        out = [self._texts[p] if f else None for p, f in zip(pos, found)]
+        drop = int(np.searchsorted(self._lines, lines[-1]))  # keep the last (windows share it)
+        self._lines, self._texts = self._lines[drop:], self._texts[drop:]
+        return out
+
+
+class EmbeddingsSource:
+    """An embeddings directory written by `mimicsearch encode`, streamed shard by shard;
+    `notes` (the encoded file) supplies snippets."""
+
+    def __init__(self, path: str | Path, notes: NoteTexts | None = None):
         from .embeddings import EmbeddingsManifest
 
+        self.notes = notes
         self.path = Path(path)
         self.manifest = EmbeddingsManifest.load(path)
         if not self.manifest.complete:
@@ -233,6 +275,9 @@ class EmbeddingsSource:
         from .embeddings import iter_shards
 
         for table, mat in iter_shards(self.path):
+            if self.notes is not None:
+                lines = table.column("line").to_numpy()
+                table = table.append_column("TEXT", pa.array(self.notes.take(lines), pa.string()))
             yield mat, table
 
     def take(self, rows: np.ndarray) -> np.ndarray:
@@ -805,3 +850,93 @@ def index_info(index_dir: str | Path) -> dict:
         "build": m.build.to_dict(),
         "has_embeddings": (index_dir / "embeddings" / "manifest.json").is_file(),
     }
+
+
+# ---------------------------------------------------------------------------------------
+# From notes or an embeddings directory
+
+
+def is_embeddings_dir(path: str | Path) -> bool:
+    return Path(path).is_dir() and (Path(path) / "manifest.json").is_file()
+
+
+def _model_fingerprint(model_dir: str | Path) -> str:
+    from .manifest import ModelManifest
+
+    return ModelManifest.load(model_dir).fingerprint
+
+
+def open_input(input_path: str | Path, model_dir: str | Path | None, embeddings_dir: Path, *,
+               text_col: str | None = None, id_col: str | None = None, dim: int | None = None,
+               threads: int | None = None, progress: bool = True) -> tuple[EmbeddingsSource, str]:
+    """(source, model fingerprint) for notes (encoded into `embeddings_dir` first) or for an
+    existing embeddings directory (checked against `model_dir` when one is given)."""
+    input_path = Path(input_path)
+    if input_path.is_dir():
+        if not is_embeddings_dir(input_path):
+            raise ValueError(f"{input_path} is a directory without manifest.json: pass a notes "
+                             "file or an embeddings directory written by `mimicsearch encode`")
+        source = EmbeddingsSource(input_path)
+        fingerprint = source.manifest.model_fingerprint
+        if model_dir is not None and _model_fingerprint(model_dir) != fingerprint:
+            raise ValueError(f"{input_path} was encoded by model {fingerprint}, not by "
+                             f"{model_dir} ({_model_fingerprint(model_dir)})")
+        return source, fingerprint
+    if model_dir is None:
+        raise ValueError(f"{input_path} holds notes: pass --model to encode them")
+    from .encode import encode_corpus
+
+    encode_corpus(input_path, model_dir, embeddings_dir, text_col=text_col, id_col=id_col,
+                  dim=dim, threads=threads, progress=progress)
+    return (EmbeddingsSource(embeddings_dir, NoteTexts(input_path, text_col, id_col)),
+            _model_fingerprint(model_dir))
+
+
+def build_index_from(input_path: str | Path, out_dir: str | Path,
+                     model_dir: str | Path | None = None, *, text_col: str | None = None,
+                     id_col: str | None = None, dim: int | None = None,
+                     threads: int | None = None, progress: bool = True,
+                     **build: object) -> IndexManifest:
+    """`build-index`: encode notes into OUT/embeddings (or take an embeddings directory),
+    then build_index() over them. Keyword arguments in `build` go to build_index()."""
+    out = Path(out_dir)
+    if (out / MANIFEST).exists():
+        raise FileExistsError(f"{out} already holds an index; use `mimicsearch add` to extend "
+                              "it or choose another --out")
+    source, fingerprint = open_input(input_path, model_dir, out / "embeddings",
+                                     text_col=text_col, id_col=id_col, dim=dim,
+                                     threads=threads, progress=progress)
+    return build_index(source, out, model_fingerprint=fingerprint,
+                       model_dir=str(Path(model_dir).resolve()) if model_dir else "",
+                       progress=progress, **build)
+
+
+def add_notes(index_dir: str | Path, input_path: str | Path,
+              model_dir: str | Path | None = None, *, text_col: str | None = None,
+              id_col: str | None = None, threads: int | None = None,
+              progress: bool = True) -> IndexManifest:
+    """`add`: encode new notes with the index's model (or take embeddings) and append them."""
+    index_dir = Path(index_dir)
+    m = IndexManifest.load(index_dir)
+    model_dir = model_dir or m.model_dir or None
+    tmp = index_dir / f".adding-{uuid.uuid4().hex[:12]}"
+    try:
+        dim = None
+        if not Path(input_path).is_dir() and model_dir is not None:
+            from .manifest import ModelManifest
+
+            full = ModelManifest.load(model_dir).dimension
+            dim = None if m.dimension == full else m.dimension
+        source, fingerprint = open_input(input_path, model_dir, tmp, text_col=text_col,
+                                         id_col=id_col, dim=dim, threads=threads,
+                                         progress=progress)
+        check_model(m, fingerprint, model_dir or input_path)
+        vecs, tables = [], []
+        for v, t in source.batches():
+            vecs.append(v)
+            tables.append(t)
+        if not vecs:
+            raise ValueError(f"{input_path} holds no notes to add")
+        return add_to_index(index_dir, np.concatenate(vecs), pa.concat_tables(tables))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

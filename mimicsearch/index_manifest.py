@@ -292,6 +292,16 @@ class IndexManifest:
         return m
 
 
+def check_model(manifest: IndexManifest, fingerprint: str, model_dir: str | Path) -> None:
+    """Refuse vectors of another model: they live in another space and would give
+    plausible-looking nonsense."""
+    if fingerprint != manifest.model_fingerprint:
+        raise ValueError(
+            f"model {model_dir} (fingerprint {fingerprint}) is not the model this index was "
+            f"built with (fingerprint {manifest.model_fingerprint}, from {manifest.model_dir}); "
+            "pass that model with --model, or rebuild the index with this one")
+
+
 def _family(value: str) -> Family:
     try:
         return Family(value)

@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from .index import NoteIndex, open_index
-from .index_manifest import IndexManifest
+from .index_manifest import check_model
+
+__all__ = ["Filters", "Hit", "Searcher", "check_model"]
 
 
 @dataclass(frozen=True)
@@ -45,15 +47,6 @@ class Hit:
         return asdict(self)
 
 
-def check_model(manifest: IndexManifest, fingerprint: str, model_dir: str | Path) -> None:
-    """Refuse to query an index with vectors from a different model."""
-    if fingerprint != manifest.model_fingerprint:
-        raise ValueError(
-            f"model {model_dir} (fingerprint {fingerprint}) is not the model this index was "
-            f"built with (fingerprint {manifest.model_fingerprint}, from {manifest.model_dir}); "
-            "pass that model with --model, or rebuild the index with this one")
-
-
 class Searcher:
     """An opened index plus, loaded on first text query, the encoder for its model."""
 
@@ -61,7 +54,8 @@ class Searcher:
                  encoder=None, verify: bool = True, mmap: bool = False,
                  threads: int | None = None):
         self.index: NoteIndex = open_index(index_dir, verify=verify, mmap=mmap)
-        self.model_dir = Path(model_dir or self.index.manifest.model_dir)
+        recorded = self.index.manifest.model_dir
+        self.model_dir = Path(model_dir) if model_dir else Path(recorded) if recorded else None
         self.threads = threads
         self._encoder = encoder
         if encoder is not None:
@@ -71,6 +65,10 @@ class Searcher:
     def encoder(self):
         if self._encoder is None:
             from .encoder import Encoder
+
+            if self.model_dir is None:
+                raise ValueError("this index records no model (it was built from embeddings "
+                                 "without --model): pass --model to encode text queries")
 
             if not (self.model_dir / "manifest.json").is_file():
                 raise FileNotFoundError(

@@ -26,6 +26,11 @@ SNIPPET_CHARS = 200
 _SPACES = re.compile(r"\s+")
 
 
+def snippet(text: str) -> str:
+    """The start of a note on one line, whitespace collapsed."""
+    return _SPACES.sub(" ", text[: SNIPPET_CHARS * 2]).strip()[:SNIPPET_CHARS].rstrip()
+
+
 def store_table(metadata: pa.Table, first_row: int, id_type: str,
                 text_col: str = "TEXT") -> pa.Table:
     """Normalise an encoder metadata table (id, [window], any metadata, maybe text) to the
@@ -50,9 +55,9 @@ def store_table(metadata: pa.Table, first_row: int, id_type: str,
                       else pa.nulls(n, pa.string()))
     text = by_name.get(text_col.upper())
     if text is not None:
-        cols["snippet"] = pa.array(
-            [None if t is None else _SPACES.sub(" ", t[: SNIPPET_CHARS * 2]).strip()[:SNIPPET_CHARS]
-             for t in metadata.column(text).cast(pa.string()).to_pylist()], pa.string())
+        cols["snippet"] = pa.array([None if t is None else snippet(t) for t in
+                                    metadata.column(text).cast(pa.string()).to_pylist()],
+                                   pa.string())
     else:
         cols["snippet"] = pa.nulls(n, pa.string())
     return pa.table(cols)

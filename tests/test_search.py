@@ -104,3 +104,113 @@ def test_model_mismatch_refused(index_dir):
         check_model(s.index.manifest, "fp-b", "/other/model")
     with pytest.raises(FileNotFoundError, match="/nowhere/model not found"):
         s.search_texts(["chest pain"])
+
+
+# --- embeddings directories and the CLI (no encoder needed) -----------------------------
+
+def write_embeddings(out, notes_csv, fingerprint="fp-emb", dim=DIM, skip_ids=()):
+    """An embeddings directory as `mimicsearch encode` writes it, with random vectors for
+    the notes `Reader` accepts (minus `skip_ids`, as if the encoder had rejected them)."""
+    import pyarrow.parquet as pq
+
+    from mimicsearch.embeddings import EmbeddingsManifest, Shard, embedding_column, shard_schema
+    from mimicsearch.fileio import sha256_file
+    from mimicsearch.readers import Reader
+
+    reader = Reader(notes_csv)
+    ids, lines, meta = [], [], {k: [] for k in reader.columns.keep}
+    for b in reader:
+        for j, i in enumerate(b.ids):
+            if i in skip_ids:
+                continue
+            ids.append(i)
+            lines.append(int(b.lines[j]))
+            for k, values in meta.items():
+                values.append(b.metadata[k][j])
+    vecs = unit(np.random.default_rng(3).standard_normal((len(ids), dim)))
+    schema = shard_schema(dim, "int64", list(meta), False)
+    table = pa.table({"id": ids, "line": lines, **meta, "embedding": embedding_column(vecs)},
+                     schema=schema)
+    out.mkdir(parents=True)
+    pq.write_table(table, out / "shard-00000.parquet")
+    EmbeddingsManifest(fingerprint, dim, len(ids), (Shard(
+        "shard-00000.parquet", len(ids), sha256_file(out / "shard-00000.parquet")),),
+        tuple(c for c in table.column_names if c != "embedding"), complete=True).save(out)
+    return vecs, ids
+
+
+@pytest.fixture(scope="module")
+def notes_csv(synth_dir, tmp_path_factory):
+    """The first 300 synthetic notes, plus one with empty text (rejected by the reader)."""
+    lines = (synth_dir / "NOTEEVENTS.csv").read_text(encoding="utf-8").splitlines(True)
+    import csv
+    import io
+
+    rows = list(csv.reader(io.StringIO("".join(lines))))
+    header, body = rows[0], rows[1:301]
+    body.insert(5, ["99999", "1", "2", "2150-01-01", "", "", "ECG", "", "", "", ""])
+    path = tmp_path_factory.mktemp("notes") / "notes.csv"
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([header, *body])
+    return path
+
+
+def test_snippets_follow_notes_by_line(tmp_path, notes_csv):
+    import pandas as pd
+
+    from mimicsearch.index import EmbeddingsSource, NoteTexts, open_index
+
+    write_embeddings(tmp_path / "emb", notes_csv, skip_ids={7, 8})
+    src = EmbeddingsSource(tmp_path / "emb", NoteTexts(notes_csv))
+    build_index(src, tmp_path / "ix", model_fingerprint="fp-emb", progress=False)
+    store = open_index(tmp_path / "ix").store
+    df = pd.read_csv(notes_csv, dtype=str).set_index("ROW_ID")
+    assert len(store) == 298 and store.records([0])[0]["id"] == 1
+    for rec in store.records(np.arange(0, 298, 37)):
+        note = df.loc[str(rec["id"])]
+        assert rec["snippet"] == " ".join(note.TEXT.split())[:200].rstrip()
+        assert (rec["SUBJECT_ID"], rec["CATEGORY"]) == (note.SUBJECT_ID, note.CATEGORY)
+
+
+def test_cli_from_embeddings(tmp_path, notes_csv):
+    import json
+
+    from click.testing import CliRunner
+
+    from mimicsearch.cli import main
+
+    write_embeddings(tmp_path / "emb", notes_csv)
+    run = CliRunner().invoke
+    ix = str(tmp_path / "ix")
+    r = run(main, ["build-index", str(tmp_path / "emb"), "--out", ix, "--index-key",
+                   "IVF8,Flat", "--shard-size", "100", "--merge-on-disk", "--no-progress",
+                   "--json"])
+    assert r.exit_code == 0, r.output
+    m = json.loads(r.stdout)
+    assert m["rows"] == 300 and m["model_fingerprint"] == "fp-emb" and m["quality"]
+    r = run(main, ["info", ix])
+    assert r.exit_code == 0 and "IVF8,Flat" in r.output and "recall@10" in r.output
+    assert "merged on disk" in r.output
+    r = run(main, ["query", ix, "--note-id", "10", "-k", "4", "--json"])
+    assert r.exit_code == 0, r.output
+    (res,) = json.loads(r.stdout)
+    assert res["query"] == "10" and len(res["hits"]) == 4
+    assert 10 not in [h["id"] for h in res["hits"]]
+    subject = Searcher(ix).index.store.records([9])[0]["SUBJECT_ID"]
+    r = run(main, ["query", ix, "--note-id", "10", "-k", "30", "--exclude-subject", "--json"])
+    hits = json.loads(r.stdout)[0]["hits"]
+    assert len(hits) == 30 and subject not in {h["subject_id"] for h in hits}
+    r = run(main, ["query", ix, "--note-id", "10", "--category", "radiology"])
+    assert r.exit_code == 0 and "Radiology" in r.output and "Nursing" not in r.output
+    r = run(main, ["remove", ix, "--ids", "1, 2", "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["live_rows"] == 298
+    r = run(main, ["info", ix, "--json"])
+    assert json.loads(r.stdout)["tombstones"] == 2  # merged on-disk shard: tombstones
+    r = run(main, ["query", ix, "--note-id", "1"])
+    assert r.exit_code == 1 and "not in the index" in r.output
+    r = run(main, ["query", ix, "chest pain"])
+    assert r.exit_code == 1 and "records no model" in r.output and "Traceback" not in r.output
+    r = run(main, ["query", ix, "text", "--note-id", "3"])
+    assert r.exit_code == 2 and "exactly one of" in r.output
+    r = run(main, ["build-index", str(tmp_path / "emb"), "--out", ix])
+    assert r.exit_code == 1 and "already holds an index" in r.output
