@@ -60,7 +60,7 @@ def minilm(minilm_dir):
 
 
 def _features(model):
-    return [model.tokenize(ANCHORS), model.tokenize(POSITIVES)]
+    return [model.preprocess(ANCHORS), model.preprocess(POSITIVES)]
 
 
 def test_infonce_is_cross_entropy_of_scaled_cosine_logits(minilm):

@@ -30,8 +30,8 @@ def _train_loss(model_dir, data_dir, kind="infonce"):
     model = load_model(model_dir, device="cpu").eval()
     model.max_seq_length = 32
     pairs = load_table(data_dir, "pairs", Split.TRAIN)
-    features = [model.tokenize(pairs["anchor_text"].tolist()),
-                model.tokenize(pairs["positive_text"].tolist())]
+    features = [model.preprocess(pairs["anchor_text"].tolist()),
+                model.preprocess(pairs["positive_text"].tolist())]
     with torch.no_grad():
         return make_loss(kind, model)(features, chapter_matrix(pairs["chapters"])).item()
 

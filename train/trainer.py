@@ -152,7 +152,7 @@ def train(config: TrainConfig, resume: bool = False) -> dict:
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}",
                    disable=not config.progress, leave=False)
         for batch in bar:
-            features = [batch_to_device(model.tokenize([texts[i] for i in batch]), model.device)
+            features = [batch_to_device(model.preprocess([texts[i] for i in batch]), model.device)
                         for texts in (anchors, positives)]
             with torch.autocast(device_type=torch.device(device).type, dtype=autocast_dtype,
                                 enabled=autocast_dtype is not None):

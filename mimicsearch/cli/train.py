@@ -1,4 +1,166 @@
-"""CLI commands: train."""
+"""CLI commands: pairs, train, evaluate (the [train] extra)."""
 from __future__ import annotations
 
-COMMANDS: list = []
+import json
+import math
+
+import click
+
+from ._extras import import_stage
+
+_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, RuntimeError)
+
+
+@click.command("pairs")
+@click.argument("notes_csv", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Directory for pairs/notes/diagnoses/splits Parquet + manifest.json.")
+@click.option("--diagnoses", type=click.Path(exists=True, dir_okay=False),
+              help="DIAGNOSES_ICD.csv (default: the one beside NOTES_CSV, if any).")
+@click.option("--within-admission", is_flag=True,
+              help="Pair only consecutive notes of the same admission.")
+@click.option("--category", "categories", multiple=True, metavar="NAME",
+              help="Keep only this note category (repeatable; case and trailing spaces ignored).")
+@click.option("--min-chars", default=50, show_default=True, type=click.IntRange(0),
+              help="Drop notes of at most this many characters.")
+@click.option("--val-fraction", default=0.1, show_default=True, type=click.FloatRange(0, 1))
+@click.option("--test-fraction", default=0.1, show_default=True, type=click.FloatRange(0, 1))
+@click.option("--seed", default=0, show_default=True, type=int, help="Patient split seed.")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+def pairs_cmd(notes_csv, out, diagnoses, within_admission, categories, min_chars, val_fraction,
+              test_fraction, seed, as_json):
+    """Build temporal note pairs (a patient's note and their next note) from NOTEEVENTS.csv,
+    split by patient into train/val/test."""
+    pairs = import_stage("mimicsearch.train.pairs", "train")
+    try:
+        options = pairs.PairOptions(min_chars=min_chars, within_admission=within_admission,
+                                    categories=tuple(categories), val_fraction=val_fraction,
+                                    test_fraction=test_fraction, seed=seed)
+        manifest = pairs.make_pairs(notes_csv, out, diagnoses, options)
+    except _ERRORS as e:
+        raise click.ClickException(str(e)) from None
+    if as_json:
+        click.echo(json.dumps(manifest.to_dict(), indent=2))
+        return
+    click.echo(f"{out}:")
+    click.echo(f"{'split':6} {'patients':>9} {'notes':>9} {'pairs':>9}")
+    for split, c in manifest.counts.items():
+        click.echo(f"{split:6} {c['patients']:9d} {c['notes']:9d} {c['pairs']:9d}")
+
+
+@click.command("train")
+@click.argument("model")
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Pairs directory (mimicsearch pairs).")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Run directory: model/ (best), checkpoint/ (last), training.json.")
+@click.option("--loss", default="infonce", show_default=True,
+              type=click.Choice(["infonce", "hierarchical"]))
+@click.option("--epochs", default=1, show_default=True, type=click.IntRange(1))
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(2))
+@click.option("--mini-batch-size", default=0, show_default=True, type=click.IntRange(0),
+              help="> 0: cached loss (GradCache) embedding this many texts at a time, so "
+                   "--batch-size can exceed memory.")
+@click.option("--lr", default=2e-5, show_default=True, type=float)
+@click.option("--warmup-ratio", default=0.1, show_default=True, type=click.FloatRange(0, 1))
+@click.option("--weight-decay", default=0.01, show_default=True, type=float)
+@click.option("--grad-clip", default=1.0, show_default=True, type=float)
+@click.option("--temperature", default=0.07, show_default=True, type=float)
+@click.option("--max-seq-length", default=256, show_default=True, type=click.IntRange(1),
+              help="Tokens per note (up to the model's maximum).")
+@click.option("--distinct-patients/--mixed-patients", default=True, show_default=True,
+              help="Keep pairs of one patient out of the same batch (no false negatives).")
+@click.option("--gradient-checkpointing", is_flag=True)
+@click.option("--precision", default="auto", show_default=True,
+              type=click.Choice(["auto", "fp32", "bf16"]),
+              help="auto: bf16 autocast on GPU, fp32 on CPU (fp16 is never used).")
+@click.option("--max-steps", default=0, show_default=True, type=click.IntRange(0),
+              help="Stop after this many steps (0: all epochs).")
+@click.option("--checkpoint-every", default=0, show_default=True, type=click.IntRange(0),
+              help="Also checkpoint every N steps (always at each epoch end).")
+@click.option("--val-max-pairs", default=2000, show_default=True, type=click.IntRange(2))
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from checkpoint/.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print training.json.")
+def train_cmd(model, data, out, loss, epochs, batch_size, mini_batch_size, lr, warmup_ratio,
+              weight_decay, grad_clip, temperature, max_seq_length, distinct_patients,
+              gradient_checkpointing, precision, max_steps, checkpoint_every, val_max_pairs,
+              seed, device, resume, no_progress, as_json):
+    """Fine-tune MODEL (sentence-transformers dir or hub id) so that a note's nearest neighbour
+    is the patient's next note."""
+    trainer = import_stage("mimicsearch.train.trainer", "train")
+    try:
+        config = trainer.TrainConfig(
+            model=model, data=data, out=out, loss=loss, temperature=temperature, epochs=epochs,
+            batch_size=batch_size, mini_batch_size=mini_batch_size, lr=lr,
+            weight_decay=weight_decay, warmup_ratio=warmup_ratio, grad_clip=grad_clip,
+            max_seq_length=max_seq_length, distinct_patients=distinct_patients,
+            gradient_checkpointing=gradient_checkpointing, precision=precision,
+            max_steps=max_steps, val_max_pairs=val_max_pairs,
+            checkpoint_every=checkpoint_every, seed=seed, device=device,
+            progress=not no_progress)
+        report = trainer.train(config, resume=resume)
+    except _ERRORS as e:
+        raise click.ClickException(str(e)) from None
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    steps = report["steps"]
+    click.echo(f"{out}/model: {steps} step{'' if steps == 1 else 's'} on "
+               f"{report['train_pairs']} training pairs")
+    click.echo(f"{'epoch':>5} {'loss':>8} {'val R@1':>8} {'val R@5':>8} {'val R@10':>9}")
+    for e in report["history"]:
+        v = e.get("val", {})
+        click.echo(f"{e['epoch']:5d} {_num(e['loss'], 8)} {_num(v.get('recall@1_excluded'), 8)} "
+                   f"{_num(v.get('recall@5_excluded'), 8)} {_num(v.get('recall@10_excluded'), 9)}"
+                   + ("  best" if e.get("best") else "") + ("  (partial)" if e.get("partial")
+                                                            else ""))
+
+
+@click.command("evaluate")
+@click.argument("model")
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Pairs directory (mimicsearch pairs).")
+@click.option("--base", help="Base model to compare against, side by side.")
+@click.option("--out", type=click.Path(dir_okay=False),
+              help="metrics.json path (default: inside MODEL if a directory, else ./).")
+@click.option("--split", default="test", show_default=True,
+              type=click.Choice(["test", "val", "train"]))
+@click.option("--max-seq-length", type=click.IntRange(1),
+              help="Truncate notes to this many tokens (default: each model's own).")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1))
+@click.option("--device", help="cpu, cuda ... (default: cuda if available).")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print metrics.json.")
+def evaluate_cmd(model, data, base, out, split, max_seq_length, batch_size, device, no_progress,
+                 as_json):
+    """Evaluate MODEL (sentence-transformers or exported ONNX dir) on held-out patients:
+    next-note recall@k, diagnosis AUROC, silhouettes; writes metrics.json."""
+    evaluation = import_stage("mimicsearch.train.evaluate", "train")
+    try:
+        result = evaluation.evaluate(model, data, base=base, out=out, split=split,
+                                     device=device, max_seq_length=max_seq_length,
+                                     batch_size=batch_size, show_progress=not no_progress)
+    except _ERRORS as e:
+        raise click.ClickException(str(e)) from None
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    click.echo(f"{result['split']} split of {data} -> {result['out']}")
+    click.echo(f"{'metric':24} {'base':>10} {'model':>10} {'delta':>9}")
+    for name, b, m in evaluation.comparison_rows(result):
+        delta = m - b if isinstance(m, float) and isinstance(b, float) else None
+        click.echo(f"{name:24} {_num(b, 10)} {_num(m, 10)} {_num(delta, 9, signed=True)}")
+
+
+def _num(x, width: int, signed: bool = False) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return f"{'-':>{width}}"
+    if isinstance(x, int):
+        return f"{x:{width}d}"
+    return f"{x:{'+' if signed else ''}{width}.4f}"
+
+
+COMMANDS: list = [pairs_cmd, train_cmd, evaluate_cmd]
