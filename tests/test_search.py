@@ -214,3 +214,54 @@ def test_cli_from_embeddings(tmp_path, notes_csv):
     assert r.exit_code == 2 and "exactly one of" in r.output
     r = run(main, ["build-index", str(tmp_path / "emb"), "--out", ix])
     assert r.exit_code == 1 and "already holds an index" in r.output
+
+
+# --- text queries through the real exported MiniLM --------------------------------------
+
+@pytest.fixture(scope="module")
+def text_index(tmp_path_factory, minilm_onnx, notes_csv):
+    import pandas as pd
+
+    from mimicsearch.encoder import Encoder
+
+    df = pd.read_csv(notes_csv, dtype=str).dropna(subset=["TEXT"]).head(120)
+    enc = Encoder(minilm_onnx)
+    vecs = enc.encode(df.TEXT.tolist(), prompt="document")
+    meta = pa.table({"id": df.ROW_ID.astype(int).to_numpy(), "SUBJECT_ID": df.SUBJECT_ID,
+                     "CATEGORY": df.CATEGORY, "TEXT": df.TEXT})
+    out = tmp_path_factory.mktemp("text_index") / "ix"
+    build_index(ArraySource(vecs, meta), out, model_fingerprint=enc.fingerprint,
+                model_dir=str(minilm_onnx), progress=False)
+    return out, df, enc
+
+
+def test_text_queries_find_the_note(text_index):
+    out, df, enc = text_index
+    s = Searcher(out, encoder=enc)
+    texts = df.TEXT.tolist()[10:15]
+    batched = s.search_texts(texts, k=3, batch_size=2)
+    for i, hits in enumerate(batched):
+        assert hits[0].id == int(df.ROW_ID.iloc[10 + i]) and hits[0].score > 0.98
+        assert [h.query for h in hits] == [i] * 3
+        (alone,) = s.search_texts([texts[i]], k=3)  # int8 activations scale per batch:
+        assert alone[0].id == hits[0].id  # near-ties below the top may swap
+        np.testing.assert_allclose([h.score for h in alone], [h.score for h in hits], atol=0.02)
+    # Meaning, not words: 9 of 120 notes are ECG reports, and an ECG-like query finds them.
+    (hits,) = Searcher(out).search_texts(["sinus rhythm. normal ECG"], k=5)
+    assert [h.category for h in hits] == ["ECG"] * 5
+
+
+def test_text_query_with_another_model_refused(text_index, tmp_path):
+    import json
+    import shutil
+
+    out, _, enc = text_index
+    shutil.copytree(out, tmp_path / "ix")
+    path = tmp_path / "ix" / "manifest.json"
+    d = json.loads(path.read_text())
+    d["model_fingerprint"] = "0123456789abcdef-384"
+    path.write_text(json.dumps(d))
+    with pytest.raises(ValueError, match="not the model this index was built with"):
+        Searcher(tmp_path / "ix").search_texts(["chest pain"])
+    with pytest.raises(ValueError, match="not the model this index was built with"):
+        Searcher(tmp_path / "ix", encoder=enc)
