@@ -1,4 +1,80 @@
 """CLI commands: encode."""
 from __future__ import annotations
 
-COMMANDS: list = []
+import json
+
+import click
+
+from ..encoder import LongMode
+from ..readers import IdType, InputFormat, MalformedInputError
+
+
+@click.command("encode")
+@click.argument("input", type=click.Path(exists=True, dir_okay=False))
+@click.option("--model", "model_dir", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Model directory written by `mimicsearch export`.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Embeddings directory (Parquet shards + manifest.json + rejects.csv).")
+@click.option("--text-col", help="Text column (default: TEXT).")
+@click.option("--id-col", help="Id column (default: ROW_ID or note_id; else the row number).")
+@click.option("--keep", multiple=True,
+              help="Metadata column to keep (repeatable; default: SUBJECT_ID, HADM_ID, "
+                   "CATEGORY, CHARTDATE where present).")
+@click.option("--no-keep", is_flag=True, help="Keep no metadata columns.")
+@click.option("--id-type", type=click.Choice([t.value for t in IdType]), default="auto",
+              show_default=True, help="auto: int64 for ROW_ID/row numbers, else string.")
+@click.option("--format", "input_format", type=click.Choice([f.value for f in InputFormat]),
+              help="Input format (default: from the file name; .gz is read compressed).")
+@click.option("--prompt", type=click.Choice(["document", "query", "none"]), default="document",
+              show_default=True, help="Model prompt prepended to each note.")
+@click.option("--dim", type=int, help="Matryoshka dimension to truncate to.")
+@click.option("--long", type=click.Choice([m.value for m in LongMode]), default="truncate",
+              show_default=True,
+              help="Notes over max_seq_length: cut; chunk (mean of overlapping windows); "
+                   "windows (one row per window, id = parent note).")
+@click.option("--precision", type=click.Choice(["fp32", "int8", "int4"]),
+              help="Model variant (default: the most compact one that passed parity).")
+@click.option("--threads", type=int, help="ORT threads (default: physical cores).")
+@click.option("--shard-size", type=int, default=50_000, show_default=True,
+              help="Rows per Parquet shard (the resume granularity).")
+@click.option("--batch-size", type=int, default=1024, show_default=True,
+              help="Records read, tokenized and encoded together (bounds memory).")
+@click.option("--npy", is_flag=True, help="Also write embeddings.npy (rows in shard order).")
+@click.option("--show-text", is_flag=True,
+              help="Put rejected notes' text into rejects.csv (PHI: off by default).")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier run in --out with "
+              "different arguments (the same arguments resume it).")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def encode(input, model_dir, out_dir, text_col, id_col, keep, no_keep, id_type, input_format,
+           prompt, dim, long, precision, threads, shard_size, batch_size, npy, show_text,
+           overwrite, no_progress, as_json):
+    """Encode every note of INPUT (NOTEEVENTS.csv, CSV/TSV, Parquet, JSONL) into OUT.
+
+    Rows that cannot be encoded go to OUT/rejects.csv with line and reason. Interrupted,
+    the same command resumes from the last complete shard.
+    """
+    from ..encode import encode_corpus
+
+    try:
+        s = encode_corpus(
+            input, model_dir, out_dir, text_col=text_col, id_col=id_col,
+            keep=[] if no_keep else (list(keep) or None), id_type=id_type,
+            input_format=input_format, prompt=None if prompt == "none" else prompt, dim=dim,
+            long=long, precision=precision, threads=threads, shard_size=shard_size,
+            batch_size=batch_size, show_text=show_text, npy=npy, overwrite=overwrite,
+            progress=not no_progress)
+    except (MalformedInputError, ValueError, FileNotFoundError) as e:
+        raise click.ClickException(str(e)) from None
+    if as_json:
+        click.echo(json.dumps(s.to_dict(), indent=2))
+        return
+    click.echo(f"read {s.rows_read} rows: {s.encoded} encoded, {s.rejected} rejected "
+               f"(see {s.out}/rejects.csv), {s.truncated} longer than the model's max length "
+               f"({long})")
+    click.echo(f"wrote {s.rows_written} x {s.dim} embeddings in {s.shards} shard(s) to {s.out} "
+               f"in {s.seconds:.1f}s ({s.notes_per_s:.1f} notes/s)"
+               + (f"; resumed at row {s.resumed_at}" if s.resumed_at else ""))
+
+
+COMMANDS: list = [encode]

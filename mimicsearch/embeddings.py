@@ -1,0 +1,180 @@
+"""The embeddings directory: what `mimicsearch encode` writes and the index stage reads.
+
+Layout::
+
+    OUT/manifest.json            EmbeddingsManifest (below)
+    OUT/shard-00000.parquet      columns: id, line, [window], kept metadata..., embedding
+    OUT/rejects.csv              line, id, reason[, text]: every input row not encoded
+    OUT/embeddings.npy           optional: all embeddings in manifest row order
+
+`embedding` is `fixed_size_list<float32>[dim]`, L2-normalised. `id` is int64 or string
+(`id_type`); `line` is the row's first line in the source file (its row number for Parquet).
+Metadata columns are strings (null when empty), named as in the source. In `windows` mode
+each row is one window of a long note: `id` is the parent note's id and `window` its index.
+Shards are listed in order; rows are in input order. A shard is complete or absent (atomic
+writes) and its sha256 is checked on read.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .fileio import read_json, safe_child, sha256_file, write_json
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+EMBEDDING = "embedding"
+
+
+@dataclass(frozen=True)
+class Shard:
+    file: str
+    rows: int
+    sha256: str
+    # Input records consumed once this shard was written (encoded + rejected): where a
+    # resumed run starts reading.
+    records_through: int = 0
+    rejected: int = 0
+    truncated: int = 0
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Shard:
+        return cls(str(d["file"]), int(d["rows"]), str(d["sha256"]),
+                   int(d.get("records_through", 0)), int(d.get("rejected", 0)),
+                   int(d.get("truncated", 0)))
+
+
+@dataclass(frozen=True)
+class EmbeddingsManifest:
+    model_fingerprint: str
+    dim: int
+    rows: int
+    shards: tuple[Shard, ...]
+    columns: tuple[str, ...]
+    id_type: str = "int64"
+    long: str = "truncate"
+    complete: bool = False
+    # The arguments the run was started with; a resumed run must match them.
+    settings: dict = field(default_factory=dict)
+    rejected: int = 0
+    truncated: int = 0
+    format_version: int = FORMAT_VERSION
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["shards"] = [asdict(s) for s in self.shards]
+        d["columns"] = list(self.columns)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> EmbeddingsManifest:
+        version = d.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ValueError(f"embeddings format_version {version!r} is not supported "
+                             f"(this mimicsearch reads {FORMAT_VERSION}); re-run `encode`")
+        try:
+            m = cls(
+                model_fingerprint=str(d["model_fingerprint"]),
+                dim=int(d["dim"]),
+                rows=int(d["rows"]),
+                shards=tuple(Shard.from_dict(s) for s in d["shards"]),
+                columns=tuple(str(c) for c in d["columns"]),
+                id_type=str(d.get("id_type", "int64")),
+                long=str(d.get("long", "truncate")),
+                complete=bool(d.get("complete", False)),
+                settings=dict(d.get("settings", {})),
+                rejected=int(d.get("rejected", 0)),
+                truncated=int(d.get("truncated", 0)),
+            )
+        except KeyError as e:
+            raise ValueError(f"embeddings manifest is missing the field {e.args[0]!r}") from None
+        if m.dim <= 0:
+            raise ValueError(f"embeddings manifest has dim={m.dim}: must be positive")
+        if m.id_type not in ("int64", "string"):
+            raise ValueError(f"id_type {m.id_type!r}; valid: ['int64', 'string']")
+        if sum(s.rows for s in m.shards) != m.rows:
+            raise ValueError(f"rows={m.rows} but the shards hold "
+                             f"{sum(s.rows for s in m.shards)}")
+        return m
+
+    def save(self, out_dir: str | Path) -> None:
+        write_json(Path(out_dir) / MANIFEST, self.to_dict())
+
+    @classmethod
+    def load(cls, out_dir: str | Path) -> EmbeddingsManifest:
+        path = Path(out_dir) / MANIFEST
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: is {out_dir} a directory written by "
+                                    "`mimicsearch encode`?")
+        try:
+            m = cls.from_dict(read_json(path))
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
+        for s in m.shards:
+            safe_child(out_dir, s.file)
+        return m
+
+
+def shard_schema(dim: int, id_type: str, metadata: list[str], windows: bool) -> pa.Schema:
+    fields = [pa.field("id", pa.int64() if id_type == "int64" else pa.string()),
+              pa.field("line", pa.int64())]
+    if windows:
+        fields.append(pa.field("window", pa.int32()))
+    fields += [pa.field(c, pa.string()) for c in metadata]
+    fields.append(pa.field(EMBEDDING, pa.list_(pa.float32(), dim)))
+    return pa.schema(fields)
+
+
+def embedding_column(vectors: np.ndarray) -> pa.FixedSizeListArray:
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)  # [n, dim]
+    return pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1])
+
+
+def embedding_matrix(table: pa.Table) -> np.ndarray:
+    """The `embedding` column as a float32 [rows, dim] array (no per-row Python)."""
+    col = table.column(EMBEDDING).combine_chunks()
+    dim = col.type.list_size
+    return col.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)  # [rows, dim]
+
+
+def iter_shards(out_dir: str | Path, verify: bool = True,
+                columns: list[str] | None = None) -> Iterator[tuple[pa.Table, np.ndarray]]:
+    """Yield (table without the embedding column, float32 [rows, dim]) per shard, in order.
+
+    Refuses an unfinished run and a shard whose sha256 differs from the manifest.
+    """
+    m = EmbeddingsManifest.load(out_dir)
+    if not m.complete:
+        raise ValueError(f"{out_dir} holds an unfinished `encode` run "
+                         f"({m.rows} rows so far); re-run the same command to finish it")
+    for s in m.shards:
+        path = safe_child(out_dir, s.file)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} listed in {out_dir}/{MANIFEST} is missing")
+        if verify and sha256_file(path) != s.sha256:
+            raise ValueError(f"{path} is corrupted or was modified (sha256 differs from "
+                             f"the manifest); re-run `mimicsearch encode`")
+        want = None if columns is None else list(dict.fromkeys([*columns, EMBEDDING]))
+        table = pq.read_table(path, columns=want)
+        if table.num_rows != s.rows:
+            raise ValueError(f"{path} has {table.num_rows} rows, manifest says {s.rows}")
+        yield table.drop_columns([EMBEDDING]), embedding_matrix(table)
+
+
+def load_embeddings(out_dir: str | Path, verify: bool = True) -> tuple[pa.Table, np.ndarray]:
+    """All rows: (table of id, line, [window], metadata; float32 [rows, dim] embeddings)."""
+    m = EmbeddingsManifest.load(out_dir)
+    tables, mats = [], []
+    for table, mat in iter_shards(out_dir, verify=verify):
+        tables.append(table)
+        mats.append(mat)
+    if not tables:
+        metadata = [c for c in m.columns if c not in ("id", "line", "window")]
+        schema = shard_schema(m.dim, m.id_type, metadata, m.long == "windows")
+        return schema.empty_table().drop_columns([EMBEDDING]), np.zeros((0, m.dim), np.float32)
+    return pa.concat_tables(tables), np.concatenate(mats)

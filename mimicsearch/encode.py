@@ -1,0 +1,307 @@
+"""Encoding a corpus file into an embeddings directory: streaming, accounted, resumable.
+
+Memory is bounded by one block of records (`batch_size`): each block is encoded and
+appended to the open Parquet shard as a row group. A shard is closed after the block that
+brings it to `shard_size` rows; then its rejects and the manifest are written, each
+atomically, so the manifest always describes complete shards only. A re-run with the same
+arguments skips the records those shards consumed and continues, giving the same files an
+uninterrupted run gives.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from .embeddings import (
+    MANIFEST,
+    EmbeddingsManifest,
+    Shard,
+    embedding_column,
+    embedding_matrix,
+    shard_schema,
+)
+from .encoder import Encoded, Encoder, LongMode
+from .fileio import atomic_open, atomic_path, safe_child, sha256_file
+from .readers import IdType, InputFormat, Reader, RecordBatch, Reject
+
+REJECTS = "rejects.csv"
+NPY = "embeddings.npy"
+
+
+@dataclass(frozen=True)
+class EncodeSummary:
+    input: str
+    out: str
+    rows_read: int  # input records: encoded + rejected
+    encoded: int  # notes encoded
+    rejected: int
+    truncated: int  # notes longer than max_seq_length (cut, or split into windows)
+    rows_written: int  # embedding rows (== encoded unless long="windows")
+    shards: int
+    dim: int
+    resumed_at: int  # records already done by an earlier run (0 for a fresh run)
+    seconds: float  # this run
+    notes_per_s: float  # this run
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _shard_name(i: int) -> str:
+    return f"shard-{i:05d}.parquet"
+
+
+def _rejects_part(i: int) -> str:
+    return f".rejects-{i:05d}.csv"
+
+
+def _write_rejects(path: Path, rejects: list[Reject], show_text: bool) -> None:
+    with atomic_open(path, "w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["line", "id", "reason"] + (["text"] if show_text else []))
+        for r in rejects:
+            w.writerow([r.line, r.id, r.reason] + ([r.text or ""] if show_text else []))
+
+
+def _read_rejects(path: Path) -> list[list[str]]:
+    with open(path, encoding="utf-8", newline="") as f:
+        return list(csv.reader(f))[1:]
+
+
+def _settings(input_path: Path, encoder: Encoder, reader: Reader, **kw) -> dict:
+    st = input_path.stat()
+    c = reader.columns
+    return {
+        "input": str(input_path.resolve()), "input_bytes": st.st_size,
+        "input_mtime_ns": st.st_mtime_ns, "format": reader.format.value,
+        "text_col": c.text, "id_col": c.id, "keep": list(c.keep), "id_type": c.id_type.value,
+        "model_fingerprint": encoder.fingerprint, "model_file_sha256": encoder.variant.sha256,
+        **kw,
+    }
+
+
+def _clean(out: Path) -> None:
+    """Remove what a killed run may have left: temp files and files the manifest lacks."""
+    for p in out.iterdir():
+        if p.name.startswith(".") and ".tmp." in p.name:
+            p.unlink()
+
+
+def _block_table(batch: RecordBatch, enc: Encoded, schema: pa.Schema) -> pa.Table:
+    rows = enc.parents  # int64 [rows] index into the batch's accepted records
+    cols = {"id": pa.array(batch.ids, schema.field("id").type).take(rows),
+            "line": pa.array(batch.lines[rows], pa.int64())}
+    if "window" in schema.names:
+        cols["window"] = pa.array(enc.windows, pa.int32())
+    for k, values in batch.metadata.items():
+        cols[k] = pa.array(values, pa.string()).take(rows)
+    cols["embedding"] = embedding_column(enc.vectors)
+    return pa.table(cols, schema=schema)
+
+
+class _ShardWriter:
+    """One shard being written: a temp Parquet file that becomes the shard when closed."""
+
+    def __init__(self, out: Path, index: int, schema: pa.Schema):
+        self.name = _shard_name(index)
+        self._stack = contextlib.ExitStack()
+        tmp = self._stack.enter_context(atomic_path(out / self.name))
+        self._writer = pq.ParquetWriter(tmp, schema, compression="zstd")
+        self.rows = self.records = self.truncated = 0
+        self.rejects: list[Reject] = []
+
+    def write(self, table: pa.Table) -> None:
+        if table.num_rows:
+            self._writer.write_table(table)
+        self.rows += table.num_rows
+
+    def close(self) -> None:
+        self._writer.close()
+        self._stack.close()
+
+    def abort(self, exc: BaseException) -> None:
+        self._writer.close()
+        self._stack.__exit__(type(exc), exc, exc.__traceback__)
+
+
+def encode_corpus(input: str | Path, model_dir: str | Path, out_dir: str | Path, *,
+                  text_col: str | None = None, id_col: str | None = None,
+                  keep: list[str] | None = None, id_type: IdType | str = IdType.AUTO,
+                  input_format: InputFormat | str | None = None,
+                  prompt: str | None = "document", dim: int | None = None,
+                  long: LongMode | str = LongMode.TRUNCATE, precision: str | None = None,
+                  threads: int | None = None, shard_size: int = 50_000,
+                  batch_size: int = 1024, show_text: bool = False, npy: bool = False,
+                  overwrite: bool = False, progress: bool = True,
+                  encoder: Encoder | None = None) -> EncodeSummary:
+    """Encode every note of `input` into `out_dir` (see mimicsearch/embeddings.py).
+
+    Rejected rows go to `out_dir/rejects.csv` (note text only with `show_text`). Re-running
+    the same call resumes an interrupted run; different arguments need `overwrite`.
+    """
+    t0 = time.perf_counter()
+    input, out = Path(input), Path(out_dir)
+    if shard_size < 1:
+        raise ValueError(f"shard_size={shard_size}: must be >= 1")
+    long = LongMode(long)
+    encoder = encoder or Encoder(model_dir, threads=threads, precision=precision)
+    dim = encoder.check_dim(dim)
+    encoder.prompt_text(prompt)
+    probe = Reader(input, text_col, id_col, keep, id_type, input_format, batch_size)
+    probe.close()
+    settings = _settings(input, encoder, probe, prompt=prompt, dim=dim, long=long.value,
+                         shard_size=shard_size, batch_size=batch_size, show_text=show_text)
+    columns = probe.columns
+    id_type_v = "int64" if columns.id_type is IdType.INT else "string"
+    schema = shard_schema(dim, id_type_v, list(columns.keep), long is LongMode.WINDOWS)
+
+    out.mkdir(parents=True, exist_ok=True)
+    m = _resume_point(out, settings, overwrite)
+    _clean(out)
+    if m is None:
+        m = EmbeddingsManifest(encoder.fingerprint, dim, 0, (), tuple(
+            n for n in schema.names if n != "embedding"), id_type_v, long.value,
+            settings=settings)
+    skip = m.shards[-1].records_through if m.shards else 0
+    seen = {} if m.complete else _seen_ids(out, m)
+    shards = list(m.shards)
+
+    reader = Reader(input, text_col, id_col, keep, id_type, input_format, batch_size,
+                    skip=skip, seen=seen, show_text=show_text)
+    bar = tqdm(total=reader.total_rows, initial=skip, unit="note", file=sys.stderr,
+               disable=not progress or m.complete, dynamic_ncols=True, smoothing=0.1)
+    encoded = 0
+    shard: _ShardWriter | None = None
+    records = skip
+    stream = iter(()) if m.complete else encoder.encode_stream(
+        reader, lambda b: b.texts, prompt=prompt, dim=dim, long=long)
+    try:
+        for batch, enc in stream:
+            if shard is None:
+                shard = _ShardWriter(out, len(shards), schema)
+            shard.write(_block_table(batch, enc, schema))
+            shard.records += batch.records
+            shard.truncated += int(enc.truncated.sum())
+            shard.rejects.extend(batch.rejects)
+            records += batch.records
+            encoded += len(batch.texts)
+            bar.update(batch.records)
+            if reader.total_rows is None and reader.progress() > 0:
+                bar.total = max(records, int(records / reader.progress()))
+                bar.refresh()
+            if shard.rows >= shard_size:
+                m = _close_shard(out, shard, m, shards, records, show_text)
+                shard = None
+        if shard is not None:
+            m = _close_shard(out, shard, m, shards, records, show_text)
+            shard = None
+    except BaseException as e:
+        if shard is not None:
+            shard.abort(e)
+        raise
+    finally:
+        stream.close()  # stops the tokenizer thread before the file closes
+        bar.close()
+        reader.close()
+    if not m.complete:
+        m = _finish(out, m, show_text, npy)
+    elif npy and not (out / NPY).is_file():
+        _write_npy(out, m)
+    seconds = time.perf_counter() - t0
+    return EncodeSummary(
+        input=str(input), out=str(out), rows_read=records,
+        encoded=records - m.rejected, rejected=m.rejected, truncated=m.truncated,
+        rows_written=m.rows, shards=len(m.shards), dim=m.dim, resumed_at=skip,
+        seconds=round(seconds, 3), notes_per_s=round(encoded / seconds, 1) if seconds else 0.0)
+
+
+def _resume_point(out: Path, settings: dict, overwrite: bool) -> EmbeddingsManifest | None:
+    """The manifest of an earlier run with the same settings, or None to start fresh."""
+    if not (out / MANIFEST).is_file():
+        if any(out.glob("shard-*.parquet")):
+            _remove_outputs(out)  # killed before its first manifest: nothing to keep
+        return None
+    m = EmbeddingsManifest.load(out)
+    if m.settings == settings:
+        return m
+    if not overwrite:
+        diff = sorted(k for k in set(m.settings) | set(settings)
+                      if m.settings.get(k) != settings.get(k))
+        raise ValueError(
+            f"{out} holds a run with other arguments (differs in {diff}); re-run with the "
+            "same arguments to resume it, or pass --overwrite / another --out")
+    _remove_outputs(out)
+    return None
+
+
+def _remove_outputs(out: Path) -> None:
+    for pattern in ("shard-*.parquet", ".rejects-*.csv", REJECTS, NPY, MANIFEST):
+        for p in out.glob(pattern):
+            p.unlink()
+
+
+def _seen_ids(out: Path, m: EmbeddingsManifest) -> dict:
+    """Ids (to their line) of the complete shards, checking each shard's hash."""
+    seen: dict = {}
+    for s in m.shards:
+        path = safe_child(out, s.file)
+        if not path.is_file() or sha256_file(path) != s.sha256:
+            raise ValueError(f"{path} is missing or differs from {out}/{MANIFEST}; "
+                             "cannot resume: re-run with --overwrite")
+        t = pq.read_table(path, columns=["id", "line"])
+        seen.update(zip(t.column("id").to_pylist(), t.column("line").to_pylist()))
+    return seen
+
+
+def _close_shard(out: Path, shard: _ShardWriter, m: EmbeddingsManifest, shards: list,
+                 records: int, show_text: bool) -> EmbeddingsManifest:
+    shard.close()
+    index = len(shards)
+    _write_rejects(out / _rejects_part(index), shard.rejects, show_text)
+    shards.append(Shard(shard.name, shard.rows, sha256_file(out / shard.name), records,
+                        len(shard.rejects), shard.truncated))
+    m = EmbeddingsManifest(
+        m.model_fingerprint, m.dim, m.rows + shard.rows, tuple(shards), m.columns, m.id_type,
+        m.long, False, m.settings, m.rejected + len(shard.rejects),
+        m.truncated + shard.truncated)
+    m.save(out)
+    return m
+
+
+def _finish(out: Path, m: EmbeddingsManifest, show_text: bool, npy: bool) -> EmbeddingsManifest:
+    """Merge the per-shard rejects into rejects.csv, write the .npy, mark the run complete."""
+    with atomic_open(out / REJECTS, "w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["line", "id", "reason"] + (["text"] if show_text else []))
+        for i in range(len(m.shards)):
+            w.writerows(_read_rejects(out / _rejects_part(i)))
+    if npy:
+        _write_npy(out, m)
+    done = EmbeddingsManifest(m.model_fingerprint, m.dim, m.rows, m.shards, m.columns,
+                              m.id_type, m.long, True, m.settings, m.rejected, m.truncated)
+    done.save(out)
+    for i in range(len(m.shards)):
+        (out / _rejects_part(i)).unlink(missing_ok=True)
+    return done
+
+
+def _write_npy(out: Path, m: EmbeddingsManifest) -> None:
+    with atomic_path(out / NPY) as tmp:
+        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
+                                        shape=(m.rows, m.dim))
+        row = 0
+        for s in m.shards:
+            mat = embedding_matrix(pq.read_table(out / s.file, columns=["embedding"]))
+            arr[row:row + len(mat)] = mat
+            row += len(mat)
+        arr.flush()
+        del arr

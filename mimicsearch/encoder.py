@@ -1,0 +1,329 @@
+"""Encoder: an exported model directory turned into fast CPU embeddings, without torch.
+
+Three layers, as in fastembed: the tokenizer (`tokenizers`, truncation at the manifest's
+max_seq_length), the session (one onnxruntime session whose graph already pools and
+normalises), and post-processing (Matryoshka truncation, window averaging, re-normalising).
+
+Speed comes from the batching: a block of texts is tokenized at once, sorted by token
+length and cut into batches under a token budget, each padded only to its own longest text,
+so padding costs little; results are put back in input order. The next block is read and
+tokenized in a thread while the session runs the current one (both release the GIL).
+"""
+from __future__ import annotations
+
+import enum
+import itertools
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+from .fileio import safe_child
+from .manifest import ModelManifest, Precision, verify_file
+
+T = TypeVar("T")
+KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+class LongMode(str, enum.Enum):
+    TRUNCATE = "truncate"  # cut at max_seq_length (and count it)
+    CHUNK = "chunk"  # overlapping windows, normalised mean: one vector per note
+    WINDOWS = "windows"  # overlapping windows, one vector per window with its parent
+
+
+@dataclass
+class Encoded:
+    """Vectors of one block of texts plus what happened to long ones."""
+
+    vectors: np.ndarray  # float32 [rows, dim], L2-normalised; rows == texts unless windows
+    truncated: np.ndarray  # bool [texts]: longer than max_seq_length (cut, or windowed)
+    parents: np.ndarray  # int64 [rows]: index of each row's text within the block
+    windows: np.ndarray  # int32 [rows]: window number within its text (0 if not split)
+
+
+@dataclass
+class _Tokens:
+    """A tokenized block as flat arrays: row r is flat[offsets[r]:offsets[r] + lengths[r]]."""
+
+    flat: np.ndarray  # int64 [total tokens]
+    offsets: np.ndarray  # int64 [rows]
+    lengths: np.ndarray  # int64 [rows]
+    parents: np.ndarray  # int64 [rows], non-decreasing
+    windows: np.ndarray  # int32 [rows]
+    truncated: np.ndarray  # bool [texts]
+
+
+def physical_cores() -> int:
+    """Physical cores this process may use: hyperthreads slow ORT's matmuls down."""
+    allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    cores = set()
+    try:
+        phys = core = None
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "physical id":
+                    phys = value.strip()
+                elif key == "core id":
+                    core = value.strip()
+                elif not line.strip():
+                    if core is not None:
+                        cores.add((phys, core))
+                    phys = core = None
+    except OSError:
+        pass
+    n = len(cores) or os.cpu_count() or 1
+    return max(1, min(n, allowed) if allowed else n)
+
+
+def _normalize(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)  # [rows, 1]
+    return (x / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+
+
+class Encoder:
+    """Encode texts with an exported model directory (see mimicsearch/manifest.py).
+
+    threads: ORT intra-op threads (default: physical cores). precision: the variant to load
+    (default: the most compact usable one). token_budget: padded tokens per session call.
+    overlap: tokens shared by consecutive windows in chunk/windows mode (default 1/4).
+    """
+
+    def __init__(self, model_dir: str | Path, threads: int | None = None,
+                 precision: str | Precision | None = None, token_budget: int = 8192,
+                 max_batch: int = 128, block_size: int = 1024, overlap: int | None = None):
+        self.model_dir = Path(model_dir)
+        self.manifest = m = ModelManifest.load(model_dir)
+        self.variant = m.variant(precision)
+        if token_budget < m.max_seq_length:
+            raise ValueError(f"token_budget={token_budget} is below max_seq_length="
+                             f"{m.max_seq_length}: one full-length text must fit a batch")
+        self.token_budget, self.max_batch, self.block_size = token_budget, max_batch, block_size
+        self.threads = threads or physical_cores()
+        onnx_path = verify_file(model_dir, self.variant.file, self.variant.sha256)
+        tok_path = safe_child(model_dir, m.tokenizer_file)
+        if not tok_path.is_file():
+            raise FileNotFoundError(f"{tok_path} listed in the manifest is missing")
+
+        self._tok = Tokenizer.from_file(str(tok_path))
+        self._tok.no_padding()
+        self._tok.enable_truncation(m.max_seq_length)
+        self._plain = Tokenizer.from_file(str(tok_path))  # whole notes, for windows
+        self._plain.no_padding()
+        self._plain.no_truncation()
+        probe = self._tok.encode("a")
+        mask = probe.special_tokens_mask
+        n_pre = next((i for i, s in enumerate(mask) if not s), len(mask))
+        n_post = next((i for i, s in enumerate(reversed(mask)) if not s), 0)
+        self._prefix = np.asarray(probe.ids[:n_pre], dtype=np.int64)
+        self._suffix = np.asarray(probe.ids[len(probe.ids) - n_post:], dtype=np.int64)
+        self.overlap = m.max_seq_length // 4 if overlap is None else overlap
+
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.intra_op_num_threads = self.threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # Every batch has a new [batch, seq] shape; a growing arena would keep the largest
+        # of each size forever. Without it, memory follows the current batch.
+        so.enable_cpu_mem_arena = False
+        so.log_severity_level = 3
+        self.session = ort.InferenceSession(str(onnx_path), so,
+                                            providers=["CPUExecutionProvider"])
+        self._check_graph()
+
+    def _check_graph(self) -> None:
+        m = self.manifest
+        names = [i.name for i in self.session.get_inputs()]
+        unknown = [n for n in names if n not in KNOWN_INPUTS]
+        if unknown or "input_ids" not in names:
+            raise ValueError(f"{self.model_dir}/{self.variant.file} takes inputs {names}; "
+                             f"this runtime feeds {list(KNOWN_INPUTS)} (input_ids required)")
+        self._inputs = names
+        outputs = [o.name for o in self.session.get_outputs()]
+        if m.output_name not in outputs:
+            raise ValueError(f"{self.model_dir}/{self.variant.file} has outputs {outputs}, "
+                             f"not the manifest's {m.output_name!r}; re-export the model")
+        got = self._run_tokens(self._tokenize(["dimension check"], "", LongMode.TRUNCATE))
+        if got.shape[1] != m.dimension:
+            raise ValueError(f"{self.model_dir}/{self.variant.file} returns {got.shape[1]}-d "
+                             f"vectors, the manifest says {m.dimension}; re-export the model")
+
+    @property
+    def fingerprint(self) -> str:
+        return self.manifest.fingerprint
+
+    @property
+    def dims(self) -> list[int]:
+        """Valid output dimensions, largest first."""
+        return sorted({self.manifest.dimension, *self.manifest.matryoshka_dims}, reverse=True)
+
+    def check_dim(self, dim: int | None) -> int:
+        if dim is None:
+            return self.manifest.dimension
+        if dim not in self.dims:
+            raise ValueError(f"dim={dim} is not a Matryoshka dimension of "
+                             f"{self.manifest.source_model}; valid: {self.dims}")
+        return dim
+
+    def prompt_text(self, prompt: str | None) -> str:
+        """The string prepended for a prompt name; "" where the model has none."""
+        if prompt is None:
+            return ""
+        prompts = self.manifest.prompts
+        if prompt in prompts:
+            return prompts[prompt]
+        if prompt in ("query", "document"):
+            return ""
+        raise ValueError(f"unknown prompt {prompt!r}; valid: "
+                         f"{sorted({'query', 'document', *prompts})} or None")
+
+    # -- tokenizer layer -----------------------------------------------------------------
+
+    def _tokenize(self, texts: Sequence[str], prompt: str, long: LongMode) -> _Tokens:
+        full = [prompt + t for t in texts] if prompt else list(texts)
+        encs = self._tok.encode_batch(full)
+        ids = [e.ids for e in encs]
+        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        truncated = np.fromiter((bool(e.overflowing) for e in encs), dtype=bool, count=len(ids))
+        flat = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64,
+                           count=int(lengths.sum()))
+        offsets = np.zeros(len(ids), dtype=np.int64)
+        np.cumsum(lengths[:-1], out=offsets[1:])
+        parents = np.arange(len(ids), dtype=np.int64)
+        windows = np.zeros(len(ids), dtype=np.int32)
+        tokens = _Tokens(flat, offsets, lengths, parents, windows, truncated)
+        if long is LongMode.TRUNCATE or not truncated.any():
+            return tokens
+        return self._split_windows(tokens, texts, prompt)
+
+    def _split_windows(self, tokens: _Tokens, texts: Sequence[str], prompt: str) -> _Tokens:
+        """Replace each truncated row by overlapping windows over the whole note.
+
+        Each window is prefix + prompt + a stretch of the note + suffix, so every window is
+        embedded as the model expects a document to look.
+        """
+        long_idx = np.flatnonzero(tokens.truncated)
+        prompt_ids = np.asarray(self._plain.encode(prompt, add_special_tokens=False).ids
+                                if prompt else [], dtype=np.int64)
+        head = np.concatenate([self._prefix, prompt_ids])
+        width = self.manifest.max_seq_length - len(head) - len(self._suffix)
+        step = width - self.overlap
+        if width < 1 or step < 1:
+            raise ValueError(f"overlap={self.overlap} leaves no room for a window of "
+                             f"max_seq_length={self.manifest.max_seq_length}; lower it")
+        bodies = self._plain.encode_batch([texts[i] for i in long_idx], add_special_tokens=False)
+        pieces, lengths, parents, windows = [], [], [], []
+        for i, enc in zip(long_idx, bodies):  # only notes longer than max_seq_length
+            body = np.asarray(enc.ids, dtype=np.int64)
+            n = 1 + max(0, -(-(len(body) - width) // step))
+            for w in range(n):
+                piece = np.concatenate([head, body[w * step:w * step + width], self._suffix])
+                pieces.append(piece)
+                lengths.append(len(piece))
+                parents.append(i)
+                windows.append(w)
+        keep = ~tokens.truncated
+        flat = np.concatenate([tokens.flat, *pieces])
+        extra_offsets = len(tokens.flat) + np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        offsets = np.concatenate([tokens.offsets[keep], extra_offsets]).astype(np.int64)
+        all_lengths = np.concatenate([tokens.lengths[keep], lengths]).astype(np.int64)
+        all_parents = np.concatenate([tokens.parents[keep], parents]).astype(np.int64)
+        all_windows = np.concatenate([tokens.windows[keep], windows]).astype(np.int32)
+        order = np.lexsort((all_windows, all_parents))
+        return _Tokens(flat, offsets[order], all_lengths[order], all_parents[order],
+                       all_windows[order], tokens.truncated)
+
+    # -- session layer -------------------------------------------------------------------
+
+    def _run_tokens(self, tokens: _Tokens) -> np.ndarray:
+        """Raw graph output for every row, in row order: float32 [rows, dimension]."""
+        lengths = tokens.lengths
+        out = np.empty((len(lengths), self.manifest.dimension), dtype=np.float32)
+        order = np.argsort(-lengths, kind="stable")
+        pad = self.manifest.pad_token_id
+        start = 0
+        while start < len(order):
+            longest = int(lengths[order[start]])
+            size = max(1, min(self.max_batch, self.token_budget // max(longest, 1)))
+            idx = order[start:start + size]
+            start += size
+            cols = np.arange(longest)
+            valid = cols < lengths[idx][:, None]  # [batch, longest]
+            pos = np.where(valid, tokens.offsets[idx][:, None] + cols, 0)  # [batch, longest]
+            feed = {"input_ids": np.where(valid, tokens.flat[pos], pad)}  # [batch, longest]
+            if "attention_mask" in self._inputs:
+                feed["attention_mask"] = valid.astype(np.int64)
+            if "token_type_ids" in self._inputs:
+                feed["token_type_ids"] = np.zeros_like(feed["input_ids"])
+            out[idx] = self.session.run([self.manifest.output_name], feed)[0]  # [batch, dim]
+        return out
+
+    # -- post-processing -----------------------------------------------------------------
+
+    def _finish(self, tokens: _Tokens, raw: np.ndarray, dim: int, long: LongMode) -> Encoded:
+        vectors = _normalize(raw[:, :dim])  # [rows, dim]
+        if long is LongMode.CHUNK and len(tokens.parents) != len(tokens.truncated):
+            starts = np.flatnonzero(np.r_[True, tokens.parents[1:] != tokens.parents[:-1]])
+            vectors = _normalize(np.add.reduceat(vectors, starts, axis=0))  # [texts, dim]
+            n = len(tokens.truncated)
+            return Encoded(vectors, tokens.truncated, np.arange(n, dtype=np.int64),
+                           np.zeros(n, dtype=np.int32))
+        return Encoded(vectors, tokens.truncated, tokens.parents, tokens.windows)
+
+    # -- public API ----------------------------------------------------------------------
+
+    def encode_stream(self, items: Iterable[T], texts: Callable[[T], Sequence[str]],
+                      prompt: str | None = "document", dim: int | None = None,
+                      long: LongMode | str = LongMode.TRUNCATE) -> Iterator[tuple[T, Encoded]]:
+        """Encode blocks as they come: (item, Encoded) for each item of `items`.
+
+        Reading and tokenizing the next item happen in a thread while the session runs
+        the current one.
+        """
+        dim, long, prompt_str = self.check_dim(dim), LongMode(long), self.prompt_text(prompt)
+        it = iter(items)
+
+        def prepare():
+            for item in it:
+                return item, self._tokenize(texts(item), prompt_str, long)
+            return None
+
+        with ThreadPoolExecutor(1, thread_name_prefix="tokenize") as pool:
+            pending = pool.submit(prepare)
+            while (ready := pending.result()) is not None:
+                pending = pool.submit(prepare)
+                item, tokens = ready
+                yield item, self._finish(tokens, self._run_tokens(tokens), dim, long)
+
+    def encode_detailed(self, texts: Sequence[str], prompt: str | None = "document",
+                        dim: int | None = None,
+                        long: LongMode | str = LongMode.TRUNCATE) -> Encoded:
+        """`Encoded` for all texts; parents index into `texts`."""
+        dim = self.check_dim(dim)
+        blocks = [(i, texts[i:i + self.block_size])
+                  for i in range(0, len(texts), self.block_size)]
+        parts = [(start, enc) for (start, _), enc in
+                 self.encode_stream(blocks, lambda b: b[1], prompt, dim, long)]
+        if not parts:
+            empty = np.zeros(0, dtype=np.int64)
+            return Encoded(np.zeros((0, dim), np.float32), np.zeros(0, bool), empty,
+                           empty.astype(np.int32))
+        return Encoded(np.concatenate([e.vectors for _, e in parts]),
+                       np.concatenate([e.truncated for _, e in parts]),
+                       np.concatenate([e.parents + s for s, e in parts]),
+                       np.concatenate([e.windows for _, e in parts]))
+
+    def encode(self, texts: Sequence[str], prompt: str | None = "document",
+               dim: int | None = None, long: LongMode | str = LongMode.TRUNCATE) -> np.ndarray:
+        """float32 [len(texts), dim] L2-normalised (one row per window if long="windows")."""
+        if isinstance(texts, str):
+            raise TypeError("encode() takes a list of texts, got one str; wrap it in a list")
+        return self.encode_detailed(texts, prompt, dim, long).vectors

@@ -1,0 +1,372 @@
+"""Streaming readers for note corpora: batches of records with their source line numbers.
+
+Every input row ends up either in a batch or in its rejects, with its line number and the
+reason, so `read = accepted + rejected` always holds. Rows that make the file itself
+unreadable (unbalanced quotes, wrong column count, invalid JSON) raise `MalformedInputError`
+naming file and line: silently skipping them would shift every following row.
+"""
+from __future__ import annotations
+
+import csv
+import enum
+import gzip
+import io
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+# NOTEEVENTS (MIMIC-III) and note/discharge (MIMIC-IV) columns, matched case-insensitively.
+TEXT_COLUMNS = ("TEXT",)
+ID_COLUMNS = ("ROW_ID", "note_id")
+METADATA_COLUMNS = ("SUBJECT_ID", "HADM_ID", "CATEGORY", "CHARTDATE", "note_type", "charttime")
+# Discharge summaries reach ~100k characters; the limit stops an unbalanced quote from
+# reading the rest of a multi-GB file into one field.
+FIELD_LIMIT = 64 << 20
+_INT = re.compile(r"\s*[+-]?\d+\s*\Z")
+
+
+class InputFormat(str, enum.Enum):
+    CSV = "csv"
+    TSV = "tsv"
+    PARQUET = "parquet"
+    JSONL = "jsonl"
+
+
+class IdType(str, enum.Enum):
+    AUTO = "auto"  # int64 for ROW_ID or row numbers, string for any other id column
+    INT = "int64"
+    STR = "string"
+
+
+class MalformedInputError(ValueError):
+    """The input file cannot be parsed past this point; names file and line."""
+
+
+@dataclass(frozen=True)
+class Reject:
+    line: int
+    id: str
+    reason: str
+    text: str | None = None
+
+
+@dataclass
+class RecordBatch:
+    """Accepted records (parallel lists) and the rejected rows of one stretch of input."""
+
+    start: int  # input records before this batch
+    records: int  # input records in this batch: len(texts) + len(rejects)
+    lines: np.ndarray  # int64 [n] first source line of each accepted record
+    ids: list
+    texts: list[str]
+    metadata: dict[str, list[str | None]]
+    rejects: list[Reject] = field(default_factory=list)
+
+
+def detect_format(path: str | Path) -> InputFormat:
+    name = Path(path).name.lower().removesuffix(".gz")
+    for suffix, fmt in ((".csv", InputFormat.CSV), (".tsv", InputFormat.TSV),
+                        (".tab", InputFormat.TSV), (".parquet", InputFormat.PARQUET),
+                        (".pq", InputFormat.PARQUET), (".jsonl", InputFormat.JSONL),
+                        (".ndjson", InputFormat.JSONL)):
+        if name.endswith(suffix):
+            return fmt
+    raise ValueError(f"cannot tell the format of {path} from its name; valid: "
+                     f"{[f.value for f in InputFormat]} (pass --format)")
+
+
+def _find(columns: list[str], wanted: str | None, candidates: tuple[str, ...], what: str,
+          flag: str, path) -> str | None:
+    lower = {c.lower(): c for c in columns}
+    if wanted is not None:
+        if wanted in columns:
+            return wanted
+        if wanted.lower() in lower:
+            return lower[wanted.lower()]
+        raise ValueError(f"{path}: no {what} column {wanted!r}; columns: {columns}")
+    for c in candidates:
+        if c.lower() in lower:
+            return lower[c.lower()]
+    if what == "text":
+        raise ValueError(f"{path}: no text column found (looked for {list(candidates)}); "
+                         f"columns: {columns}; pass {flag}")
+    return None
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Which source columns hold the text, the id and the metadata to keep."""
+
+    text: str
+    id: str | None
+    keep: tuple[str, ...]
+    id_type: IdType
+
+    @classmethod
+    def resolve(cls, columns: list[str], path, text_col: str | None = None,
+                id_col: str | None = None, keep: list[str] | None = None,
+                id_type: IdType | str = IdType.AUTO) -> Columns:
+        text = _find(columns, text_col, TEXT_COLUMNS, "text", "--text-col", path)
+        id_ = _find(columns, id_col, ID_COLUMNS, "id", "--id-col", path)
+        if keep is None:
+            lower = {c.lower(): c for c in columns}
+            kept = [lower[c.lower()] for c in METADATA_COLUMNS if c.lower() in lower]
+        else:
+            kept = [_find(columns, c, (), "metadata", "--keep", path) for c in keep]
+        kept = [c for c in dict.fromkeys(kept) if c not in (text, id_)]
+        id_type = IdType(id_type)
+        if id_type is IdType.AUTO:
+            id_type = IdType.INT if id_ is None or id_.upper() == "ROW_ID" else IdType.STR
+        return cls(text, id_, tuple(kept), id_type)
+
+
+def _undecodable(s: str) -> bool:
+    """True when `s` holds bytes that were not UTF-8 (decoded with surrogateescape)."""
+    if s.isascii():
+        return False
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+class Reader:
+    """Iterate over an input file as `RecordBatch`es of `batch_size` records.
+
+    `skip` records are read and dropped (resume); `seen` maps ids already accepted to their
+    line, so duplicates are caught across a resumed run too.
+    """
+
+    def __init__(self, path: str | Path, text_col: str | None = None, id_col: str | None = None,
+                 keep: list[str] | None = None, id_type: IdType | str = IdType.AUTO,
+                 input_format: InputFormat | str | None = None, batch_size: int = 1024,
+                 skip: int = 0, seen: dict | None = None, show_text: bool = False,
+                 delimiter: str | None = None):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"input file not found: {self.path}")
+        self.format = InputFormat(input_format) if input_format else detect_format(path)
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size}: must be >= 1")
+        self.batch_size = batch_size
+        self.skip = skip
+        self.seen = {} if seen is None else seen
+        self.show_text = show_text
+        self.delimiter = delimiter or ("\t" if self.format is InputFormat.TSV else ",")
+        self._size = max(self.path.stat().st_size, 1)
+        self._raw = None
+        self._rows: Iterator | None = None
+        self._parquet_rows = 0
+        self._consumed = 0
+        header = self._open()
+        self.columns = Columns.resolve(header, self.path, text_col, id_col, keep, id_type)
+        self._header = header
+
+    # -- sources: each yields (line, text, id, metadata tuple) with raw values -------------
+
+    def _text_stream(self) -> io.TextIOWrapper:
+        self._raw = open(self.path, "rb")  # noqa: SIM115 (closed by close())
+        stream = gzip.GzipFile(fileobj=self._raw) if self.path.name.endswith(".gz") else self._raw
+        return io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape",
+                                newline="")
+
+    def _open(self) -> list[str]:
+        if self.format is InputFormat.PARQUET:
+            import pyarrow.parquet as pq
+
+            self._pq = pq.ParquetFile(self.path)
+            self._parquet_rows = self._pq.metadata.num_rows
+            return self._pq.schema_arrow.names
+        if self.format is InputFormat.JSONL:
+            self._stream = self._text_stream()
+            # Columns of a JSONL file: the keys of its first object.
+            first = self._stream.readline()
+            self._stream.seek(0)
+            try:
+                obj = json.loads(first) if first.strip() else {}
+            except json.JSONDecodeError as e:
+                raise MalformedInputError(f"{self.path}: line 1: invalid JSON ({e.msg})") from None
+            if not isinstance(obj, dict):
+                raise MalformedInputError(f"{self.path}: line 1: expected a JSON object")
+            return list(obj)
+        csv.field_size_limit(max(csv.field_size_limit(), FIELD_LIMIT))
+        self._stream = self._text_stream()
+        self._csv = csv.reader(self._stream, delimiter=self.delimiter, strict=True)
+        try:
+            header = next(self._csv)
+        except StopIteration:
+            raise MalformedInputError(f"{self.path}: empty file, expected a header row") from None
+        except csv.Error as e:
+            raise MalformedInputError(f"{self.path}: line 1: {e}") from None
+        if any(_undecodable(h) for h in header):
+            raise MalformedInputError(f"{self.path}: line 1: header is not UTF-8")
+        return header
+
+    def _csv_rows(self) -> Iterator[tuple]:
+        header, c = self._header, self.columns
+        n = len(header)
+        ti = header.index(c.text)
+        ii = header.index(c.id) if c.id is not None else None
+        ki = [header.index(k) for k in c.keep]
+        reader, record = self._csv, 0
+        prev = reader.line_num
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as e:
+                raise MalformedInputError(
+                    f"{self.path}: record starting at line {prev + 1}: {e} "
+                    "(an unbalanced quote?)") from None
+            start, prev = prev + 1, reader.line_num
+            if not row:
+                continue  # blank line: not a record
+            record += 1
+            if len(row) != n:
+                raise MalformedInputError(
+                    f"{self.path}: line {start}: expected {n} columns, found {len(row)} "
+                    "(an unbalanced quote or an unquoted delimiter?)")
+            yield (start, row[ti], row[ii] if ii is not None else record,
+                   tuple(row[i] for i in ki))
+
+    def _jsonl_rows(self) -> Iterator[tuple]:
+        c = self.columns
+        record = 0
+        for line_no, line in enumerate(self._stream, 1):
+            if not line.strip():
+                continue
+            record += 1
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise MalformedInputError(
+                    f"{self.path}: line {line_no}: invalid JSON ({e.msg})") from None
+            if not isinstance(obj, dict):
+                raise MalformedInputError(f"{self.path}: line {line_no}: expected a JSON object")
+            yield (line_no, obj.get(c.text), obj.get(c.id) if c.id is not None else record,
+                   tuple(obj.get(k) for k in c.keep))
+
+    def _parquet_source(self) -> Iterator[tuple]:
+        c = self.columns
+        cols = list(dict.fromkeys([c.text] + ([c.id] if c.id else []) + list(c.keep)))
+        row = 0
+        for batch in self._pq.iter_batches(batch_size=self.batch_size, columns=cols):
+            data = batch.to_pydict()
+            n = batch.num_rows
+            texts = data[c.text]
+            ids = data[c.id] if c.id else range(row + 1, row + n + 1)
+            meta = list(zip(*(data[k] for k in c.keep))) if c.keep else [()] * n
+            yield from zip(range(row + 1, row + n + 1), texts, ids, meta)
+            row += n
+
+    def _source(self) -> Iterator[tuple]:
+        if self.format is InputFormat.PARQUET:
+            return self._parquet_source()
+        if self.format is InputFormat.JSONL:
+            return self._jsonl_rows()
+        return self._csv_rows()
+
+    def progress(self) -> float:
+        """Fraction of the input consumed (by bytes; by rows for Parquet)."""
+        if self.format is InputFormat.PARQUET:
+            return self._consumed / max(self._parquet_rows, 1)
+        if self._raw is not None and not self._raw.closed:
+            return min(self._raw.tell() / self._size, 1.0)
+        return 0.0
+
+    @property
+    def total_rows(self) -> int | None:
+        """Row count when the format records it (Parquet), else None."""
+        return self._parquet_rows if self.format is InputFormat.PARQUET else None
+
+    # -- validation --------------------------------------------------------------------
+
+    def _check(self, line: int, text, raw_id, meta: tuple):
+        """(id, text, metadata) for a good row, or a Reject."""
+        shown = text if self.show_text and isinstance(text, str) else None
+        id_str = "" if raw_id is None else str(raw_id)
+        if isinstance(raw_id, str) and _undecodable(raw_id):
+            return Reject(line, id_str.encode("utf-8", "backslashreplace").decode(),
+                          "id is not valid UTF-8", shown)
+        if self.columns.id_type is IdType.INT:
+            if isinstance(raw_id, bool) or raw_id is None:
+                return Reject(line, id_str, "missing id" if raw_id is None else "bad id", shown)
+            if isinstance(raw_id, int):
+                id_ = raw_id
+            elif isinstance(raw_id, str) and _INT.match(raw_id):
+                id_ = int(raw_id)
+            else:
+                return Reject(line, id_str, "missing id" if id_str.strip() == "" else
+                              "bad id: not an integer", shown)
+            if not -(2**63) <= id_ < 2**63:
+                return Reject(line, id_str, "bad id: outside int64", shown)
+        else:
+            id_ = id_str.strip()
+            if not id_:
+                return Reject(line, id_str, "missing id", shown)
+        if text is None:
+            return Reject(line, id_str, "missing text", None)
+        if not isinstance(text, str):
+            return Reject(line, id_str, f"text is a {type(text).__name__}, not a string", None)
+        if _undecodable(text):
+            return Reject(line, id_str, "text is not valid UTF-8",
+                          text.encode("utf-8", "backslashreplace").decode() if shown else None)
+        if not text.strip():
+            return Reject(line, id_str, "empty text", None)
+        values = []
+        for k, v in zip(self.columns.keep, meta):
+            if v is None or v == "":
+                values.append(None)
+                continue
+            v = v if isinstance(v, str) else str(v)
+            if _undecodable(v):
+                return Reject(line, id_str, f"column {k} is not valid UTF-8", shown)
+            values.append(v)
+        first = self.seen.get(id_)
+        if first is not None:
+            return Reject(line, id_str, f"duplicate id (first at line {first})", shown)
+        self.seen[id_] = line
+        return id_, text, values
+
+    def __iter__(self) -> Iterator[RecordBatch]:
+        keep = self.columns.keep
+        consumed = 0
+        batch = None
+        try:
+            for line, text, raw_id, meta in self._source():
+                consumed += 1
+                self._consumed = consumed
+                if consumed <= self.skip:
+                    continue
+                if batch is None:
+                    batch = RecordBatch(consumed - 1, 0, [], [], [], {k: [] for k in keep})
+                batch.records += 1
+                got = self._check(line, text, raw_id, meta)
+                if isinstance(got, Reject):
+                    batch.rejects.append(got)
+                else:
+                    batch.lines.append(line)
+                    batch.ids.append(got[0])
+                    batch.texts.append(got[1])
+                    for k, v in zip(keep, got[2]):
+                        batch.metadata[k].append(v)
+                if batch.records >= self.batch_size:
+                    batch.lines = np.asarray(batch.lines, dtype=np.int64)
+                    yield batch
+                    batch = None
+            if batch is not None:
+                batch.lines = np.asarray(batch.lines, dtype=np.int64)
+                yield batch
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._raw is not None:
+            self._raw.close()
+
