@@ -249,6 +249,7 @@ class Encoder:
         out = np.empty((len(lengths), self.manifest.dimension), dtype=np.float32)
         order = np.argsort(-lengths, kind="stable")
         pad = self.manifest.pad_token_id
+        left = self.manifest.padding_side == "left"
         start = 0
         while start < len(order):
             longest = int(lengths[order[start]])
@@ -256,8 +257,9 @@ class Encoder:
             idx = order[start:start + size]
             start += size
             cols = np.arange(longest)
-            valid = cols < lengths[idx][:, None]  # [batch, longest]
-            pos = np.where(valid, tokens.offsets[idx][:, None] + cols, 0)  # [batch, longest]
+            shift = longest - lengths[idx][:, None] if left else 0  # [batch, 1] pad before
+            valid = (cols >= shift) & (cols < shift + lengths[idx][:, None])  # [batch, longest]
+            pos = np.where(valid, tokens.offsets[idx][:, None] + cols - shift, 0)  # same
             feed = {"input_ids": np.where(valid, tokens.flat[pos], pad)}  # [batch, longest]
             if "attention_mask" in self._inputs:
                 feed["attention_mask"] = valid.astype(np.int64)
