@@ -22,7 +22,7 @@ import numpy as np
 # NOTEEVENTS (MIMIC-III) and note/discharge (MIMIC-IV) columns, matched case-insensitively.
 TEXT_COLUMNS = ("TEXT",)
 ID_COLUMNS = ("ROW_ID", "note_id")
-METADATA_COLUMNS = ("SUBJECT_ID", "HADM_ID", "CATEGORY", "CHARTDATE", "note_type", "charttime")
+METADATA_COLUMNS = ("SUBJECT_ID", "HADM_ID", "CATEGORY", "CHARTDATE", "note_type")
 # Discharge summaries reach ~100k characters; the limit stops an unbalanced quote from
 # reading the rest of a multi-GB file into one field.
 FIELD_LIMIT = 64 << 20
@@ -163,6 +163,7 @@ class Reader:
         self._rows: Iterator | None = None
         self._parquet_rows = 0
         self._consumed = 0
+        self._done = False
         header = self._open()
         self.columns = Columns.resolve(header, self.path, text_col, id_col, keep, id_type)
         self._header = header
@@ -274,6 +275,8 @@ class Reader:
 
     def progress(self) -> float:
         """Fraction of the input consumed (by bytes; by rows for Parquet)."""
+        if self._done:
+            return 1.0
         if self.format is InputFormat.PARQUET:
             return self._consumed / max(self._parquet_rows, 1)
         if self._raw is not None and not self._raw.closed:
@@ -360,6 +363,7 @@ class Reader:
                     batch.lines = np.asarray(batch.lines, dtype=np.int64)
                     yield batch
                     batch = None
+            self._done = True
             if batch is not None:
                 batch.lines = np.asarray(batch.lines, dtype=np.int64)
                 yield batch
