@@ -55,6 +55,7 @@ EF_LADDER = (16, 32, 64, 128, 256, 512, 1024, 2048)
 EXACT_SUBSET_ROWS = 8192
 SUBSET_FALLBACK_ROWS = 262_144
 NORM_TOLERANCE = 1e-3
+FEW_QUERIES = 16  # below this many queries a search runs on one thread
 
 
 # ---------------------------------------------------------------------------------------
@@ -325,6 +326,21 @@ def _stdout_to_stderr() -> Iterator[None]:
         os.close(saved)
 
 
+@contextlib.contextmanager
+def _omp_threads(n: int | None) -> Iterator[None]:
+    """A few queries gain nothing from OpenMP (faiss splits work by query), and on a busy
+    machine its spinning threads turn 0.01 ms searches into 15 ms ones."""
+    if n is None:
+        yield
+        return
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(n)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
 def new_index(key: str, dim: int) -> faiss.Index:
     """An empty index from a factory key; non-IVF indexes are wrapped to take our ids."""
     try:
@@ -448,11 +464,12 @@ class NoteIndex:
 
     def _search_all(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         Ds, Is = [], []
-        for s in self.shards:
-            if s.ntotal:
-                D, I = s.search(q, k)
-                Ds.append(D)
-                Is.append(I)
+        with _omp_threads(1 if len(q) < FEW_QUERIES else None):
+            for s in self.shards:
+                if s.ntotal:
+                    D, I = s.search(q, k)
+                    Ds.append(D)
+                    Is.append(I)
         if not Ds:
             return (np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1))
         D, I = _merge_topk(np.hstack(Ds), np.hstack(Is), k)
@@ -868,7 +885,8 @@ def _model_fingerprint(model_dir: str | Path) -> str:
 
 def open_input(input_path: str | Path, model_dir: str | Path | None, embeddings_dir: Path, *,
                text_col: str | None = None, id_col: str | None = None, dim: int | None = None,
-               threads: int | None = None, progress: bool = True) -> tuple[EmbeddingsSource, str]:
+               long: str = "truncate", threads: int | None = None,
+               progress: bool = True) -> tuple[EmbeddingsSource, str]:
     """(source, model fingerprint) for notes (encoded into `embeddings_dir` first) or for an
     existing embeddings directory (checked against `model_dir` when one is given)."""
     input_path = Path(input_path)
@@ -887,7 +905,7 @@ def open_input(input_path: str | Path, model_dir: str | Path | None, embeddings_
     from .encode import encode_corpus
 
     encode_corpus(input_path, model_dir, embeddings_dir, text_col=text_col, id_col=id_col,
-                  dim=dim, threads=threads, progress=progress)
+                  dim=dim, long=long, threads=threads, progress=progress)
     return (EmbeddingsSource(embeddings_dir, NoteTexts(input_path, text_col, id_col)),
             _model_fingerprint(model_dir))
 
@@ -895,8 +913,8 @@ def open_input(input_path: str | Path, model_dir: str | Path | None, embeddings_
 def build_index_from(input_path: str | Path, out_dir: str | Path,
                      model_dir: str | Path | None = None, *, text_col: str | None = None,
                      id_col: str | None = None, dim: int | None = None,
-                     threads: int | None = None, progress: bool = True,
-                     **build: object) -> IndexManifest:
+                     long: str = "truncate", threads: int | None = None,
+                     progress: bool = True, **build: object) -> IndexManifest:
     """`build-index`: encode notes into OUT/embeddings (or take an embeddings directory),
     then build_index() over them. Keyword arguments in `build` go to build_index()."""
     out = Path(out_dir)
@@ -904,7 +922,7 @@ def build_index_from(input_path: str | Path, out_dir: str | Path,
         raise FileExistsError(f"{out} already holds an index; use `mimicsearch add` to extend "
                               "it or choose another --out")
     source, fingerprint = open_input(input_path, model_dir, out / "embeddings",
-                                     text_col=text_col, id_col=id_col, dim=dim,
+                                     text_col=text_col, id_col=id_col, dim=dim, long=long,
                                      threads=threads, progress=progress)
     return build_index(source, out, model_fingerprint=fingerprint,
                        model_dir=str(Path(model_dir).resolve()) if model_dir else "",
@@ -927,8 +945,11 @@ def add_notes(index_dir: str | Path, input_path: str | Path,
 
             full = ModelManifest.load(model_dir).dimension
             dim = None if m.dimension == full else m.dimension
+        # Window rows in the store mean the index was built with --long windows.
+        store = MetadataStore.load(index_dir, m, verify=False)
+        long = "windows" if "window" in store.table.column_names else "truncate"
         source, fingerprint = open_input(input_path, model_dir, tmp, text_col=text_col,
-                                         id_col=id_col, dim=dim, threads=threads,
+                                         id_col=id_col, dim=dim, long=long, threads=threads,
                                          progress=progress)
         check_model(m, fingerprint, model_dir or input_path)
         vecs, tables = [], []

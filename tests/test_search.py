@@ -265,3 +265,50 @@ def test_text_query_with_another_model_refused(text_index, tmp_path):
         Searcher(tmp_path / "ix").search_texts(["chest pain"])
     with pytest.raises(ValueError, match="not the model this index was built with"):
         Searcher(tmp_path / "ix", encoder=enc)
+
+
+def test_cli_end_to_end_from_notes(tmp_path, minilm_onnx, notes_csv):
+    """build-index on notes with the real model, text/file/note-id queries, add, remove."""
+    import csv
+    import json
+
+    from click.testing import CliRunner
+
+    from mimicsearch.cli import main
+
+    rows = list(csv.reader(notes_csv.open(encoding="utf-8", newline="")))
+    base, extra = tmp_path / "base.csv", tmp_path / "extra.csv"
+    for path, body in ((base, rows[1:101]), (extra, rows[101:116])):
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerows([rows[0], *body])
+    run = CliRunner().invoke
+    ix = str(tmp_path / "ix")
+    r = run(main, ["build-index", str(base), "--model", str(minilm_onnx), "--out", ix,
+                   "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert "Flat over 99 notes" in r.output  # 100 rows, one with empty text rejected
+    assert (tmp_path / "ix" / "embeddings" / "rejects.csv").is_file()
+    r = run(main, ["query", ix, "sinus rhythm. normal ECG", "-k", "3", "--json"])
+    assert r.exit_code == 0, r.output
+    (res,) = json.loads(r.stdout)
+    assert [h["category"] for h in res["hits"]] == ["ECG"] * 3
+    assert all(isinstance(h["id"], int) and h["snippet"] for h in res["hits"])
+    qfile = tmp_path / "q.txt"
+    qfile.write_text("chest x-ray\n\nnursing progress note\n", encoding="utf-8")
+    r = run(main, ["query", ix, "--file", str(qfile), "-k", "2"])
+    assert r.exit_code == 0 and r.output.count("== ") == 2 and "snippet" in r.output
+    r = run(main, ["add", ix, str(extra), "--no-progress", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout) == {"added": 15, "rows": 114, "live_rows": 114, "shards": 1}
+    new_id = int(rows[101][0])
+    r = run(main, ["query", ix, rows[101][-1], "-k", "1", "--json"])
+    assert json.loads(r.stdout)[0]["hits"][0]["id"] == new_id
+    r = run(main, ["remove", ix, "--ids", str(new_id)])
+    assert r.exit_code == 0 and "113 live notes" in r.output
+    r = run(main, ["query", ix, rows[101][-1], "-k", "1", "--json"])
+    assert json.loads(r.stdout)[0]["hits"][0]["id"] != new_id
+    manifest = tmp_path / "ix" / "manifest.json"
+    d = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({**d, "model_fingerprint": "0000000000000000-384"}))
+    r = run(main, ["query", ix, "chest pain"])
+    assert r.exit_code == 1 and "not the model this index was built with" in r.output

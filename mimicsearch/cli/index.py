@@ -37,19 +37,23 @@ def _echo_json(data) -> None:
 @click.option("--text-col", default=None, help="Text column of the notes (default TEXT).")
 @click.option("--id-col", default=None, help="Note id column (default ROW_ID).")
 @click.option("--dim", type=int, default=None, help="Matryoshka dimension to index.")
+@click.option("--long", "long_mode", type=click.Choice(["truncate", "chunk", "windows"]),
+              default="truncate", show_default=True,
+              help="Notes longer than the model's limit: truncate, mean of windows (chunk), "
+              "or one vector per window (windows; hits show each note once).")
 @click.option("--threads", type=int, default=None, help="Encoder threads.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the index manifest as JSON.")
 def build_index_cmd(input_path, model_dir, out_dir, memory, index_key, shard_size,
-                    merge_on_disk, recall_target, text_col, id_col, dim, threads, seed,
-                    no_progress, as_json):
+                    merge_on_disk, recall_target, text_col, id_col, dim, long_mode, threads,
+                    seed, no_progress, as_json):
     """Build a search index from notes (encoded with --model) or an embeddings directory."""
     try:
         budget = ix.parse_bytes(memory) if memory else ix.default_memory_budget()
         m = ix.build_index_from(
             input_path, out_dir, model_dir, text_col=text_col, id_col=id_col, dim=dim,
-            threads=threads, progress=not no_progress, memory_bytes=budget,
+            long=long_mode, threads=threads, progress=not no_progress, memory_bytes=budget,
             index_key=index_key, shard_size=shard_size, merge=merge_on_disk,
             recall_target=recall_target, seed=seed)
     except (ValueError, FileNotFoundError, FileExistsError) as e:
