@@ -200,6 +200,10 @@ def _patient_slots(rng: _Rng) -> dict:
         "cr_base": f"{rng.real(1.3, 2.2):.1f}", "pack_years": rng.between(10, 80),
         "quit_year": f"[**{rng.between(2100, 2140)}**]", "side": side,
         "nodule": rng.between(3, 9), "cyst": f"{rng.real(1.0, 4.5):.1f}",
+        "cd4": rng.between(180, 900), "genotype": rng.pick(("1a", "1b", "2", "3")),
+        "rai": rng.pick(("0", "I", "II")), "aneurysm_mm": rng.between(3, 7),
+        "home_o2_chronic": rng.between(1, 4), "carotid_pct": rng.pick((50, 60, 70, 80)),
+        "tx_year": rng.between(2080, 2140),
     }
 
 
@@ -374,8 +378,10 @@ def _make_admission(rng: _Rng, pt: _Patient, index: int, hadm_id: int, admit: da
         procedures=[_fill(p, slots) for p in rng.subset(problem.procedures,
                                                          rng.between(1, len(problem.procedures)))],
         devices=[_fill(d, slots) for d in problem.devices],
-        course=[_fill(c, slots) for c in problem.course],
-        hpi=[_fill(h, slots) for h in problem.hpi],
+        course=[_fill(c, slots) for c in rng.subset(problem.course, max(
+            2, len(problem.course) - 1))],
+        hpi=[_fill(h, slots) for h in problem.hpi if rng.chance(0.8)] or [_fill(
+            problem.hpi[0], slots)],
         ventilated=ventilated, extubate_day=int(slots["extubated"]) if ventilated else 0,
         ef=ef, cgids=[rng.between(14000, 21999) for _ in range(n_units * 3)],
         dnr="V4986" in codes,
@@ -401,7 +407,7 @@ _PROBLEMS = {p.key: p for p in V.PROBLEMS}
 
 
 def _story(rng: _Rng, subject_id: int, next_hadm: Callable[[], int]) -> _Patient:
-    first = datetime(rng.between(2100, 2195), rng.between(1, 12), rng.between(1, 28),
+    first = datetime(rng.between(2103, 2195), rng.between(1, 12), rng.between(1, 28),
                      rng.between(0, 23), rng.between(0, 59))
     pt = _make_patient(rng, subject_id, first)
     n_adm = rng.pick((1, 1, 1, 1, 1, 2, 2, 2, 3, 3))
@@ -543,6 +549,37 @@ def _radiology_slots(c: _Ctx) -> dict:
     return s
 
 
+_RAD_REGION_FILLER = {
+    "CHEST": ("The cardiomediastinal silhouette is {heart_size}.",
+              "The aorta is {aorta}.", "There is no evidence of pneumothorax.",
+              "Atelectasis at the {side} lung base is {atelectasis}.",
+              "The hilar contours are {hila}.", "There is {edema}.",
+              "Degenerative changes are noted in the thoracic spine.",
+              "The upper abdomen is unremarkable.", "Again seen is {incidental}."),
+    "HEAD": ("The ventricles and sulci are prominent, consistent with age-related atrophy.",
+             "The visualized paranasal sinuses and mastoid air cells are well aerated.",
+             "There is no fracture.", "The basal cisterns are patent.",
+             "The gray-white matter differentiation is {gw}."),
+    "ABDOMEN": ("The liver, spleen, adrenal glands and pancreas are {abd_organs}.",
+                "There is no free air or free fluid.", "The bladder is {bladder}.",
+                "Atherosclerotic calcifications of the abdominal aorta.",
+                "The visualized lung bases show {side} basilar atelectasis.",
+                "Degenerative changes of the lumbar spine."),
+}
+
+
+_RAD_TECHNIQUE = {
+    "CT": "TECHNIQUE:  Axial MDCT images were obtained {contrast}. Coronal and sagittal "
+          "reformations were performed.",
+    "MR": "TECHNIQUE:  Multiplanar T1, T2, FLAIR and diffusion weighted images of the brain "
+          "were obtained {contrast}.",
+    "UNILAT": "TECHNIQUE:  Grayscale, color and spectral Doppler ultrasound of the {side} "
+              "lower extremity veins.",
+    "RENAL": "TECHNIQUE:  Grayscale and color Doppler ultrasound of the kidneys.",
+    "LIVER": "TECHNIQUE:  Grayscale and Doppler ultrasound of the abdomen.",
+}
+
+
 def _radiology(c: _Ctx) -> tuple[str, str]:
     r = c.rng
     studies = c.adm.problem.studies
@@ -554,37 +591,68 @@ def _radiology(c: _Ctx) -> tuple[str, str]:
     else:
         study = r.pick(studies)
     s = _radiology_slots(c)
+    s.update(aorta=r.pick(("tortuous", "unfolded and calcified", "normal in caliber")),
+             atelectasis=r.pick(("unchanged", "slightly worse", "improved", "minimal")),
+             hila=r.pick(("normal", "unremarkable", "prominent, likely vascular")),
+             gw=r.pick(("preserved", "maintained")),
+             abd_organs=r.pick(("unremarkable", "within normal limits")),
+             bladder=r.pick(("decompressed by a Foley catheter", "normal", "distended")),
+             incidental=c.pt.incidental,
+             contrast=r.pick(("without intravenous contrast", ("following the administration "
+                              "of intravenous contrast"))))
     desc = _fill(study.description, s)
+    first = desc.split(" ")[0]
+    region = ("CHEST" if first in ("CHEST", "CTA") else "HEAD" if "HEAD" in desc
+              else "ABDOMEN" if first in ("CT", "ABDOMEN", "PORTABLE", "RENAL", "LIVER")
+              else "")
     reason = r.pick(study.reason)
     age = c.pt.age_at(c.when)
     cond = (f"{age} year old {c.pt.man} with {c.adm.name}"
             + (", intubated" if c.intubated() else "")
-            + (f", {r.pick(c.pt.chronic_names)}" if c.pt.chronic_names and r.chance(0.5) else ""))
-    findings = [_fill(f, s) for f in study.findings if r.chance(0.8)] or [_fill(
+            + "".join(f", {x}" for x in r.subset(c.pt.chronic_names, r.between(0, 2))))
+    findings = [_fill(f, s) for f in study.findings if r.chance(0.9)] or [_fill(
         study.findings[0], s)]
-    if r.chance(0.5):
-        findings.append(s["old_findings"])
+    if region:
+        findings += [_fill(f, s) for f in r.subset(_RAD_REGION_FILLER[region], r.between(3, 7))]
     impression = [_fill(i, s) for i in r.subset(study.impression, r.between(1, 2))]
+    if c.inpatient and r.chance(0.5):
+        impression.append(r.pick(c.adm.course))
     clip = f"Clip # [**Clip Number (Radiology) {r.between(1000, 99999)}**]"
     prior = c.when - timedelta(days=r.between(1, 400))
+    technique = _RAD_TECHNIQUE.get(first if first != "CTA" else "CT")
     lines = [
         f"{_date(c.when)} {_clock(c.when)}",
         f"     {desc:<60}{clip}",
         f"     Reason: {reason}",
         f"     Admitting Diagnosis: {c.adm.name.upper()}" if c.inpatient else
         "     Admitting Diagnosis: OUTPATIENT",
+    ]
+    if first in ("CT", "CTA", "MR"):
+        lines.append(f"     Contrast: {r.pick(('OPTIRAY', 'NONE', 'OMNIPAQUE'))} "
+                     f"Amt: {r.pick(('', '100', '130'))}")
+    lines += [
         " " + "_" * 78,
-        f"{'[**Hospital 2**] MEDICAL CONDITION:'}",
+        "[**Hospital 2**] MEDICAL CONDITION:",
         f"  {cond}",
         " REASON FOR THIS EXAMINATION:",
         f"  {reason}",
         " " + "_" * 78,
+    ]
+    if r.chance(0.3):
+        lines += [(f"WET READ: {r.pick(('JXKc', 'BDa', 'MGt', 'SSp'))} "
+                  f"{_date(c.when)} {_clock(c.when + timedelta(minutes=40))}"),
+                  f"  {impression[0]}", " " + "_" * 78]
+    lines += [
         "                                 FINAL REPORT",
         f" HISTORY:  {cond}, {reason}.",
         "",
+    ]
+    if technique:
+        lines += [" " + _fill(technique, s), ""]
+    lines += [
         f" COMPARISON:  {_date(prior)}." if r.chance(0.7) else " COMPARISON:  None.",
         "",
-        f" {study.description.split(' ')[0]} FINDINGS:  " + "  ".join(findings),
+        " FINDINGS:  " + "  ".join(findings),
         "",
         " IMPRESSION:",
     ]
@@ -706,15 +774,20 @@ def _drips(c: _Ctx) -> list[str]:
 
 def _nursing_other(c: _Ctx) -> tuple[str, str]:
     r, s, v = c.rng, c.s, _vitals(c)
+    key = c.adm.problem.key
     shift = r.pick(("NPN 7a-7p", "NPN 7p-7a", "Nursing progress note 0700-1900", "NPN 1900-0700",
-                    "Nsg note"))
+                    "Nsg note", "MICU NPN", "CCU NPN 7p-7a"))
     neuro = ("sedated on propofol, opens eyes to voice, MAE, follows simple commands "
              "intermittently" if c.intubated() else
              r.pick(("A&Ox3, MAE, follows commands, pleasant and cooperative",
                      "alert, oriented x2, intermittently confused overnight, reoriented easily",
                      "lethargic but arousable, PERRL, MAE weakly")))
-    if c.adm.problem.key == "stroke":
+    if key == "stroke":
         neuro += f", {s['other_side']} sided weakness persists, {s['other_side']} facial droop"
+    elif key == "etoh_withdrawal":
+        neuro += f", CIWA {r.between(4, 25)}, tremulous, valium given per scale"
+    elif key in ("sdh", "seizure"):
+        neuro += f", neuro checks q1h, pupils {r.between(2, 4)}mm brisk, no seizure activity"
     resp = (f"remains intubated on CMV {r.between(400, 550)}x{r.between(12, 20)}, peep "
             f"{r.pick((5, 8, 10))}, fio2 {r.pick((40, 50, 60))}%. "
             f"sx for {r.pick(('small', 'mod', 'lg'))} "
@@ -723,22 +796,34 @@ def _nursing_other(c: _Ctx) -> tuple[str, str]:
             f"LS {r.pick(('clear', 'coarse', 'crackles'))} "
             f"upper, diminished at {s['side']} base. "
             f"{r.pick(('strong', 'weak', 'non-productive'))} cough")
+    if key == "trauma":
+        resp += f". {s['side']} CT to sx, no air leak, {r.between(20, 200)}cc serosang output"
     drips = _drips(c)
     cv = (f"HR {v['hr'] - 10}-{v['hr'] + 5} {v['rhythm']}, "
-          f"{r.pick(('no ectopy', 'occ PVCs', 'rare PACs'))}. SBP {v['sbp'] - 10}-{v['sbp'] + 10}. "
-          + (f"{drips[0].split(' ')[0].lower()} gtt infusing as ordered. " if drips else "")
+          f"{r.pick(('no ectopy', 'occ PVCs', 'rare PACs'))}. SBP {v['sbp'] - 10}-{v['sbp'] + 10}"
+          ". " + (f"{drips[0].split(' ')[0].lower()} gtt infusing as ordered. " if drips else "")
           + f"pulses palp, extremities {r.pick(('warm', 'cool', 'warm and dry'))}, "
           f"{r.pick(('1+', '2+', 'trace', 'no'))} edema")
     gi = r.pick(("abd soft, nontender, +BS", "abd softly distended, hypoactive BS",
                  "abd obese, soft, +BS x4")) + ". " + (
         "OGT to LCWS." if c.intubated() else r.pick(("tolerating po diet.", "npo for procedure.",
-                                                      "taking sips, poor appetite.")))
+                                                      "taking sips, poor appetite."))) + (
+        f" lactulose given, {r.between(1, 5)} loose stools." if key == "cirrhosis" else
+        f" guaiac + stool x{r.between(1, 3)}." if key == "ugib" else
+        f" last BM {_md(c.when - timedelta(days=r.between(0, 3)))}.")
     gu = (f"foley draining {r.pick(('clear yellow', 'amber', 'cloudy', 'dark amber'))} urine, "
           f"{r.between(20, 120)}cc/hr. BUN/Cr {c.labf('BUN')}/{c.labf('Creatinine')}")
     abx = _abx(c)
-    idn = f"Tmax {v['temp']}. " + (f"on {'/'.join(abx[:2])}." if abx else "no abx.")
+    idn = f"Tmax {v['temp']}. " + (f"on {'/'.join(abx[:2])}." if abx else "no abx.") + (
+        f" f/u cx, {s['organism']} in {r.pick(('urine', 'blood', 'sputum'))}."
+        if abx and r.chance(0.5) else "")
     lines = [
         f"{shift}:",
+        (f"{c.pt.age_at(c.when)} yo {c.pt.sex} w/ hx " + ", ".join(c.pt.chronic_names)
+         + f" adm with {c.adm.name}. home meds: "
+         + ", ".join(m.split(" PO")[0] for m in r.subset(c.pt.home_meds, 3)) + "."
+         if c.pt.chronic_names and r.chance(0.6) else ""),
+        f"EVENTS: {r.pick(c.adm.course)}" if r.chance(0.5) else "",
         f"NEURO: {neuro}.",
         f"CV: {cv}.",
         f"RESP: {resp}.",
@@ -748,25 +833,36 @@ def _nursing_other(c: _Ctx) -> tuple[str, str]:
     ]
     if any("Insulin" in m for m in c.adm.meds + c.pt.home_meds):
         lines.append(f"ENDO: FS {r.between(110, 260)}, covered with RISS.")
-    if r.chance(0.5):
-        lines.append(f"LABS: K {c.labf('Potassium')}, Hct {c.labf('Hematocrit')}"
+    if r.chance(0.6):
+        lines.append(f"LABS: K {c.labf('Potassium')}, Hct {c.labf('Hematocrit')}, "
+                     f"Mg {c.labf('Magnesium')}"
                      + (f", repleted with {r.pick(('40meq KCL', '2gm mag sulfate'))}."
                         if r.chance(0.5) else "."))
     lines.append("ACCESS: " + ", ".join(d for d in c.adm.devices) + ".")
-    if r.chance(0.4):
+    if r.chance(0.6):
+        lines.append(f"PAIN: c/o {s['side']} {r.pick(('chest', 'flank', 'leg', 'hip', 'back'))} "
+                     f"pain {r.between(2, 9)}/10, medicated with "
+                     + r.pick(("morphine 2mg iv", "dilaudid 0.5mg iv", "oxycodone 5mg po",
+                               "tylenol 650mg")) + " with good effect.")
+    if r.chance(0.5):
         lines.append("SKIN: " + r.pick(("coccyx stage II, duoderm intact", "intact",
                                         "heels red, blanchable, boots on")) + ".")
+    if r.chance(0.5):
+        lines.append("ACTIVITY: " + r.pick(("turned and repositioned q2h",
+                                            "OOB to chair with assist x2, tolerated well",
+                                            "bedrest, logroll")) + ".")
     lines.append("SOCIAL: " + r.pick((
         (f"{r.pick(('wife', 'daughter', 'son', 'husband', 'niece'))} {_name(r)} called, updated "
         "on pt's condition"), "family in to visit, questions answered",
-        "no contact from family this shift. HCP is " + r.pick(("daughter", "son", "spouse"))))
+        "no contact from family this shift. HCP is " + r.pick(("daughter", "son", "spouse")),
+        'pt tearful at times, states "I just want to get better"'))
         + ".")
     lines.append("PLAN: " + r.pick((
         f"cont to monitor, f/u {r.pick(('am labs', 'cultures', 'lytes'))}",
         f"{'wean vent as tolerated' if c.intubated() else 'OOB to chair'}, cont current plan",
         (f"{'DNR/DNI' if c.adm.dnr else 'FULL CODE'}. cont supportive care, emotional support to "
         "pt and family"))) + f". {r.pick(c.adm.course)}")
-    return "Report", "\n".join(lines) + "\n"
+    return "Report", "\n".join(x for x in lines if x) + "\n"
 
 
 _NURSING_DESCRIPTIONS = (("Nursing Progress Note", 0.7), ("Generic Note", 0.1),
@@ -777,27 +873,43 @@ _NURSING_DESC = _Weighted(dict(_NURSING_DESCRIPTIONS))
 def _aarp(c: _Ctx, title: str) -> list[str]:
     r, s, v = c.rng, c.s, _vitals(c)
     assess = r.subset((
-        f"HR {v['hr']} {v['rhythm']}, BP {v['sbp']}/{v['dbp']}",
+        (f"HR {v['hr']} {v['rhythm']}, BP {v['sbp']}/{v['dbp']}, MAP "
+        f"{(v['sbp'] + 2 * v['dbp']) // 3}"),
         f"pt with {c.adm.name}",
         f"{r.pick(c.adm.hpi)}",
         f"labs: Hct {c.labf('Hematocrit')}, K {c.labf('Potassium')}, Cr {c.labf('Creatinine')}",
         (f"{'intubated, sedated' if c.intubated() else 'on ' + str(r.between(1, 5)) + 'L NC'}, "
         f"RR {v['rr']}, sats {v['spo2']}%"),
         f"c/o pain {r.between(0, 8)}/10 at {s['side']} side",
-    ), r.between(2, 4))
-    action = r.subset([f"{m}" for m in c.adm.meds] + [
-        f"{p}" for p in c.adm.procedures] + ["MD aware", "repleted lytes per sliding scale",
-                                             "frequent repositioning", "emotional support"],
-                      r.between(2, 4))
-    response = r.pick(("VSS", "tolerating well", "no change", "improving",
-                       f"HR now {v['hr'] - 8}, SBP {v['sbp'] + 5}", "awaiting results"))
+        (f"UOP {r.between(15, 150)} cc/hr, net {r.pick(('+', '-'))}{r.between(100, 2500)} cc "
+        "for LOS"),
+        f"Tmax {v['temp']}, WBC {c.labf('WBC')}",
+        f"{r.pick(c.pt.chronic_names)} at baseline" if c.pt.chronic_names else "no PMH",
+        f"skin {r.pick(('intact', 'with stage II on coccyx', 'with ecchymosis on abdomen'))}",
+    ), r.between(3, 6))
+    action = r.subset([*c.adm.meds, *c.adm.procedures,
+                       "MD aware", "repleted lytes per sliding scale", "frequent repositioning",
+                       "emotional support to pt and family", "fall precautions maintained",
+                       f"{r.pick(c.adm.devices)} site assessed, dressing changed",
+                       "labs sent as ordered", "pain medication given as ordered"],
+                      r.between(3, 5))
+    response = r.subset(("VSS", "tolerating well", "no change", "improving",
+                         f"HR now {v['hr'] - 8}, SBP {v['sbp'] + 5}", "awaiting results",
+                         'pt states "my pain is much better"', "resting comfortably",
+                         'pt asking "when can I go home?"'), r.between(1, 2))
     plan = r.subset((f"{r.pick(c.adm.course)}", "cont to monitor closely", "f/u AM labs",
                      f"{'wean sedation for SBT in AM' if c.intubated() else 'OOB to chair'}",
-                     "notify MD with changes", f"{r.pick(c.adm.procedures)} as planned"),
-                    r.between(1, 3))
+                     "notify MD with changes", f"{r.pick(c.adm.procedures)} as planned",
+                     f"{'DNR/DNI' if c.adm.dnr else 'full code'}, update family"),
+                    r.between(2, 4))
     return [title, "   Assessment:", *[f"   {a}" for a in assess], "   Action:",
-            *[f"   {a}" for a in action], "   Response:", f"   {response}", "   Plan:",
-            *[f"   {p}" for p in plan]]
+            *[f"   {a}" for a in action], "   Response:", *[f"   {a}" for a in response],
+            "   Plan:", *[f"   {p}" for p in plan], ""]
+
+
+_GENERIC_NURSING_TITLES = ("Pain control (acute pain, chronic pain)", "Impaired Skin Integrity",
+                           "Altered mental status (not Delirium)", "Alteration in Nutrition",
+                           "Knowledge deficit", "Anxiety", "Risk for falls")
 
 
 def _nursing(c: _Ctx) -> tuple[str, str]:
@@ -806,13 +918,16 @@ def _nursing(c: _Ctx) -> tuple[str, str]:
     titles = r.subset(c.adm.problem.nursing_titles, r.between(1, len(c.adm.problem.nursing_titles)))
     if c.intubated() and r.chance(0.7):
         titles.append("Respiratory failure, acute (not ARDS/[**Doctor Last Name 11**])")
+    titles += r.subset(_GENERIC_NURSING_TITLES, r.between(0, 2))
     for t in titles:
         lines += _aarp(c, t)
     desc = _NURSING_DESC.draw(r)
     if desc == "Nursing Transfer Note":
         lines = [(f"TRANSFER NOTE: {c.pt.age_at(c.when)} yo {c.pt.sex} admitted with {c.adm.name}, "
                  f"transferred to {_HOSPITAL} {r.pick(('floor', 'step down unit'))} "
-                 f"[**Hospital Ward Name {r.between(100, 999)}**].")] + lines
+                 f"[**Hospital Ward Name {r.between(100, 999)}**]."),
+                 "PMH: " + ", ".join(c.pt.chronic_names or ["none"]),
+                 "Allergies: " + ", ".join(c.pt.allergies or ["NKDA"]), ""] + lines
     return desc, "\n".join(lines) + "\n"
 
 
@@ -855,6 +970,37 @@ def _lab_table(c: _Ctx, names: tuple[str, ...], days: int) -> list[str]:
     return out
 
 
+def _physician_history(c: _Ctx) -> list[str]:
+    """HPI and history block that opens an admission note (progress notes skip it)."""
+    r, pt, adm = c.rng, c.pt, c.adm
+    if c.day > 0:
+        return []
+    return [
+        " HPI:",
+        f"   {pt.age_at(c.when)} yo {pt.sex} with "
+        + (", ".join(pt.chronic_names) or "no significant PMH") + " who presents with "
+        + _fill(r.pick(adm.problem.complaints), adm.slots) + ". "
+        + " ".join(_hpi_sentence(pt, h, r) for h in adm.hpi),
+        " Patient admitted from: " + r.pick(("[**Hospital1 1**] ER",
+                                              "Transfer from other hospital", "Home")),
+        " History obtained from Patient, Family / Friend, Medical records",
+        " Past medical history:",
+        " Family history:",
+        " Social History:",
+        *[f"   {h}" for h in pt.chronic_names + pt.surgical_history],
+        "   " + r.pick(("Father", "Mother", "Brother")) + ": "
+        + r.pick(("CAD", "DM", "Cancer", "Stroke")),
+        f"   Occupation: {pt.occupation}",
+        f"   Lives with: {pt.lives_with}",
+        " Review of systems:",
+        "   Constitutional: " + r.pick(("Fatigue", "Fever", "No(t) Fever")),
+        "   Cardiovascular: " + r.pick(("Chest pain", "Edema", "No(t) Chest pain")),
+        "   Respiratory: " + r.pick(("Cough, Dyspnea", "No(t) Cough", "Tachypnea")),
+        "   Gastrointestinal: " + r.pick(("Nausea", "No(t) Abdominal pain", "Emesis")),
+        "   Neurologic: " + r.pick(("No(t) Headache", "Confusion", "Weakness")),
+    ]
+
+
 def _physician(c: _Ctx) -> tuple[str, str]:
     r, s, v = c.rng, c.s, _vitals(c)
     pt, adm = c.pt, c.adm
@@ -874,6 +1020,7 @@ def _physician(c: _Ctx) -> tuple[str, str]:
                        f"{c.when.hour:02d}:{c.when.minute:02d}")], r.between(2, 4))
     lines = [
         f"Chief Complaint:  {_fill(r.pick(adm.problem.complaints), s)}",
+        *_physician_history(c),
         "   24 Hour Events:",
         *[f"   - {e}" for e in events],
         " Allergies:",
@@ -907,6 +1054,12 @@ def _physician(c: _Ctx) -> tuple[str, str]:
         f"   Wgt (current): {pt.weight_kg:.1f} kg (admission): {pt.weight_kg + 2.1:.1f} kg",
         f"   Total In:             {r.between(800, 4500):,} mL    {r.between(200, 1200)} mL",
         f"   Total out:            {r.between(600, 4000):,} mL    {r.between(100, 900)} mL",
+        "   PO:", f"   TF:                   {r.between(0, 1200)} mL",
+        f"   IVF:                  {r.between(200, 3000):,} mL    {r.between(50, 800)} mL",
+        f"   Blood products:       {r.pick(('0', '350', '700'))} mL",
+        f"   Urine:                {r.between(400, 3500):,} mL    {r.between(100, 900)} mL",
+        f"   NG:                   {r.between(0, 400)} mL",
+        f"   Balance:              {r.between(-2500, 2500):,} mL",
         " Respiratory support",
     ]
     if c.intubated():
@@ -943,14 +1096,20 @@ def _physician(c: _Ctx) -> tuple[str, str]:
                              "to: Verbal stimuli, Movement: Purposeful, Oriented (to): x3"),
         " Labs / Radiology",
     ]
-    lab_names = tuple(dict.fromkeys(("WBC", "Hematocrit", "Platelets", "Creatinine", "Glucose",
-                                     *list(adm.problem.labs)[:3])))
+    lab_names = tuple(dict.fromkeys(("WBC", "Hemoglobin", "Hematocrit", "Platelets",
+                                     "Creatinine", "BUN", "Sodium", "Potassium", "Bicarbonate",
+                                     "Glucose", *adm.problem.labs)))
     lines += _lab_table(c, lab_names, min(c.day + 1, 4))
     lines += [
         (f"   Other labs: PT / PTT / INR:{r.real(12, 18):.1f}/{r.real(25, 40):.1f}/"
         f"{c.labf('INR')}, Ca++:{c.labf('Calcium')} mg/dL, Mg++:{c.labf('Magnesium')} mg/dL, "
         f"PO4:{c.labf('Phosphate')} mg/dL"),
-        f"   Imaging: CXR {_md(c.when)}: " + " ".join(_lines_text(c)[:2] or ["no acute change"]),
+        (f"   Differential-Neuts:{r.real(60, 92):.1f} %, Band:{r.real(0, 8):.1f} %, "
+        f"Lymph:{r.real(4, 25):.1f} %, Mono:{r.real(2, 9):.1f} %, Eos:{r.real(0, 3):.1f} %, "
+        f"Lactic Acid:{c.labf('Lactate')} mmol/L, Albumin:{c.labf('Albumin')} g/dL, "
+        f"LDH:{r.between(150, 450)} IU/L"),
+        f"   Imaging: {_radiology(c)[1].split('FINDINGS:')[-1].strip()}",
+        "   " + _micro(c).strip().replace("\n", "\n   "),
         f"   Microbiology: {s['organism']} in {r.pick(('blood', 'urine', 'sputum'))} culture "
         "from admission" if abx else "   Microbiology: no new data",
         " Assessment and Plan",
@@ -961,7 +1120,14 @@ def _physician(c: _Ctx) -> tuple[str, str]:
         + " ".join(r.subset(adm.course, r.between(2, len(adm.course)))),
         *[f"   - {m}" for m in r.subset(adm.meds, r.between(2, len(adm.meds)))],
     ]
-    lines += [f"   {_chronic_plan(c, i)}" for i in range(len(pt.chronic)) if r.chance(0.7)]
+    for problem in r.subset(adm.problem.nursing_titles, 2):
+        lines += [f"   # {problem}", f"   - {r.pick(adm.course)}",
+                  f"   - {r.pick(adm.procedures)}" if r.chance(0.5) else "   - monitor"]
+    for i in range(len(pt.chronic)):
+        if r.chance(0.7):
+            lines += [f"   {_chronic_plan(c, i)}", "   - " + r.pick((
+                "continue home regimen", "monitor", "outpatient follow-up",
+                f"recheck {r.pick(('lytes', 'CBC', 'LFTs'))} in AM"))]
     lines += [
         " ICU Care",
         "   Nutrition: " + ("tube feeds via OGT" if c.intubated() else r.pick(
@@ -1003,28 +1169,97 @@ _DC_INSTRUCTIONS = (
     ("Weigh yourself every morning, call your doctor if your weight goes up more than 3 lbs. "
     "Adhere to a 2 gm sodium diet and a fluid restriction of 1.5 L per day."),
     ("Do not drive or operate heavy machinery while taking narcotic pain medication. Do not drink "
-    "alcohol. Continue to use your incentive spirometer 10 times an hour while awake."),
+     "alcohol. Continue to use your incentive spirometer 10 times an hour while awake."),
+    ("It was a pleasure taking care of you at [**Hospital1 18**]. During this admission the "
+     "following tests were done: {tests}. Some results were still pending at the time of "
+     "discharge and will be followed up by your primary care physician."),
+    ("Please resume all of your home medications except as noted above. Bring this list of "
+     "medications to every appointment. If you have any questions about your medications, "
+     "please ask your pharmacist or call your doctor. You should not take any over the counter "
+     "medications such as ibuprofen, naproxen or aspirin-containing products unless you have "
+     "discussed them with your doctor."),
 )
+
+
+_PANEL_CORE = frozenset({"WBC", "Hematocrit", "Hemoglobin", "Platelets", "Glucose", "BUN",
+                         "Creatinine", "Sodium", "Potassium", "Chloride", "Bicarbonate",
+                         "Calcium", "Phosphate", "Magnesium"})
 
 
 def _panel_line(c: _Ctx, when: datetime, kind: str) -> str:
     sub = _Ctx(c.pt, c.adm, when, c.rng, True)
+    r = c.rng
     stamp = f"{_date(when)} {when.hour:02d}:{when.minute:02d}{'AM' if when.hour < 12 else 'PM'}"
     if kind == "cbc":
         hct = sub.lab("Hematocrit")
-        return (f"{stamp} BLOOD WBC-{_fmt_lab('WBC', sub.lab('WBC'))}* RBC-{hct / 9:.2f}* "
-                f"Hgb-{hct / 3:.1f}* Hct-{hct:.1f}* MCV-{c.rng.between(80, 99)} "
-                f"MCH-{c.rng.real(27, 33):.1f} MCHC-{c.rng.real(32, 35):.1f} "
-                f"RDW-{c.rng.real(12.5, 17):.1f} "
-                f"Plt Ct-{_fmt_lab('Platelets', sub.lab('Platelets'))}")
+        return (f"{stamp} BLOOD {_flagged(sub, 'WBC')} RBC-{hct / 9:.2f}* "
+                f"Hgb-{hct / 3:.1f}* Hct-{hct:.1f}* MCV-{r.between(80, 99)} "
+                f"MCH-{r.real(27, 33):.1f} MCHC-{r.real(32, 35):.1f} "
+                f"RDW-{r.real(12.5, 17):.1f} {_flagged(sub, 'Platelets')}")
     if kind == "chem":
-        return (f"{stamp} BLOOD Glucose-{sub.labf('Glucose')}* UreaN-{sub.labf('BUN')}* "
-                f"Creat-{sub.labf('Creatinine')}* Na-{sub.labf('Sodium')} "
-                f"K-{sub.labf('Potassium')} Cl-{sub.labf('Chloride')} "
-                f"HCO3-{sub.labf('Bicarbonate')} AnGap-{c.rng.between(8, 20)}")
-    extra = [n for n in c.adm.problem.labs if n not in ("WBC", "Hematocrit", "Creatinine")]
-    return f"{stamp} BLOOD " + " ".join(f"{V.LAB_ABBREV[n]}-{sub.labf(n)}*" for n in extra) + (
-        f" Calcium-{sub.labf('Calcium')} Phos-{sub.labf('Phosphate')} Mg-{sub.labf('Magnesium')}")
+        return (f"{stamp} BLOOD " + " ".join(_flagged(sub, n) for n in (
+            "Glucose", "BUN", "Creatinine", "Sodium", "Potassium", "Chloride", "Bicarbonate"))
+            + f" AnGap-{r.between(8, 20)}")
+    if kind == "diff":
+        return (f"{stamp} BLOOD Neuts-{r.real(60, 92):.1f}* Lymphs-{r.real(4, 25):.1f}* "
+                f"Monos-{r.real(2, 9):.1f} Eos-{r.real(0, 3):.1f} Baso-{r.real(0, 1):.1f}\n"
+                f"{stamp} BLOOD PT-{r.real(11, 19):.1f} PTT-{r.real(24, 40):.1f} "
+                f"{_flagged(sub, 'INR')}\n"
+                f"{stamp} BLOOD ALT-{r.between(10, 60)} AST-{r.between(12, 70)} "
+                f"AlkPhos-{r.between(40, 140)} TotBili-{r.real(0.2, 1.4):.1f}\n"
+                f"{stamp} URINE Color-{r.pick(('Yellow', 'Straw', 'Amber'))} "
+                f"Appear-{r.pick(('Clear', 'Hazy', 'Cloudy'))} Sp {r.real(1.005, 1.030):.3f} "
+                f"Blood-{r.pick(('NEG', 'TR', 'MOD'))} Nitrite-{r.pick(('NEG', 'POS'))} "
+                f"Protein-{r.pick(('NEG', '30', '100'))} Glucose-NEG Ketone-NEG "
+                f"Leuks-{r.pick(('NEG', 'SM', 'LG'))}")
+    extra = [n for n in c.adm.problem.labs if n not in _PANEL_CORE]
+    return f"{stamp} BLOOD " + " ".join(_flagged(sub, n) for n in [
+        *extra, "Calcium", "Phosphate", "Magnesium"])
+
+
+def _micro(c: _Ctx) -> str:
+    r, adm = c.rng, c.adm
+    out = []
+    for specimen in r.subset(("BLOOD CULTURE", "URINE CULTURE", "SPUTUM", "MRSA SCREEN",
+                              "C. difficile DNA amplification assay"), r.between(1, 4)):
+        when = adm.admit + timedelta(days=r.between(0, max(0, int(adm.los) - 1)))
+        grew = _abx(c) and specimen != "MRSA SCREEN" and r.chance(0.5)
+        out.append(f"{_date(when)} {specimen} "
+                   + (f"**FINAL REPORT {_date(when + timedelta(days=2))}**: "
+                      f"{adm.slots['organism'].upper()}. >100,000 ORGANISMS/ML. Sensitivities: "
+                      "CEFTRIAXONE S, CIPROFLOXACIN R, GENTAMICIN S, MEROPENEM S, "
+                      "PIPERACILLIN/TAZO S, TRIMETHOPRIM/SULFA R." if grew else
+                      "No growth." if r.chance(0.7) else "Pending."))
+    return "\nMICROBIOLOGY:\n" + "\n".join(out) + "\n"
+
+
+_HPI_VERBS = frozenset({"presented", "was", "received", "reports", "admits", "developed", "noted",
+                        "found", "brought", "takes", "slipped", "drinks", "sent", "recently",
+                        "underwent", "had"})
+
+
+def _hpi_sentence(pt: _Patient, phrase: str, r: _Rng) -> str:
+    if phrase.split(" ", 1)[0] in _HPI_VERBS:
+        subject = pt.he.capitalize() if r.chance(0.6) else "The patient"
+        return f"{subject} {phrase}."
+    return f"{phrase[0].upper()}{phrase[1:]}."
+
+
+def _daily_course(c: _Ctx) -> list[str]:
+    adm, r, pt = c.adm, c.rng, c.pt
+    labs = list(adm.problem.labs) or ["Creatinine"]
+    out = []
+    for d in range(min(int(adm.los) + 1, 10)):
+        sub = _Ctx(pt, adm, adm.admit + timedelta(days=d, hours=6), r, True)
+        name = r.pick(labs)
+        state = ("remained intubated" if sub.intubated() else
+                 r.pick(("was hemodynamically stable", "was afebrile", "had an uneventful day",
+                         "was more alert", "required PRN pain medication",
+                         "ambulated with physical therapy")))
+        out.append(f"On HD #{d + 1} ({_date(sub.when)}) the patient {state}; {name} "
+                   f"{sub.labf(name)}, WBC {sub.labf('WBC')}."
+                   + (f" {r.pick(adm.course)}" if r.chance(0.35) else ""))
+    return out
 
 
 def _discharge(c: _Ctx) -> tuple[str, str]:
@@ -1034,12 +1269,17 @@ def _discharge(c: _Ctx) -> tuple[str, str]:
     hpi = (f"{pt.age_at(adm.admit)} year old {pt.man} with "
            + (", ".join(pt.chronic_names) or "no significant past medical history")
            + f" who presents with {_fill(r.pick(adm.problem.complaints), s)}. "
-           + " ".join(f"{he.capitalize()} {h}." if r.chance(0.5) else f"The patient {h}."
-                      for h in adm.hpi)
+           + " ".join(_hpi_sentence(pt, h, r) for h in adm.hpi)
            + f" In the ED, initial vitals were T {r.real(97, 102):.1f} HR {r.between(70, 130)} "
            f"BP {r.between(80, 170)}/{r.between(40, 95)} RR {r.between(14, 30)} "
            f"O2 sat {r.between(85, 100)}% on {r.pick(('RA', '2L NC', 'NRB'))}. "
-           + f"{he.capitalize()} was admitted to the {adm.unit} for further management.")
+           + f"{he.capitalize()} was admitted to the {adm.unit} for further management."
+           + "\n\nROS: " + r.pick((("Denies headache, vision changes, rhinorrhea, congestion, "
+                                    "sore throat, cough, chest pain, abdominal pain, nausea, "
+                                    "vomiting, diarrhea, constipation, BRBPR, melena, "
+                                    "hematochezia, dysuria, hematuria."),
+                                    ("Positive as per HPI, otherwise 10-point review of systems "
+                                    "negative."), "Unable to obtain given mental status.")))
     if adm.index > 0:
         prev = pt.admissions[adm.index - 1]
         hpi += (f" Of note, {he} was recently admitted {_date(prev.admit)} - "
@@ -1047,12 +1287,25 @@ def _discharge(c: _Ctx) -> tuple[str, str]:
                 + prev.course[0][0].lower() + prev.course[0][1:])
     days = max(1, int(adm.los))
     panels = []
-    for d in sorted({0, min(1, days - 1), days // 2, days - 1}):
+    for d in sorted({*range(min(days, 6)), days // 2, days - 1}):
         when = adm.admit + timedelta(days=d, hours=r.between(3, 7), minutes=r.between(0, 59))
-        panels += [_panel_line(c, when, k) for k in ("cbc", "chem", "other")]
+        kinds = ("cbc", "chem", "diff", "other") if d == 0 else ("cbc", "chem", "other")
+        panels += [_panel_line(c, when, k) for k in kinds]
     course = [f"# {adm.name.capitalize()}: " + " ".join(adm.course) + " "
-              + " ".join(f"{he.capitalize()} {h}." for h in r.subset(adm.hpi, 2))]
-    course += [_chronic_plan(c, i) for i in range(len(pt.chronic))]
+              + " ".join(_hpi_sentence(pt, h, r) for h in r.subset(adm.hpi, 2))
+              + " During this admission the patient was treated with " + ", ".join(adm.meds)
+              + ". Procedures: " + "; ".join(adm.procedures) + ". " + _lab_trends(c)]
+    course += [f"# {t}: " + " ".join(r.subset(adm.course, 2)) for t in
+               r.subset(adm.problem.nursing_titles, 2)]
+    course += [f"# {V.ICD9[code]}: " + r.pick((
+        "Monitored closely and managed supportively.", "Treated as above with improvement.",
+        "Resolved by the time of discharge.", "Will need outpatient follow-up.")) + " "
+        + r.pick(adm.course) for code in adm.problem.optional_codes if code in adm.codes]
+    course.append("Day by day: " + " ".join(_daily_course(c)))
+    course += [_chronic_plan(c, i) + ". " + r.pick((
+        "No changes were made to this regimen.", "Will need outpatient follow-up with PCP.",
+        "Stable throughout this admission.", "Dose adjusted given renal function."))
+        for i in range(len(pt.chronic))]
     course += ["# FEN: " + r.pick(("Electrolytes repleted as needed.",
                                    "Cardiac heart healthy diet.", "Diet advanced as tolerated.")),
                "# PPx: " + r.pick(("SC heparin, PPI, bowel regimen.",
@@ -1069,9 +1322,15 @@ def _discharge(c: _Ctx) -> tuple[str, str]:
                        f"{_fill(study.description, sl)}: "
                        + " ".join(_fill(f, sl) for f in study.findings)
                        + " IMPRESSION: " + _fill(study.impression[0], sl))
+    for _ in range(r.between(1, 3)):
+        sub = _Ctx(pt, adm, adm.admit + timedelta(days=r.real(0, adm.los)), r, True)
+        desc, report = _radiology(sub)
+        studies.append(f"{_date(sub.when)} {desc}:\n" + report.split("FINAL REPORT")[-1].strip())
+    studies.append(f"ECG {_date(adm.admit)}: " + _ecg(c)[1].strip())
     if r.chance(0.6):
-        studies.append(f"ECHO {_date(adm.admit + timedelta(days=1))}: LVEF {adm.ef}%, "
-                       f"{s['wall_motion']}.")
+        echo = _echo(_Ctx(pt, adm, adm.admit + timedelta(days=1), r, True))[1]
+        studies.append(f"TTE {_date(adm.admit + timedelta(days=1))}:\n"
+                       + echo.split("Conclusions:")[-1].split("Electronically")[0].strip())
     changes = "; ".join(f"STARTED {m}" for m in dc_meds[-2:]) or "none"
     disposition = r.pick(("Home", "Home With Service", "Extended Care", "Extended Care"))
     sections = [
@@ -1084,7 +1343,10 @@ def _discharge(c: _Ctx) -> tuple[str, str]:
         f"Chief Complaint:\n{_fill(r.pick(adm.problem.complaints), s)}\n",
         "Major Surgical or Invasive Procedure:\n" + "\n".join(adm.procedures) + "\n\n",
         f"History of Present Illness:\n{hpi}\n",
-        "Past Medical History:\n" + ("\n".join(f"- {p}" for p in pmh) or "none") + "\n",
+        "Past Medical History:\n" + ("\n".join(
+            f"- {p}" + r.pick(("", "", f", diagnosed [**{adm.admit.year - r.between(1, 20)}**]",
+                               f", followed by {_doc(r)}", " (stable)"))
+            for p in pmh) or "none") + "\n",
         "Social History:\n"
         + f"{he.capitalize()} {pt.lives_with}. "
         f"Works as a {pt.occupation}. "
@@ -1112,8 +1374,15 @@ def _discharge(c: _Ctx) -> tuple[str, str]:
         "ABD: soft, NT/ND, +BS\n"
         f"EXT: {r.pick(('no c/c/e', '2+ pitting edema bilaterally', '1+ edema to the knees'))}\n"
         "NEURO: " + (f"{s['other_side']} hemiparesis, aphasic" if adm.problem.key == "stroke"
-                     else "A&Ox3, CN II-XII intact, moves all extremities") + "\n",
-        "Pertinent Results:\n" + "\n".join(panels) + "\n\n" + "\n\n".join(studies) + "\n",
+                     else "A&Ox3, CN II-XII intact, moves all extremities") + "\n"
+        "\nOn discharge:\n"
+        f"VS: T {r.real(97, 99):.1f} BP {r.between(100, 140)}/{r.between(55, 85)} "
+        f"HR {r.between(60, 95)} RR {r.between(12, 20)} O2 {r.between(93, 100)}% RA\n"
+        f"Weight {pt.weight_kg:.1f} kg\nGEN: NAD\nLUNGS: "
+        + r.pick(("clear bilaterally", f"few crackles at the {s['side']} base")) + "\nEXT: "
+        + r.pick(("warm, no edema", f"{s['side']} leg incision c/d/i", "trace edema")) + "\n",
+        "Pertinent Results:\n" + "\n".join(panels) + "\n\n" + "\n\n".join(studies) + "\n"
+        + _micro(c) + "\n",
         "Brief Hospital Course:\n" + hpi.split(". ")[0] + ".\n\n" + "\n\n".join(course) + "\n",
         "Medications on Admission:\n" + "\n".join(f"{i + 1}. {m}" for i, m in
                                                    enumerate(pt.home_meds)) + "\n",
@@ -1123,6 +1392,11 @@ def _discharge(c: _Ctx) -> tuple[str, str]:
             f"Disp:*{r.pick((30, 60, 90))} Tablet(s)* Refills:*{r.between(0, 3)}*"
             for i, m in enumerate(dc_meds)) + "\n",
         f"Discharge Disposition:\n{disposition}\n",
+        "Transitional issues:\n" + "\n".join(f"- {x}" for x in r.subset(
+            [*adm.course, "Recheck CBC and chem-7 in 1 week",
+             f"Follow up final read of {r.pick(adm.problem.studies).description}",
+             f"Follow up {pt.incidental} on outpatient imaging",
+             f"{'DNR/DNI' if adm.dnr else 'Full code'} confirmed"], 4)) + "\n",
         (f"Facility:\n[**Hospital {r.between(100, 9999)}**] - [**Location (un) "
          f"{r.between(10, 999)}**]\n" if disposition == "Extended Care" else ""),
         f"Discharge Diagnosis:\nPrimary:\n{adm.name}\n\nSecondary:\n"
@@ -1134,8 +1408,9 @@ def _discharge(c: _Ctx) -> tuple[str, str]:
                   "Ambulatory - requires assistance or aid (walker or cane).",
                   "Out of Bed with assistance to chair or wheelchair.")) + "\n",
         "Discharge Instructions:\n" + "\n\n".join(
-            _fill(t, {"name": adm.name, "course0": adm.course[0], "changes": changes})
-            for t in _DC_INSTRUCTIONS if r.chance(0.8)) + "\n",
+            _fill(t, {"name": adm.name, "course0": adm.course[0], "changes": changes,
+                      "tests": ", ".join(st.description for st in adm.problem.studies)})
+            for t in _DC_INSTRUCTIONS) + "\n",
         "Followup Instructions:\n" + "\n".join(
             f"Provider: {_name(r)}, MD Phone:{_phone(r)} Date/Time:"
             f"{_date(adm.discharge + timedelta(days=r.between(5, 40)))} {r.between(8, 16)}:00"
@@ -1167,20 +1442,24 @@ def _respiratory(c: _Ctx) -> tuple[str, str]:
                 "lip."),
                 (f"Vent settings: AC {r.between(400, 550)}x{r.between(12, 20)}, PEEP "
                 f"{r.pick((5, 8, 10))}, FiO2 {r.pick(('0.4', '0.5', '0.6'))}."),
+                f"Peak/plateau pressures {r.between(22, 38)}/{r.between(15, 28)} cmH2O.",
                 (f"BS {r.pick(('coarse', 'diminished', 'clear'))} bilaterally, diminished at the "
                 f"{s['side']} base. Suctioned for {r.pick(('small', 'moderate', 'large'))} "
                 f"amounts of thick {r.pick(('tan', 'white', 'yellow'))} secretions."),
                 f"ABG {r.real(7.30, 7.46):.2f}/{r.between(35, 55)}/{r.between(70, 140)}.",
-                f"RSBI {r.between(40, 120)}.",
+                f"RSBI {r.between(40, 120)}. Cuff leak present.",
+                f"Pt with {c.adm.name}; {r.pick(c.adm.course)}",
                 "Plan: " + r.pick(("SBT in AM if mental status allows.", ("Wean FiO2 as tolerated "
-                                   "for sats > 92%."), "Continue current settings."))]
+                                   "for sats > 92%."), "Continue current settings.")) +
+                " Will continue to follow."]
     else:
         body = [(f"Pt on {r.pick(('2L NC', '4L NC', '40% face tent', 'BiPAP 10/5 overnight'))}, "
-                f"SpO2 {r.between(90, 99)}%."),
+                f"SpO2 {r.between(90, 99)}%, RR {r.between(14, 28)}."),
                 f"Nebs given: {r.pick(('albuterol/atrovent q4h', 'albuterol q2h PRN', 'none'))}.",
-                (f"BS {r.pick(('clear', 'with scattered wheezes', 'coarse'))}; "
-                f"{r.pick(('strong', 'weak'))} cough."),
-                f"Known {c.adm.name}. Will continue to follow."]
+                (f"BS {r.pick(('clear', 'with scattered wheezes', 'coarse'))}, diminished at the "
+                f"{s['side']} base; {r.pick(('strong', 'weak'))} productive cough."),
+                f"Known {c.adm.name}. {r.pick(c.adm.course)}",
+                "Incentive spirometry encouraged. Will continue to follow."]
     return "Respiratory Care Shift Note", "Respiratory Care:\n" + "\n".join(body) + "\n"
 
 
@@ -1442,3 +1721,26 @@ def generate(patients: int, out_dir: str | Path, seed: int = 0,
         notes_by_category=counts, notes_path=str(out / NOTES_FILE),
         diagnoses_path=str(out / DIAGNOSES_FILE),
     )
+
+
+def _flagged(sub: _Ctx, name: str) -> str:
+    """A lab as MIMIC's discharge summaries print it: abnormal values carry a `*`."""
+    v = sub.lab(name)
+    _, lo, hi, _ = V.LABS[name]
+    return f"{V.LAB_ABBREV[name]}-{_fmt_lab(name, v)}{'*' if v < lo or v > hi else ''}"
+
+
+def _lab_trends(c: _Ctx) -> str:
+    """Sentences that follow each of the admission's problem labs from admission to discharge."""
+    adm, r = c.adm, c.rng
+    out = []
+    for name in adm.problem.labs:
+        first = _Ctx(c.pt, adm, adm.admit, r, True).labf(name)
+        mid_when = adm.admit + timedelta(days=adm.los / 2)
+        mid = _Ctx(c.pt, adm, mid_when, r, True).labf(name)
+        last = _Ctx(c.pt, adm, adm.discharge, r, True).labf(name)
+        out.append(r.pick(((f"{name} was {first} on admission, {mid} on {_date(mid_when)} and "
+                           f"{last} at discharge."),
+                           f"{name} trended {first} -> {mid} -> {last}.",
+                           f"{name} {first} on presentation, {last} on the day of discharge.")))
+    return " ".join(out)
