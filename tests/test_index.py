@@ -413,3 +413,41 @@ def test_store_table_and_string_ids(tmp_path, corpus):
     rows, missing = ix.store.rows_of(["n5", "zz"])
     assert rows.tolist() == [5] and missing == ["zz"]
     assert ix.store.records([5])[0]["snippet"] is None
+
+
+@pytest.mark.parametrize("n", [1, 5, 60])
+@pytest.mark.parametrize("key", [None, "IVF1,Flat", "HNSW32,Flat"])
+def test_tiny_corpora(tmp_path, corpus, n, key):
+    ix_dir = build(tmp_path, corpus, rows=np.arange(n), index_key=key)
+    m = IndexManifest.load(ix_dir)
+    assert m.quality.recall_at_10 == 1.0 and m.quality.queries == n
+    ix = open_index(ix_dir)
+    _, I = ix.search(corpus[0][:1], 3)
+    assert I[0, 0] == 0 and (I[0, min(n, 3):] == -1).all()
+
+
+def test_mmap_shards_equal_loaded(tmp_path, corpus):
+    _, q, _ = corpus
+    ix_dir = build(tmp_path, corpus, index_key="IVF32,Flat", shard_size=700)
+    a, b = open_index(ix_dir), open_index(ix_dir, mmap=True)
+    np.testing.assert_array_equal(a.search(q, K)[1], b.search(q, K)[1])
+    np.testing.assert_array_equal(b.reconstruct(np.array([5, 1500])), corpus[0][[5, 1500]])
+
+
+def test_window_rows_show_each_note_once(tmp_path, corpus):
+    from mimicsearch.search import Searcher
+
+    x, _, meta = corpus
+    windows = meta.slice(0, 600).set_column(0, "id", pa.array(np.arange(600) // 3))
+    windows = windows.append_column("window", pa.array(np.arange(600) % 3, pa.int32()))
+    build_index(ArraySource(x[:600], windows), tmp_path / "w", model_fingerprint="f",
+                progress=False)
+    (hits,) = Searcher(tmp_path / "w").search_vectors(x[4], k=10)
+    ids = [h.id for h in hits]
+    assert len(ids) == 10 == len(set(ids)) and hits[0].id == 1 and hits[0].window == 1
+    best = {}
+    for r in np.argsort(-(x[:600] @ x[4])):
+        best.setdefault(int(r) // 3, float(x[r] @ x[4]))
+    assert ids == list(best)[:10]
+    res = remove_from_index(tmp_path / "w", [1])  # all three windows go
+    assert res.removed_rows == 3
