@@ -1,17 +1,10 @@
 """CLI wiring of pairs / train / evaluate (the logic is tested in test_train_*.py)."""
 import json
 
-import pytest
 from click.testing import CliRunner
-from train_helpers import build_tiny_gemma, write_synthetic
+from train_helpers import write_synthetic
 
 from mimicsearch.cli import main
-
-
-@pytest.fixture(scope="module")
-def tiny_gemma_dir(tmp_path_factory, minilm_dir):
-    """Stand-in until tests/fixtures/models.py provides the shared one."""
-    return build_tiny_gemma(tmp_path_factory.mktemp("tiny_gemma"), minilm_dir)
 
 
 def _run(args):

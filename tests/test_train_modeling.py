@@ -6,21 +6,14 @@ import pytest
 import torch
 from mimicsearch.train.modeling import check_attention_support, load_model, save_model
 from sentence_transformers import SentenceTransformer
-from train_helpers import build_tiny_gemma
 
 # Longer than the tiny Gemma3's sliding window (a few tokens), so a changed window shows.
 LONG_TEXTS = [
-    ("patient admitted with chest pain radiating to the left arm, troponin elevated, started on "
-    "heparin drip and aspirin, cardiology consulted for catheterization in the morning"),
-    ("respiratory failure requiring intubation, sedated on propofol, chest x ray shows bilateral "
-    "infiltrates consistent with pneumonia, cultures sent and broad spectrum antibiotics begun"),
+    ("patient is a 72 year old male with hypertension and diabetes mellitus who presents with "
+    "chest pain and shortness of breath , ecg shows atrial fibrillation , started on heparin"),
+    ("cxr shows bilateral infiltrates and right lower lobe effusion , fever and cough , plan "
+    "continue vancomycin and antibiotics , follow up ct scan of the head in 2 days"),
 ]
-
-
-@pytest.fixture(scope="module")
-def tiny_gemma_dir(tmp_path_factory, minilm_dir):
-    """Stand-in until tests/fixtures/models.py provides the shared one."""
-    return build_tiny_gemma(tmp_path_factory.mktemp("tiny_gemma"), minilm_dir)
 
 
 def test_save_model_reloads_to_same_vectors_on_gemma3(tiny_gemma_dir, tmp_path):
@@ -72,15 +65,15 @@ def _first_token_output(backbone, ids):
 def test_gemma3_attention_is_bidirectional(tiny_gemma_dir):
     backbone = load_model(tiny_gemma_dir, device="cpu")[0].auto_model.eval()
     assert backbone.config.use_bidirectional_attention
-    a = _first_token_output(backbone, [2, 1000, 1001, 1002])
-    b = _first_token_output(backbone, [2, 1000, 1001, 2002])
+    a = _first_token_output(backbone, [2, 20, 21, 22, 23])
+    b = _first_token_output(backbone, [2, 20, 21, 22, 24])
     assert not torch.allclose(a, b, atol=1e-5)
 
     backbone.config.use_bidirectional_attention = False  # control: causal attention
     for layer in backbone.layers:
         layer.self_attn.is_causal = True
-    c = _first_token_output(backbone, [2, 1000, 1001, 1002])
-    d = _first_token_output(backbone, [2, 1000, 1001, 2002])
+    c = _first_token_output(backbone, [2, 20, 21, 22, 23])
+    d = _first_token_output(backbone, [2, 20, 21, 22, 24])
     torch.testing.assert_close(c, d)
 
 

@@ -8,21 +8,15 @@ from mimicsearch.train.losses import chapter_matrix, make_loss
 from mimicsearch.train.modeling import load_model
 from mimicsearch.train.pairs import PairOptions, Split, load_table, make_pairs
 from mimicsearch.train.trainer import TrainConfig, load_training, train
-from train_helpers import build_tiny_gemma, write_synthetic
+from train_helpers import write_synthetic
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    root = write_synthetic(tmp_path_factory.mktemp("synth"), patients=24, notes_per_patient=4)
+    root = write_synthetic(tmp_path_factory.mktemp("synth"), patients=20, notes_per_patient=3)
     make_pairs(root / "NOTEEVENTS.csv", root / "pairs",
-               options=PairOptions(val_fraction=0.25, test_fraction=0.0, seed=0))
+               options=PairOptions(val_fraction=0.2, test_fraction=0.0, seed=0))
     return root / "pairs"
-
-
-@pytest.fixture(scope="module")
-def tiny_gemma_dir(tmp_path_factory, minilm_dir):
-    """Stand-in until tests/fixtures/models.py provides the shared one."""
-    return build_tiny_gemma(tmp_path_factory.mktemp("tiny_gemma"), minilm_dir)
 
 
 def _train_loss(model_dir, data_dir, kind="infonce"):
@@ -41,7 +35,7 @@ def test_finetune_minilm_loss_goes_down(minilm_dir, data_dir, tmp_path):
                          loss="hierarchical", epochs=2, batch_size=8, lr=1e-4,
                          warmup_ratio=0.0, max_seq_length=32, device="cpu", progress=False)
     report = train(config)
-    assert report["train_pairs"] == 54 and report["steps_per_epoch"] == 7
+    assert report["train_pairs"] == 32 and report["steps_per_epoch"] == 4
     assert [e["epoch"] for e in report["history"]] == [1, 2]
     assert all(0 <= e["val"]["recall@10_excluded"] <= 1 for e in report["history"])
     assert report["history"][1]["loss"] < report["history"][0]["loss"]
@@ -64,13 +58,13 @@ def test_tiny_gemma3_trains_and_resume_replays_the_same_run(tiny_gemma_dir, data
     common = {"model": str(tiny_gemma_dir), "data": str(data_dir), "epochs": 2, "batch_size": 8,
                   "lr": 1e-3, "max_seq_length": 48, "device": "cpu", "progress": False}
     straight = train(TrainConfig(out=str(tmp_path / "a"), **common))
-    assert straight["steps"] == 14
+    assert straight["steps"] == 8
     assert all(np.isfinite(e["loss"]) for e in straight["history"])
 
     first = train(TrainConfig(out=str(tmp_path / "b"), max_steps=3, **common))
     assert first["steps"] == 3 and first["history"][-1]["partial"]
     resumed = train(TrainConfig(out=str(tmp_path / "b"), **common), resume=True)
-    assert resumed["steps"] == 14
+    assert resumed["steps"] == 8
     a, b = _weights(tmp_path / "a" / "checkpoint"), _weights(tmp_path / "b" / "checkpoint")
     for k in a:
         torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6, msg=k)

@@ -1,39 +1,8 @@
-"""Training-test helpers: small MIMIC-shaped tables where each patient has a disease topic and a
-few personal details repeated across their notes (so the next note is learnable), and a tiny
-random Gemma3 sentence-transformers model."""
+"""Small MIMIC-shaped tables for training tests: each patient has a disease topic and a few
+personal details repeated across their notes, so the next note is learnable in a few steps
+(tests/fixtures' synth_dir is richer but too large for CPU training tests)."""
 import csv
 import random
-
-import torch
-
-
-def build_tiny_gemma(root, minilm_dir):
-    """Gemma3 (bidirectional, sliding window of a few tokens) -> mean pooling -> Dense -> Dense
-    -> Normalize, with MiniLM's tokenizer; saved with save_model."""
-    from mimicsearch.train.modeling import save_model
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.base.modules import Dense, Transformer
-    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling
-    from transformers import AutoTokenizer, Gemma3TextConfig, Gemma3TextModel
-
-    torch.manual_seed(0)
-    config = Gemma3TextConfig(
-        vocab_size=30522, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=1, head_dim=16, sliding_window=8,
-        use_bidirectional_attention=True, max_position_embeddings=512, pad_token_id=0,
-        layer_types=["sliding_attention", "full_attention"])
-    Gemma3TextModel(config).save_pretrained(root / "hf")
-    AutoTokenizer.from_pretrained(minilm_dir).save_pretrained(root / "hf")
-    backbone = Transformer(str(root / "hf"), max_seq_length=64)
-    # from_pretrained already halved the window once; restore the configured one
-    backbone.auto_model.config.sliding_window = config.sliding_window
-    for layer in backbone.auto_model.layers:
-        if layer.self_attn.sliding_window is not None:
-            layer.self_attn.sliding_window = config.sliding_window
-    model = SentenceTransformer(modules=[
-        backbone, Pooling(32, "mean"), Dense(32, 64, activation_function=torch.nn.Identity()),
-        Dense(64, 32, activation_function=torch.nn.Identity()), Normalize()])
-    return save_model(model, root / "st")
 
 TOPICS = {
     "4280": ("congestive heart failure", ["edema", "furosemide", "ejection fraction", "orthopnea"]),

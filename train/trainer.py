@@ -127,7 +127,7 @@ def train(config: TrainConfig, resume: bool = False) -> dict:
         model.gradient_checkpointing_enable({"use_reentrant": False})
     loss_fn = make_loss(config.loss, model, config.temperature, config.mini_batch_size or None)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
-                                  weight_decay=config.weight_decay)
+                                  weight_decay=config.weight_decay, foreach=True)
     steps_per_epoch = len(sampler)
     total_steps = steps_per_epoch * config.epochs
     scheduler = get_cosine_schedule_with_warmup(
