@@ -162,3 +162,21 @@ def test_icd9_chapter(code, expected):
 def test_icd9_chapters_sorted_distinct():
     assert chapters(["V053", "4019", "41401", "bad", "0389"]) == ["001-139", "390-459", "V"]
     assert len(CHAPTERS) == 19
+
+
+def test_pairs_on_synthetic_mimic(synth_dir, tmp_path):
+    """The synth stage's corpus (MIMIC quirks: ISERROR rows, missing CHARTTIME/HADM_ID,
+    categories with trailing spaces) goes through end to end without leakage."""
+    m = make_pairs(synth_dir / "NOTEEVENTS.csv", tmp_path / "p", options=PairOptions(seed=0))
+    notes = read_notes(synth_dir / "NOTEEVENTS.csv")
+    kept = load_table(tmp_path / "p", "notes")
+    dropped = set(notes["ROW_ID"]) - set(kept["row_id"])
+    raw = notes.set_index("ROW_ID")
+    assert all(raw.at[r, "ISERROR"] == 1 or len(raw.at[r, "TEXT"].strip()) <= 50 for r in dropped)
+    assert not kept["row_id"].isin(notes.loc[notes["ISERROR"] == 1, "ROW_ID"]).any()
+    pairs = load_table(tmp_path / "p", "pairs")
+    assert len(pairs) == len(kept) - kept["subject_id"].nunique()
+    assert sum(c["patients"] for c in m.counts.values()) == 40
+    assert (pairs.groupby("subject_id")["split"].nunique() == 1).all()
+    assert all(c["pairs"] > 0 for c in m.counts.values())
+    assert pairs["chapters"].map(len).gt(0).mean() > 0.5

@@ -162,6 +162,7 @@ def evaluate_embedder(embed: Embedder, data_dir: str | os.PathLike,
                       seed: int = 0) -> dict[str, float]:
     """All metrics of one model on one split of a pairs directory."""
     split = Split(split)
+    embed = _deduplicated(embed)
     pairs = load_table(data_dir, "pairs", split)
     notes = load_table(data_dir, "notes", split)
     diagnoses = load_table(data_dir, "diagnoses")
@@ -202,6 +203,18 @@ def comparison_rows(result: dict) -> list[tuple[str, float | None, float | None]
     names = list(models.get("model", models.get("base"))["metrics"])
     get = lambda role, k: models[role]["metrics"].get(k) if role in models else None
     return [(k, get("base", k), get("model", k)) for k in names]
+
+
+def _deduplicated(embed: Embedder) -> Embedder:
+    """Embed each distinct text once per evaluation (anchors, positives and notes overlap)."""
+    cache: dict[str, np.ndarray] = {}
+
+    def embed_once(texts: Sequence[str]) -> np.ndarray:
+        new = list(dict.fromkeys(t for t in texts if t not in cache))
+        if new:
+            cache.update(zip(new, embed(new)))
+        return np.stack([cache[t] for t in texts]) if texts else np.zeros((0, 0), np.float32)
+    return embed_once
 
 
 def _primary_codes(diagnoses: pd.DataFrame) -> pd.Series:

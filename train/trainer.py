@@ -59,6 +59,7 @@ class TrainConfig:
     precision: Precision = Precision.AUTO
     max_steps: int = 0                 # > 0: stop after this many steps; the schedule still
                                        # spans all epochs, so --resume continues the same run
+    max_train_pairs: int = 0           # > 0: train on a seeded sample of this many pairs
     val_max_pairs: int = 2000          # validation pairs used per epoch (cost cap)
     checkpoint_every: int = 0          # > 0: also save checkpoint/ every this many steps
     seed: int = 0
@@ -108,6 +109,9 @@ def train(config: TrainConfig, resume: bool = False) -> dict:
     # -- data -------------------------------------------------------------------------------
     manifest = PairsManifest.load(config.data)
     pairs = load_table(config.data, "pairs", Split.TRAIN)
+    if config.max_train_pairs and len(pairs) > config.max_train_pairs:
+        pairs = pairs.sample(config.max_train_pairs, random_state=config.seed)
+        pairs = pairs.sort_index().reset_index(drop=True)
     if len(pairs) < 2:
         raise ValueError(f"{config.data}: {len(pairs)} training pairs; need at least 2")
     val_pairs = load_table(config.data, "pairs", Split.VAL)

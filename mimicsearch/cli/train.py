@@ -78,6 +78,8 @@ def pairs_cmd(notes_csv, out, diagnoses, within_admission, categories, min_chars
               help="Stop after this many steps (0: all epochs).")
 @click.option("--checkpoint-every", default=0, show_default=True, type=click.IntRange(0),
               help="Also checkpoint every N steps (always at each epoch end).")
+@click.option("--max-train-pairs", default=0, show_default=True, type=click.IntRange(0),
+              help="Train on a seeded sample of this many pairs (0: all).")
 @click.option("--val-max-pairs", default=2000, show_default=True, type=click.IntRange(2))
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available).")
@@ -86,7 +88,8 @@ def pairs_cmd(notes_csv, out, diagnoses, within_admission, categories, min_chars
 @click.option("--json", "as_json", is_flag=True, help="Print training.json.")
 def train_cmd(model, data, out, loss, epochs, batch_size, mini_batch_size, lr, warmup_ratio,
               weight_decay, grad_clip, temperature, max_seq_length, distinct_patients,
-              gradient_checkpointing, precision, max_steps, checkpoint_every, val_max_pairs,
+              gradient_checkpointing, precision, max_steps, checkpoint_every, max_train_pairs,
+              val_max_pairs,
               seed, device, resume, no_progress, as_json):
     """Fine-tune MODEL (sentence-transformers dir or hub id) so that a note's nearest neighbour
     is the patient's next note."""
@@ -98,7 +101,7 @@ def train_cmd(model, data, out, loss, epochs, batch_size, mini_batch_size, lr, w
             weight_decay=weight_decay, warmup_ratio=warmup_ratio, grad_clip=grad_clip,
             max_seq_length=max_seq_length, distinct_patients=distinct_patients,
             gradient_checkpointing=gradient_checkpointing, precision=precision,
-            max_steps=max_steps, val_max_pairs=val_max_pairs,
+            max_steps=max_steps, max_train_pairs=max_train_pairs, val_max_pairs=val_max_pairs,
             checkpoint_every=checkpoint_every, seed=seed, device=device,
             progress=not no_progress)
         report = trainer.train(config, resume=resume)
