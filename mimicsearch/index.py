@@ -54,6 +54,7 @@ EF_LADDER = (16, 32, 64, 128, 256, 512, 1024, 2048)
 # above it, over-fetch and filter (and fall back to exact up to SUBSET_FALLBACK_ROWS).
 EXACT_SUBSET_ROWS = 8192
 SUBSET_FALLBACK_ROWS = 262_144
+SUBSET_BLOCK_ROWS = 16_384
 NORM_TOLERANCE = 1e-3
 FEW_QUERIES = 16  # below this many queries a search runs on one thread
 
@@ -527,18 +528,16 @@ class NoteIndex:
         return out
 
     def _search_subset(self, q, k, rows):
-        vecs = self.reconstruct(rows)  # [m, dim]
-        scores = q @ vecs.T  # [nq, m]
-        kk = min(k, len(rows))
-        top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
-        D = np.take_along_axis(scores, top, 1)
-        order = np.argsort(-D, axis=1, kind="stable")
-        D = np.take_along_axis(D, order, 1)
-        I = rows[np.take_along_axis(top, order, 1)]
-        if kk < k:
-            D = np.hstack([D, np.full((len(q), k - kk), -np.inf, np.float32)])
-            I = np.hstack([I, np.full((len(q), k - kk), -1)])
-        return D.astype(np.float32), I
+        """Exact top-k over `rows`, decoding their stored vectors a block at a time."""
+        heap = faiss.ResultHeap(len(q), k, keep_max=True)
+        for start in range(0, len(rows), SUBSET_BLOCK_ROWS):
+            block = rows[start:start + SUBSET_BLOCK_ROWS]
+            scores = q @ self.reconstruct(block).T  # [nq, block]
+            heap.add_result(scores, np.broadcast_to(block, scores.shape))
+        heap.finalize()
+        D, I = heap.D, heap.I
+        D[I < 0] = -np.inf
+        return D, I
 
 
 def open_index(index_dir: str | Path, verify: bool = True, mmap: bool = False) -> NoteIndex:

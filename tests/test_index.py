@@ -451,3 +451,17 @@ def test_window_rows_show_each_note_once(tmp_path, corpus):
     assert ids == list(best)[:10]
     res = remove_from_index(tmp_path / "w", [1])  # all three windows go
     assert res.removed_rows == 3
+
+
+def test_exact_subset_search_in_blocks(tmp_path, corpus, monkeypatch):
+    """Filtered search decodes allowed rows block by block; block size must not matter."""
+    import mimicsearch.index as index_mod
+
+    x, q, _ = corpus
+    ix = open_index(build(tmp_path, corpus, index_key="IVF32,Flat"))
+    mask = ix.store.mask(subjects=[str(s) for s in range(30)])  # 30 patients, 630 notes
+    ref = ix.search(q, K, mask)
+    monkeypatch.setattr(index_mod, "SUBSET_BLOCK_ROWS", 7)
+    D, I = ix.search(q, K, mask)
+    check_ref_knn_with_draws(*ref, D, I, rtol=1e-5)
+    check_ref_knn_with_draws(*brute_filtered(x, q, mask, K), D, I, rtol=1e-4, atol=1e-5)
