@@ -883,6 +883,21 @@ def _model_fingerprint(model_dir: str | Path) -> str:
     return ModelManifest.load(model_dir).fingerprint
 
 
+def _source_notes(embeddings_dir: Path) -> NoteTexts | None:
+    """The notes file an embeddings directory was encoded from, for snippets, if it is still
+    there unchanged (same size and mtime as `encode` recorded); else no snippets."""
+    from .embeddings import EmbeddingsManifest
+
+    st = EmbeddingsManifest.load(embeddings_dir).settings
+    path = Path(st.get("input", ""))
+    if not st.get("input") or not path.is_file():
+        return None
+    stat = path.stat()
+    if (stat.st_size, stat.st_mtime_ns) != (st.get("input_bytes"), st.get("input_mtime_ns")):
+        return None
+    return NoteTexts(path, st.get("text_col"), st.get("id_col"))
+
+
 def open_input(input_path: str | Path, model_dir: str | Path | None, embeddings_dir: Path, *,
                text_col: str | None = None, id_col: str | None = None, dim: int | None = None,
                long: str = "truncate", threads: int | None = None,
@@ -894,7 +909,7 @@ def open_input(input_path: str | Path, model_dir: str | Path | None, embeddings_
         if not is_embeddings_dir(input_path):
             raise ValueError(f"{input_path} is a directory without manifest.json: pass a notes "
                              "file or an embeddings directory written by `mimicsearch encode`")
-        source = EmbeddingsSource(input_path)
+        source = EmbeddingsSource(input_path, _source_notes(input_path))
         fingerprint = source.manifest.model_fingerprint
         if model_dir is not None and _model_fingerprint(model_dir) != fingerprint:
             raise ValueError(f"{input_path} was encoded by model {fingerprint}, not by "

@@ -133,9 +133,13 @@ def write_embeddings(out, notes_csv, fingerprint="fp-emb", dim=DIM, skip_ids=())
                      schema=schema)
     out.mkdir(parents=True)
     pq.write_table(table, out / "shard-00000.parquet")
+    st = notes_csv.stat()
+    settings = {"input": str(notes_csv), "input_bytes": st.st_size,
+                "input_mtime_ns": st.st_mtime_ns, "text_col": "TEXT", "id_col": "ROW_ID"}
     EmbeddingsManifest(fingerprint, dim, len(ids), (Shard(
         "shard-00000.parquet", len(ids), sha256_file(out / "shard-00000.parquet")),),
-        tuple(c for c in table.column_names if c != "embedding"), complete=True).save(out)
+        tuple(c for c in table.column_names if c != "embedding"), complete=True,
+        settings=settings).save(out)
     return vecs, ids
 
 
@@ -172,6 +176,22 @@ def test_snippets_follow_notes_by_line(tmp_path, notes_csv):
         assert (rec["SUBJECT_ID"], rec["CATEGORY"]) == (note.SUBJECT_ID, note.CATEGORY)
 
 
+def test_snippets_only_from_the_unchanged_notes_file(tmp_path, notes_csv):
+    import os
+    import shutil
+
+    from mimicsearch.index import _source_notes
+
+    notes = tmp_path / "notes.csv"
+    shutil.copy(notes_csv, notes)
+    write_embeddings(tmp_path / "emb", notes)
+    assert _source_notes(tmp_path / "emb") is not None
+    os.utime(notes, ns=(0, 0))  # the file changed since it was encoded: lines may not match
+    assert _source_notes(tmp_path / "emb") is None
+    notes.unlink()
+    assert _source_notes(tmp_path / "emb") is None
+
+
 def test_cli_from_embeddings(tmp_path, notes_csv):
     import json
 
@@ -196,6 +216,7 @@ def test_cli_from_embeddings(tmp_path, notes_csv):
     (res,) = json.loads(r.stdout)
     assert res["query"] == "10" and len(res["hits"]) == 4
     assert 10 not in [h["id"] for h in res["hits"]]
+    assert all(h["snippet"] for h in res["hits"])  # from the notes file `encode` recorded
     subject = Searcher(ix).index.store.records([9])[0]["SUBJECT_ID"]
     r = run(main, ["query", ix, "--note-id", "10", "-k", "30", "--exclude-subject", "--json"])
     hits = json.loads(r.stdout)[0]["hits"]
