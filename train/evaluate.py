@@ -25,24 +25,31 @@ import pandas as pd
 from mimicsearch.fileio import write_json
 
 from .icd9 import chapter
+from .modeling import load_model, prompt_text
 from .pairs import PairsManifest, Split, load_table
 
 Embedder = Callable[[Sequence[str]], np.ndarray]
 KS = (1, 5, 10)
 
 
-def st_embedder(model, batch_size: int = 32, show_progress: bool = False) -> Embedder:
-    """Embed with a loaded SentenceTransformer (no prompt, as in training)."""
+def st_embedder(model, batch_size: int = 32, show_progress: bool = False,
+                prompt: str | None = None) -> Embedder:
+    """Embed with a loaded SentenceTransformer, with the named prompt (None: no prompt, as in
+    training without --prompt)."""
+    text = prompt_text(model, prompt)
+
     def embed(texts: Sequence[str]) -> np.ndarray:
         model.eval()
-        return model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True,
+        return model.encode(list(texts), prompt=text, batch_size=batch_size,
+                            convert_to_numpy=True,
                             normalize_embeddings=True, show_progress_bar=show_progress
                             ).astype(np.float32)
     return embed
 
 
 def load_embedder(model: str | os.PathLike, device: str | None = None, batch_size: int = 32,
-                  max_seq_length: int | None = None, show_progress: bool = False) -> Embedder:
+                  max_seq_length: int | None = None, show_progress: bool = False,
+                  prompt: str | None = None) -> Embedder:
     """An Embedder for a sentence-transformers model (dir or hub id) or an exported ONNX dir
     (manifest.json without modules.json)."""
     path = Path(model)
@@ -55,13 +62,13 @@ def load_embedder(model: str | os.PathLike, device: str | None = None, batch_siz
             raise ValueError(f"{path} is an exported model with max_seq_length "
                              f"{encoder.manifest.max_seq_length}; got --max-seq-length "
                              f"{max_seq_length} (the export fixes it)")
-        return lambda texts: encoder.encode(list(texts), prompt=None)
-    from .modeling import load_model
+        encoder.prompt_text(prompt)  # unknown names fail now, not after loading the data
+        return lambda texts: encoder.encode(list(texts), prompt=prompt)
 
     st = load_model(model, device=device)
     if max_seq_length is not None:
         st.max_seq_length = max_seq_length
-    return st_embedder(st, batch_size, show_progress)
+    return st_embedder(st, batch_size, show_progress, prompt)
 
 
 def recall_at_k(queries: np.ndarray, corpus: np.ndarray, targets: np.ndarray,
@@ -178,16 +185,16 @@ def evaluate(model: str | os.PathLike, data_dir: str | os.PathLike,
              base: str | os.PathLike | None = None, out: str | os.PathLike | None = None,
              split: Split | str = Split.TEST, device: str | None = None,
              max_seq_length: int | None = None, batch_size: int = 32,
-             show_progress: bool = False) -> dict:
+             show_progress: bool = False, prompt: str | None = None) -> dict:
     """Evaluate `model` (and `base`, for comparison) on held-out patients; write metrics.json
     (default: inside the model directory, else ./metrics.json) and return its content."""
     manifest = PairsManifest.load(data_dir)
-    result = {"data": str(data_dir), "split": Split(split).value,
+    result = {"data": str(data_dir), "split": Split(split).value, "prompt": prompt,
               "data_files": manifest.files, "models": {}}
     for role, name in (("base", base), ("model", model)):
         if name is None:
             continue
-        embed = load_embedder(name, device, batch_size, max_seq_length, show_progress)
+        embed = load_embedder(name, device, batch_size, max_seq_length, show_progress, prompt)
         result["models"][role] = {"path": str(name),
                                   "metrics": evaluate_embedder(embed, data_dir, split)}
     if out is None:

@@ -87,6 +87,17 @@ def save_model(model: SentenceTransformer, out_dir: str | os.PathLike) -> Path:
     return out_dir
 
 
+def prompt_text(model: SentenceTransformer, name: str | None) -> str:
+    """The text of a named prompt of `model` ("" for None: no prompt, not the model's default),
+    so training and evaluation prepend exactly the same string."""
+    if name is None:
+        return ""
+    if name not in model.prompts:
+        raise ValueError(f"unknown prompt {name!r}; the model's prompts: "
+                         f"{sorted(model.prompts) or 'none'}")
+    return model.prompts[name]
+
+
 def _fix_sliding_window(config_path: Path, live: PretrainedConfig) -> None:
     """Rewrite `sliding_window` in a saved config.json to the value whose reload through the
     installed config class equals the live model's window (also under a future transformers

@@ -26,7 +26,7 @@ from mimicsearch.fileio import atomic_path, read_json, write_json
 from .batching import PatientBatchSampler
 from .evaluate import next_note_recall, st_embedder
 from .losses import TEMPERATURE, LossKind, chapter_matrix, make_loss
-from .modeling import load_model, save_model
+from .modeling import load_model, prompt_text, save_model
 from .pairs import PairsManifest, Split, load_table
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,7 @@ class TrainConfig:
     warmup_ratio: float = 0.1          # of all steps, linear warm-up before the cosine decay
     grad_clip: float = 1.0             # max global grad norm
     max_seq_length: int = 256          # tokens per note (up to the model's maximum)
+    prompt: str | None = None          # name of a model prompt prepended to every note
     distinct_patients: bool = True     # no two pairs of one patient in a batch
     gradient_checkpointing: bool = False
     precision: Precision = Precision.AUTO
@@ -126,6 +127,7 @@ def train(config: TrainConfig, resume: bool = False) -> dict:
     device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = load_model(ckpt if resume else config.model, device=device)
     _set_max_seq_length(model, config.max_seq_length)
+    prompt = prompt_text(model, config.prompt)
     autocast_dtype = _autocast_dtype(config.precision, device)
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable({"use_reentrant": False})
@@ -156,8 +158,9 @@ def train(config: TrainConfig, resume: bool = False) -> dict:
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}",
                    disable=not config.progress, leave=False)
         for batch in bar:
-            features = [batch_to_device(model.preprocess([texts[i] for i in batch]), model.device)
+            features = [model.preprocess([texts[i] for i in batch], prompt=prompt)
                         for texts in (anchors, positives)]
+            features = [batch_to_device(f, model.device) for f in features]
             with torch.autocast(device_type=torch.device(device).type, dtype=autocast_dtype,
                                 enabled=autocast_dtype is not None):
                 loss = loss_fn(features, labels[batch].to(model.device))
@@ -186,7 +189,8 @@ def train(config: TrainConfig, resume: bool = False) -> dict:
         if done and state["batch"] < steps_per_epoch:
             entry["partial"] = True  # stopped by max_steps; --resume continues this epoch
         if len(val_pairs) >= 2:
-            entry["val"] = next_note_recall(st_embedder(model, config.batch_size), val_pairs)
+            entry["val"] = next_note_recall(
+                st_embedder(model, config.batch_size, prompt=config.prompt), val_pairs)
             score = entry["val"][BEST_METRIC]
         else:
             score = -entry["loss"] if losses else -math.inf  # no validation: lowest train loss

@@ -68,6 +68,9 @@ def pairs_cmd(notes_csv, out, diagnoses, within_admission, categories, min_chars
 @click.option("--temperature", default=0.07, show_default=True, type=float)
 @click.option("--max-seq-length", default=256, show_default=True, type=click.IntRange(1),
               help="Tokens per note (up to the model's maximum).")
+@click.option("--prompt", metavar="NAME",
+              help="A prompt of the model (e.g. document) prepended to every note; evaluate "
+                   "with the same --prompt.")
 @click.option("--distinct-patients/--mixed-patients", default=True, show_default=True,
               help="Keep pairs of one patient out of the same batch (no false negatives).")
 @click.option("--gradient-checkpointing", is_flag=True)
@@ -87,7 +90,7 @@ def pairs_cmd(notes_csv, out, diagnoses, within_admission, categories, min_chars
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print training.json.")
 def train_cmd(model, data, out, loss, epochs, batch_size, mini_batch_size, lr, warmup_ratio,
-              weight_decay, grad_clip, temperature, max_seq_length, distinct_patients,
+              weight_decay, grad_clip, temperature, max_seq_length, prompt, distinct_patients,
               gradient_checkpointing, precision, max_steps, checkpoint_every, max_train_pairs,
               val_max_pairs,
               seed, device, resume, no_progress, as_json):
@@ -99,7 +102,7 @@ def train_cmd(model, data, out, loss, epochs, batch_size, mini_batch_size, lr, w
             model=model, data=data, out=out, loss=loss, temperature=temperature, epochs=epochs,
             batch_size=batch_size, mini_batch_size=mini_batch_size, lr=lr,
             weight_decay=weight_decay, warmup_ratio=warmup_ratio, grad_clip=grad_clip,
-            max_seq_length=max_seq_length, distinct_patients=distinct_patients,
+            max_seq_length=max_seq_length, prompt=prompt, distinct_patients=distinct_patients,
             gradient_checkpointing=gradient_checkpointing, precision=precision,
             max_steps=max_steps, max_train_pairs=max_train_pairs, val_max_pairs=val_max_pairs,
             checkpoint_every=checkpoint_every, seed=seed, device=device,
@@ -133,19 +136,22 @@ def train_cmd(model, data, out, loss, epochs, batch_size, mini_batch_size, lr, w
               type=click.Choice(["test", "val", "train"]))
 @click.option("--max-seq-length", type=click.IntRange(1),
               help="Truncate notes to this many tokens (default: each model's own).")
+@click.option("--prompt", metavar="NAME",
+              help="A prompt of the model prepended to every note (as in training).")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1))
 @click.option("--device", help="cpu, cuda ... (default: cuda if available).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print metrics.json.")
-def evaluate_cmd(model, data, base, out, split, max_seq_length, batch_size, device, no_progress,
-                 as_json):
+def evaluate_cmd(model, data, base, out, split, max_seq_length, prompt, batch_size, device,
+                 no_progress, as_json):
     """Evaluate MODEL (sentence-transformers or exported ONNX dir) on held-out patients:
     next-note recall@k, diagnosis AUROC, silhouettes; writes metrics.json."""
     evaluation = import_stage("mimicsearch.train.evaluate", "train")
     try:
         result = evaluation.evaluate(model, data, base=base, out=out, split=split,
                                      device=device, max_seq_length=max_seq_length,
-                                     batch_size=batch_size, show_progress=not no_progress)
+                                     batch_size=batch_size, show_progress=not no_progress,
+                                     prompt=prompt)
     except _ERRORS as e:
         raise click.ClickException(str(e)) from None
     if as_json:
