@@ -223,14 +223,13 @@ def _save_checkpoint(model, ckpt: Path, state: dict, config: TrainConfig, optimi
     save_model(model, ckpt)
     payload = {"state": state, "config": config.to_dict(), "optimizer": optimizer.state_dict(),
                "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
-               "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-               "python_rng": random.getstate(), "numpy_rng": np.random.get_state()}
+               "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
     with atomic_path(ckpt / "state.pt") as tmp:
         torch.save(payload, tmp)
 
 
 def _load_state(path: Path, config: TrainConfig, optimizer, scheduler) -> dict:
-    payload = torch.load(path, map_location="cpu", weights_only=False)
+    payload = torch.load(path, map_location="cpu", weights_only=True)
     saved = payload["config"]
     changed = {k: (saved.get(k), v) for k, v in config.to_dict().items()
                if k not in ("epochs", "progress", "device", "max_steps") and saved.get(k) != v}
@@ -242,8 +241,6 @@ def _load_state(path: Path, config: TrainConfig, optimizer, scheduler) -> dict:
     torch.set_rng_state(payload["torch_rng"])
     if payload["cuda_rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(payload["cuda_rng"])
-    random.setstate(payload["python_rng"])
-    np.random.set_state(payload["numpy_rng"])
     return payload["state"]
 
 
