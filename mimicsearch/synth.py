@@ -10,8 +10,8 @@ dates shifted to the 2100s, no CHARTTIME for discharge summaries, ECG and echo, 
 outpatient studies, ISERROR=1 rows, CATEGORY values with trailing spaces, and text full of commas,
 quotes and newlines.
 
-Only `random.Random.random()` draws numbers: Python guarantees its sequence for a seed across
-versions, so a seed gives byte-identical files.
+Only `random.Random.random()` draws numbers (Python keeps its sequence for a seed across
+versions) and each patient has its own generator, so a seed gives byte-identical files.
 """
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+
+from tqdm import tqdm
 
 from . import clinical_vocab as V
 from .fileio import atomic_open
@@ -145,6 +147,8 @@ class _Admission:
     extubate_day: int
     ef: int
     cgids: list[int]
+    antibiotics: list[str]
+    infusions: list[str]
     dnr: bool
 
 
@@ -352,7 +356,7 @@ def _make_admission(rng: _Rng, pt: _Patient, index: int, hadm_id: int, admit: da
         codes.append("V5867")
     if pt.age >= 85 and rng.chance(0.4) or problem.key == "lung_ca" and rng.chance(0.5):
         codes.append("V4986")
-    if any(a.hadm_id and a.problem.key == "cabg" for a in pt.admissions):
+    if any(a.problem.key == "cabg" for a in pt.admissions):
         codes.append("V4581")
     if any(a.problem.key == "chb" for a in pt.admissions):
         codes.append("V4501")
@@ -367,13 +371,14 @@ def _make_admission(rng: _Rng, pt: _Patient, index: int, hadm_id: int, admit: da
             base = _lab_baseline(pt, name, rng)
             labs[name] = (base, base * rng.real(0.92, 1.08))
     ventilated = rng.chance(problem.vent_prob)
+    meds = [_fill(m, slots) for m in rng.subset(problem.meds, rng.between(3, len(problem.meds)))]
     n_units = 2 + rng.between(0, 2)
     return _Admission(
         hadm_id=hadm_id, index=index, problem=problem, admit=admit,
         discharge=admit + timedelta(days=los), los=los,
         name=_fill(rng.pick(problem.names), slots), unit=rng.pick(problem.units),
         service=rng.pick(problem.services), slots=slots, codes=codes,
-        meds=[_fill(m, slots) for m in rng.subset(problem.meds, rng.between(3, len(problem.meds)))],
+        meds=meds,
         labs=labs,
         procedures=[_fill(p, slots) for p in rng.subset(problem.procedures,
                                                          rng.between(1, len(problem.procedures)))],
@@ -385,9 +390,14 @@ def _make_admission(rng: _Rng, pt: _Patient, index: int, hadm_id: int, admit: da
         ventilated=ventilated, extubate_day=int(slots["extubated"]) if ventilated else 0,
         ef=ef, cgids=[rng.between(14000, 21999) for _ in range(n_units * 3)],
         dnr="V4986" in codes,
+        antibiotics=[m.split(" ")[0].lower() for m in meds
+                     if any(w in m.lower() for w in _ANTIBIOTIC_STEMS)],
+        infusions=[m for m in meds if "drip" in m.lower() or "mcg/kg/min" in m or "/hr" in m],
     )
 
 
+_ANTIBIOTIC_STEMS = ("cillin", "cef", "vanco", "floxacin", "mycin", "metronidazole", "bactam",
+                     "clinda", "penem", "sulfa")
 _PROBLEM_FOLLOWUPS = {
     "nstemi": ("chf", "afib_rvr", "cabg", "nstemi"), "stemi": ("chf", "nstemi"),
     "chf": ("chf", "chf", "aki_hyperk", "afib_rvr"), "afib_rvr": ("stroke", "sdh", "chf"),
@@ -454,7 +464,7 @@ class _Ctx:
             tau = max(1.0, self.adm.los / 3)
             v = end + (start - end) * math.exp(-(self.when - self.adm.admit).total_seconds()
                                                / 86400 / tau)
-        return v * (1 + 0.03 * self.rng.normal())
+        return v * (0.97 + 0.06 * self.rng.random())
 
     def _normal(self, name: str) -> tuple[float, float]:
         _, lo, hi, _ = V.LABS[name]
@@ -568,6 +578,28 @@ _RAD_REGION_FILLER = {
 }
 
 
+_CT_ORGANS = {
+    "CHEST": (("LUNGS", ("Mild dependent atelectasis bilaterally.", "Centrilobular emphysema.",
+                         "Again seen is {incidental}.", "No suspicious pulmonary nodule.")),
+              ("AIRWAYS", ("The central airways are patent.", "Mild bronchial wall thickening.")),
+              ("PLEURA", ("Small {side} pleural effusion.", "No pleural effusion.")),
+              ("HEART AND MEDIASTINUM", ("Heart size is {heart_size}.", ("Coronary artery "
+                                         "calcifications."), "No pericardial effusion.")),
+              ("BONES", ("Degenerative changes of the thoracic spine.", ("No suspicious lytic or "
+                         "sclerotic lesion.")))),
+    "ABDOMEN": (("LIVER", ("Homogeneous enhancement without focal lesion.", ("Diffuse fatty "
+                           "infiltration."))),
+                ("GALLBLADDER", ("Cholelithiasis without wall thickening.", "Unremarkable.")),
+                ("PANCREAS", ("Normal enhancement, no ductal dilation.", "Atrophic.")),
+                ("SPLEEN", ("Normal in size.", "Splenomegaly to {spleen} cm.")),
+                ("ADRENALS", ("Unremarkable.", "Small {side} adrenal nodule, likely adenoma.")),
+                ("KIDNEYS", ("{cyst} cm simple cyst in the {side} kidney. No hydronephrosis.",
+                             "Symmetric enhancement and excretion.")),
+                ("BOWEL", ("Normal appendix.", ("Sigmoid diverticulosis without "
+                           "diverticulitis."))),
+                ("PELVIS", ("The bladder is {bladder}.", "No free fluid in the pelvis.")),
+                ("BONES", ("Degenerative changes of the lumbar spine.", "No fracture."))),
+}
 _RAD_TECHNIQUE = {
     "CT": "TECHNIQUE:  Axial MDCT images were obtained {contrast}. Coronal and sagittal "
           "reformations were performed.",
@@ -597,14 +629,20 @@ def _radiology(c: _Ctx) -> tuple[str, str]:
              gw=r.pick(("preserved", "maintained")),
              abd_organs=r.pick(("unremarkable", "within normal limits")),
              bladder=r.pick(("decompressed by a Foley catheter", "normal", "distended")),
-             incidental=c.pt.incidental,
-             contrast=r.pick(("without intravenous contrast", ("following the administration "
-                              "of intravenous contrast"))))
+             incidental=c.pt.incidental, spleen=f"{r.real(13, 17):.1f}")
     desc = _fill(study.description, s)
     first = desc.split(" ")[0]
-    region = ("CHEST" if first in ("CHEST", "CTA") else "HEAD" if "HEAD" in desc
-              else "ABDOMEN" if first in ("CT", "ABDOMEN", "PORTABLE", "RENAL", "LIVER")
-              else "")
+    contrasted = any(k in desc for k in ("W/CONTRAST", "W&W/O", "W & W/O"))
+    s["contrast"] = ("following the administration of intravenous contrast" if contrasted
+                     else "without intravenous contrast")
+    if first in ("CHEST", "CTA") or "CHEST" in desc:
+        region = "CHEST"
+    elif "HEAD" in desc:
+        region = "HEAD"
+    elif first in ("CT", "ABDOMEN", "PORTABLE", "RENAL", "LIVER"):
+        region = "ABDOMEN"
+    else:
+        region = ""
     reason = r.pick(study.reason)
     age = c.pt.age_at(c.when)
     cond = (f"{age} year old {c.pt.man} with {c.adm.name}"
@@ -614,9 +652,13 @@ def _radiology(c: _Ctx) -> tuple[str, str]:
         study.findings[0], s)]
     if region:
         findings += [_fill(f, s) for f in r.subset(_RAD_REGION_FILLER[region], r.between(3, 7))]
+    if first in ("CT", "CTA") and region in _CT_ORGANS:
+        findings = findings[:len(study.findings)]
+        findings += [f"\n {organ}:  " + _fill(r.pick(options), s)
+                     for organ, options in _CT_ORGANS[region]]
     impression = [_fill(i, s) for i in r.subset(study.impression, r.between(1, 2))]
-    if c.inpatient and r.chance(0.5):
-        impression.append(r.pick(c.adm.course))
+    if r.chance(0.4):
+        impression.append(f"Unchanged {c.pt.incidental}.")
     clip = f"Clip # [**Clip Number (Radiology) {r.between(1000, 99999)}**]"
     prior = c.when - timedelta(days=r.between(1, 400))
     technique = _RAD_TECHNIQUE.get(first if first != "CTA" else "CT")
@@ -628,8 +670,8 @@ def _radiology(c: _Ctx) -> tuple[str, str]:
         "     Admitting Diagnosis: OUTPATIENT",
     ]
     if first in ("CT", "CTA", "MR"):
-        lines.append(f"     Contrast: {r.pick(('OPTIRAY', 'NONE', 'OMNIPAQUE'))} "
-                     f"Amt: {r.pick(('', '100', '130'))}")
+        lines.append(f"     Contrast: {r.pick(('OPTIRAY', 'OMNIPAQUE'))} Amt: {r.pick((100, 130))}"
+                     if contrasted else "     Contrast: NONE")
     lines += [
         " " + "_" * 78,
         "[**Hospital 2**] MEDICAL CONDITION:",
@@ -763,13 +805,11 @@ def _echo(c: _Ctx) -> tuple[str, str]:
 
 
 def _abx(c: _Ctx) -> list[str]:
-    words = ("cillin", "cef", "vanco", "floxacin", "mycin", "metronidazole", "bactam", "clinda",
-             "penem", "sulfa")
-    return [m.split(" ")[0].lower() for m in c.adm.meds if any(w in m.lower() for w in words)]
+    return c.adm.antibiotics
 
 
 def _drips(c: _Ctx) -> list[str]:
-    return [m for m in c.adm.meds if "drip" in m.lower() or "mcg/kg/min" in m or "/hr" in m]
+    return c.adm.infusions
 
 
 def _nursing_other(c: _Ctx) -> tuple[str, str]:
@@ -1695,16 +1735,13 @@ def generate(patients: int, out_dir: str | Path, seed: int = 0,
 
     counts = dict.fromkeys(CATEGORY_COUNTS, 0)
     note_id = diag_id = 0
-    from tqdm import tqdm
-
     with atomic_open(out / NOTES_FILE, "w", newline="", encoding="utf-8") as nf, \
             atomic_open(out / DIAGNOSES_FILE, "w", newline="", encoding="utf-8") as df:
         nw = csv.writer(nf, quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
         dw = csv.writer(df, quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
         nw.writerow(NOTE_COLUMNS)
         dw.writerow(DIAGNOSIS_COLUMNS)
-        for i in tqdm(range(patients), desc="synth", unit="patient", disable=not progress,
-                      file=None):
+        for i in tqdm(range(patients), desc="synth", unit="patient", disable=not progress):
             rng = _Rng(f"mimicsearch-synth:{seed}:{i}")
             subject = 2 + (sa * i + sb) % _SUBJECT_PRIME if i < _SUBJECT_PRIME else 100000 + i
             pt = _story(rng, subject, next_hadm)

@@ -107,6 +107,17 @@ def test_same_seed_is_byte_identical_and_other_seed_differs(tmp_path):
     assert c.notes != a.notes or c.notes_by_category != a.notes_by_category
 
 
+def test_more_patients_extend_the_same_corpus(tmp_path):
+    """Patient i's story depends only on the seed and i, so a bigger corpus starts with a
+    smaller one byte for byte."""
+    generate(3, tmp_path / "small", seed=2)
+    generate(5, tmp_path / "big", seed=2)
+    for name in ("NOTEEVENTS.csv", "DIAGNOSES_ICD.csv"):
+        small = (tmp_path / "small" / name).read_bytes()
+        big = (tmp_path / "big" / name).read_bytes()
+        assert len(big) > len(small) and big.startswith(small)
+
+
 def test_generate_rejects_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="positive integer, got 0"):
         generate(0, tmp_path)
