@@ -210,6 +210,14 @@ def test_consecutive_notes_share_patient_specific_terms(notes, diagnoses):
     assert statistics.mean(same) >= 1.5 * statistics.mean(other)
 
 
+def test_notes_are_not_copies(notes):
+    """Stories recur but wording, subsets and values vary: only terse ECG reads repeat."""
+    counts = collections.Counter(r["TEXT"] for r in notes)
+    repeated = [r for r in notes if counts[r["TEXT"]] > 1]
+    assert {r["CATEGORY"] for r in repeated} <= {"ECG"}
+    assert len(repeated) <= 0.05 * len(notes)
+
+
 def test_style_alone_separates_categories(notes):
     """Nearest centroid over word counts, fit on half the patients, scored on the other half."""
     def vector(text):
