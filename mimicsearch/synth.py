@@ -1226,6 +1226,13 @@ _PANEL_CORE = frozenset({"WBC", "Hematocrit", "Hemoglobin", "Platelets", "Glucos
                          "Calcium", "Phosphate", "Magnesium"})
 
 
+def _flagged(sub: _Ctx, name: str) -> str:
+    """A lab as MIMIC's discharge summaries print it: abnormal values carry a `*`."""
+    v = sub.lab(name)
+    _, lo, hi, _ = V.LABS[name]
+    return f"{V.LAB_ABBREV[name]}-{_fmt_lab(name, v)}{'*' if v < lo or v > hi else ''}"
+
+
 def _panel_line(c: _Ctx, when: datetime, kind: str) -> str:
     sub = _Ctx(c.pt, c.adm, when, c.rng, True)
     r = c.rng
@@ -1283,6 +1290,22 @@ def _hpi_sentence(pt: _Patient, phrase: str, r: _Rng) -> str:
         subject = pt.he.capitalize() if r.chance(0.6) else "The patient"
         return f"{subject} {phrase}."
     return f"{phrase[0].upper()}{phrase[1:]}."
+
+
+def _lab_trends(c: _Ctx) -> str:
+    """Sentences that follow each of the admission's problem labs from admission to discharge."""
+    adm, r = c.adm, c.rng
+    out = []
+    for name in adm.problem.labs:
+        first = _Ctx(c.pt, adm, adm.admit, r, True).labf(name)
+        mid_when = adm.admit + timedelta(days=adm.los / 2)
+        mid = _Ctx(c.pt, adm, mid_when, r, True).labf(name)
+        last = _Ctx(c.pt, adm, adm.discharge, r, True).labf(name)
+        out.append(r.pick(((f"{name} was {first} on admission, {mid} on {_date(mid_when)} and "
+                           f"{last} at discharge."),
+                           f"{name} trended {first} -> {mid} -> {last}.",
+                           f"{name} {first} on presentation, {last} on the day of discharge.")))
+    return " ".join(out)
 
 
 def _daily_course(c: _Ctx) -> list[str]:
@@ -1758,26 +1781,3 @@ def generate(patients: int, out_dir: str | Path, seed: int = 0,
         notes_by_category=counts, notes_path=str(out / NOTES_FILE),
         diagnoses_path=str(out / DIAGNOSES_FILE),
     )
-
-
-def _flagged(sub: _Ctx, name: str) -> str:
-    """A lab as MIMIC's discharge summaries print it: abnormal values carry a `*`."""
-    v = sub.lab(name)
-    _, lo, hi, _ = V.LABS[name]
-    return f"{V.LAB_ABBREV[name]}-{_fmt_lab(name, v)}{'*' if v < lo or v > hi else ''}"
-
-
-def _lab_trends(c: _Ctx) -> str:
-    """Sentences that follow each of the admission's problem labs from admission to discharge."""
-    adm, r = c.adm, c.rng
-    out = []
-    for name in adm.problem.labs:
-        first = _Ctx(c.pt, adm, adm.admit, r, True).labf(name)
-        mid_when = adm.admit + timedelta(days=adm.los / 2)
-        mid = _Ctx(c.pt, adm, mid_when, r, True).labf(name)
-        last = _Ctx(c.pt, adm, adm.discharge, r, True).labf(name)
-        out.append(r.pick(((f"{name} was {first} on admission, {mid} on {_date(mid_when)} and "
-                           f"{last} at discharge."),
-                           f"{name} trended {first} -> {mid} -> {last}.",
-                           f"{name} {first} on presentation, {last} on the day of discharge.")))
-    return " ".join(out)
