@@ -36,6 +36,7 @@ from pyspark.sql import types as T
 from . import embeddings as emb
 from . import index as ix
 from .embeddings import EmbeddingsManifest, embedding_column, embedding_matrix, shard_schema
+from .encode import EncodeSummary
 from .encoder import Encoder, LongMode
 from .fileio import atomic_open, atomic_path, safe_child, sha256_file
 from .index_manifest import MANIFEST, BuildParams, IndexManifest, Shard, StorePart
@@ -201,22 +202,6 @@ def embed_dataframe(df: DataFrame, model_dir: str | Path, *, text_col: str = "TE
 # A corpus file to an embeddings directory
 
 
-@dataclass(frozen=True)
-class EncodeSummary:
-    """What a Spark `encode` run did; read = encoded + rejected."""
-
-    out_dir: str
-    read: int
-    encoded: int
-    rejected: int
-    truncated: int
-    shards: int
-    seconds: float
-
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
-
-
 def read_notes(spark: SparkSession, path: str | Path, input_format: str | None = None,
                delimiter: str | None = None) -> DataFrame:
     """A notes file as a DataFrame: CSV/TSV (RFC 4180 quoting, multi-line notes), Parquet or
@@ -232,9 +217,10 @@ def read_notes(spark: SparkSession, path: str | Path, input_format: str | None =
     if fmt is InputFormat.JSONL:
         return spark.read.option("mode", "FAILFAST").json(str(path))
     sep = delimiter or ("\t" if fmt is InputFormat.TSV else ",")
-    return (spark.read.option("header", True).option("multiLine", True).option("escape", '"')
-            .option("sep", sep).option("mode", "FAILFAST").option("encoding", "UTF-8")
-            .csv(str(path)))
+    df = (spark.read.option("header", True).option("multiLine", True).option("escape", '"')
+          .option("sep", sep).option("mode", "FAILFAST").option("encoding", "UTF-8")
+          .csv(str(path)))
+    return df.toDF(*[c.lstrip("\ufeff") for c in df.columns])  # a UTF-8 BOM stays in
 
 
 def _quoted(name: str) -> str:
@@ -291,10 +277,11 @@ def _validated(df: DataFrame, text: str, id_col: str | None, int_ids: bool) -> D
 def encode_corpus_spark(input_path: str | Path, model_dir: str | Path, out_dir: str | Path, *,
                         text_col: str | None = None, id_col: str | None = None,
                         keep: list[str] | None = None, id_type: str = "auto",
-                        dim: int | None = None, threads: int | None = None,
-                        precision: str | None = None, long: str = "truncate",
-                        partitions: int | None = None, keep_text_chars: int = 0,
-                        ship_model: bool = False, input_format: str | None = None,
+                        prompt: str | None = "document", dim: int | None = None,
+                        threads: int | None = None, precision: str | None = None,
+                        long: str = "truncate", partitions: int | None = None,
+                        keep_text_chars: int = 0, ship_model: bool = False,
+                        input_format: str | None = None, overwrite: bool = False,
                         master: str | None = None,
                         spark: SparkSession | None = None) -> EncodeSummary:
     """`encode --engine spark`: read a notes file with Spark, encode it on the executors and
@@ -310,11 +297,15 @@ def encode_corpus_spark(input_path: str | Path, model_dir: str | Path, out_dir: 
     t0 = time.perf_counter()
     out = Path(out_dir).resolve()
     if (out / emb.MANIFEST).exists():
-        raise FileExistsError(f"{out} already holds an embeddings directory; choose another "
-                              "--out (the Spark engine does not resume)")
+        if not overwrite:
+            raise FileExistsError(f"{out} already holds an embeddings directory; choose "
+                                  "another --out or pass overwrite (the Spark engine does "
+                                  "not resume)")
+        for old in [out / emb.MANIFEST, out / REJECTS, *out.glob("shard-*.parquet")]:
+            old.unlink(missing_ok=True)
     spark = spark or spark_session(master)
     spec = model_spec(spark, model_dir, ship_model=ship_model, threads=threads,
-                      precision=precision, dim=dim, long=long)
+                      precision=precision, prompt=prompt, dim=dim, long=long)
     manifest = ModelManifest.load(model_dir)
     out_dim = dim or manifest.dimension
     raw = read_notes(spark, input_path, input_format)
@@ -354,15 +345,20 @@ def encode_corpus_spark(input_path: str | Path, model_dir: str | Path, out_dir: 
     truncated = sum(s.truncated for s in shards)
     settings = {"engine": "spark", "input": str(Path(input_path).resolve()),
                 "text_col": cols.text, "id_col": cols.id, "keep": list(cols.keep),
-                "dim": out_dim, "long": spec.long, "precision": manifest.variant(precision)
-                .precision.value, "keep_text_chars": keep_text_chars}
+                "id_type": cols.id_type.value, "model_fingerprint": manifest.fingerprint,
+                "model_file_sha256": manifest.variant(precision).sha256, "prompt": prompt,
+                "dim": out_dim, "long": spec.long, "keep_text_chars": keep_text_chars}
     EmbeddingsManifest(
         model_fingerprint=manifest.fingerprint, dim=out_dim, rows=rows, shards=tuple(shards),
         columns=("id", "line", *metadata), id_type="int64" if int_ids else "string",
         long=spec.long, complete=True, settings=settings, rejected=len(rejects),
         truncated=truncated).save(out)
-    return EncodeSummary(str(out), read, rows, len(rejects), truncated, len(shards),
-                         round(time.perf_counter() - t0, 3))
+    seconds = time.perf_counter() - t0
+    return EncodeSummary(
+        input=str(input_path), out=str(out), rows_read=read, encoded=rows,
+        rejected=len(rejects), truncated=truncated, rows_written=rows, shards=len(shards),
+        dim=out_dim, resumed_at=0, seconds=round(seconds, 3),
+        notes_per_s=round(rows / seconds, 1) if seconds else 0.0)
 
 
 def _write_rejects(path: Path, rejects: list) -> None:
