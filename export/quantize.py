@@ -18,7 +18,9 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import onnx
+from onnx import helper, numpy_helper
 
 from mimicsearch.fileio import atomic_path
 
@@ -35,7 +37,8 @@ class Int8Recipe:
 
     per_channel: bool = True
     reduce_range: bool = True
-    # Quantize the token embedding table (Gather) too: 4x smaller on disk and in RAM.
+    # Store the token embedding table as int8 rows with one scale per row: 4x smaller on disk
+    # and in RAM (EmbeddingGemma's 262k x 768 table: 805 MB -> 202 MB).
     embeddings: bool = True
     exclude: tuple[str, ...] = DEFAULT_EXCLUDE
 
@@ -91,22 +94,73 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike,
         if not quantized:
             raise ValueError(f"int8 recipe excludes every weight MatMul ({len(weights)}); "
                              f"patterns {list(recipe.exclude)} are too broad")
-        nodes = set(quantized)
         if recipe.embeddings:
-            nodes |= {n.name for n in model.graph.node if n.op_type == "Gather"}
+            tables = quantize_embedding_tables(model)
+            log.info("int8: embedding tables stored as int8 rows: %s", tables)
+            onnx.save(model, str(basic))
         q = Path(tmp) / "int8.onnx"
         quantize_dynamic(basic, q, per_channel=recipe.per_channel,
                          reduce_range=recipe.reduce_range, weight_type=QuantType.QInt8,
-                         op_types_to_quantize=["MatMul", "Gather"],
-                         nodes_to_quantize=sorted(nodes))
+                         op_types_to_quantize=["MatMul"], nodes_to_quantize=quantized)
         return optimize_graph(q, dst)
+
+
+def quantize_embedding_tables(model: onnx.ModelProto, min_rows: int = 4096) -> list[str]:
+    """Rewrite, in place, each Gather from a large constant table (rows >= `min_rows`: token
+    embeddings, not positions) to gather int8 rows and multiply by their per-row scales.
+
+    onnxruntime's own Gather quantization uses one scale for the whole table, which rows of
+    very different norms do not survive; a scale per row costs 4 bytes a row and is exact
+    to 1/254 of each row's largest entry. Returns the names of the rewritten tables.
+    """
+    inits = {i.name: i for i in model.graph.initializer}
+    consumers: dict[str, int] = {}
+    for n in model.graph.node:
+        for name in n.input:
+            consumers[name] = consumers.get(name, 0) + 1
+    done, nodes = [], []
+    for node in model.graph.node:
+        table = inits.get(node.input[0]) if node.op_type == "Gather" else None
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+        if (table is None or axis != 0 or len(table.dims) != 2 or table.dims[0] < min_rows
+                or table.data_type != onnx.TensorProto.FLOAT or consumers[table.name] != 1):
+            nodes.append(node)
+            continue
+        w = numpy_helper.to_array(table)                                   # (rows, dim)
+        scale = np.abs(w).max(axis=1, keepdims=True) / 127.0               # (rows, 1)
+        scale[scale == 0] = 1.0
+        q = np.clip(np.rint(w / scale), -127, 127).astype(np.int8)         # (rows, dim)
+        name = table.name
+        model.graph.initializer.remove(table)
+        model.graph.initializer.extend([
+            numpy_helper.from_array(q, f"{name}_int8"),
+            numpy_helper.from_array(scale.astype(np.float32), f"{name}_scale")])
+        out = node.output[0]
+        prefix = node.name or name
+        nodes += [
+            helper.make_node("Gather", [f"{name}_int8", node.input[1]], [f"{out}_int8"],
+                             name=f"{prefix}/int8", axis=0),
+            helper.make_node("Gather", [f"{name}_scale", node.input[1]], [f"{out}_scale"],
+                             name=f"{prefix}/scale", axis=0),
+            helper.make_node("Cast", [f"{out}_int8"], [f"{out}_float"], name=f"{prefix}/cast",
+                             to=onnx.TensorProto.FLOAT),
+            helper.make_node("Mul", [f"{out}_float", f"{out}_scale"], [out],
+                             name=f"{prefix}/dequantize"),
+        ]
+        done.append(name)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return done
 
 
 def quantize_int4(src: str | os.PathLike, dst: str | os.PathLike, block_size: int = 32,
                   accuracy_level: int = 4) -> Path:
-    """Write a 4-bit weight (MatMulNBits, symmetric, per block) variant of `src` to `dst`.
+    """Write a 4-bit weight (MatMulNBits, symmetric, per block) variant of `src` to `dst`,
+    embedding tables as int8 rows.
 
-    accuracy_level 4 computes with int8 activations, the fast path on CPUs.
+    accuracy_level 4 computes with int8 activations, the fast path on CPUs. Round-to-nearest
+    4-bit costs accuracy on small models (all-MiniLM-L6-v2: cosine min 0.94 at block 32, 0.96
+    at block 16), so the parity gate usually decides; it is an option, not a default.
     """
     try:
         from onnxruntime.quantization.matmul_nbits_quantizer import (
@@ -121,9 +175,11 @@ def quantize_int4(src: str | os.PathLike, dst: str | os.PathLike, block_size: in
     with tempfile.TemporaryDirectory(prefix="mimicsearch-int4-") as tmp:
         basic = Path(tmp) / "basic.onnx"
         optimize_graph(src, basic, "basic")
+        model = onnx.load(str(basic))
+        quantize_embedding_tables(model)
         config = DefaultWeightOnlyQuantConfig(block_size=block_size, is_symmetric=True,
                                               accuracy_level=accuracy_level)
-        quantizer = MatMulNBitsQuantizer(onnx.load(str(basic)), algo_config=config)
+        quantizer = MatMulNBitsQuantizer(model, algo_config=config)
         quantizer.process()
         q = Path(tmp) / "int4.onnx"
         quantizer.model.save_model_to_file(str(q), use_external_data_format=False)

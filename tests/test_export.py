@@ -224,3 +224,45 @@ def test_cli_export_wiring(tiny_gemma_dir, tmp_path):
     wrong = runner.invoke(main, ["export", str(tiny_gemma_dir), "--out", str(tmp_path / "c"),
                                  "--variants", "fp16"])
     assert wrong.exit_code == 2 and "fp32, int8, int4" in wrong.output
+
+
+def test_embedding_table_int8_rows_match_fp32_gather(tiny_gemma_onnx, tmp_path):
+    """The rewritten table gathers the same rows to within half a quantization step."""
+    import onnx
+    from mimicsearch.export.quantize import quantize_embedding_tables
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(tiny_gemma_onnx / "model_fp32.onnx"))
+    inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    assert quantize_embedding_tables(proto) == []  # 133 rows: below the default size floor
+    (name,) = quantize_embedding_tables(proto, min_rows=100)
+    table = inits[name]
+    q = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    assert name not in q and q[f"{name}_int8"].dtype == np.int8
+    onnx.save(proto, str(tmp_path / "q.onnx"))
+    texts = held_out_texts()
+    ref = onnx_encode(tiny_gemma_onnx, Precision.FP32, texts)
+    shutil.copy(tiny_gemma_onnx / "tokenizer.json", tmp_path)
+    session = ort.InferenceSession(str(tmp_path / "q.onnx"), providers=["CPUExecutionProvider"])
+    tok = Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    enc = tok.encode_batch(texts)
+    got = session.run(["sentence_embedding"], {
+        "input_ids": np.array([e.ids for e in enc], dtype=np.int64),
+        "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64)})[0]
+    assert (got * ref).sum(axis=1).min() > 0.999
+    dequant = q[f"{name}_int8"].astype(np.float32) * q[f"{name}_scale"]
+    step = np.abs(table).max(axis=1, keepdims=True) / 127
+    assert (np.abs(dequant - table) <= step / 2 + 1e-7).all()
+
+
+def test_int4_variant_is_written_and_gated(tiny_gemma_dir, tmp_path):
+    pytest.importorskip("onnx_ir")
+    import onnx
+
+    m = export_model(tiny_gemma_dir, tmp_path / "m", variants=["int4"], parity_texts=24,
+                     progress=False).manifest
+    (v,) = m.variants
+    assert v.precision is Precision.INT4 and v.parity.cosine_mean > 0.9
+    assert v.usable == (v.parity.cosine_min >= 0.98 and v.parity.top10_overlap >= 0.9)
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "m" / v.file)).graph.node}
+    assert "MatMulNBits" in ops
