@@ -52,16 +52,19 @@ REJECTS = "rejects.csv"
 
 
 def spark_session(master: str | None = None, app_name: str = "mimicsearch",
-                  conf: dict[str, str] | None = None) -> SparkSession:
+                  conf: dict[str, str] | None = None,
+                  progress: bool = True) -> SparkSession:
     """The active session, or a new one on `master` (None: spark-submit's or local[*]).
 
     PYSPARK_PYTHON defaults to this interpreter so that local workers see the same packages.
+    `progress` is Spark's console progress bar (stderr).
     """
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
-    builder = SparkSession.builder.appName(app_name)
+    builder = SparkSession.builder.appName(app_name).config(
+        "spark.ui.showConsoleProgress", str(progress).lower())
     if master:
         builder = builder.master(master)
     for key, value in (conf or {}).items():
@@ -282,7 +285,7 @@ def encode_corpus_spark(input_path: str | Path, model_dir: str | Path, out_dir: 
                         long: str = "truncate", partitions: int | None = None,
                         keep_text_chars: int = 0, ship_model: bool = False,
                         input_format: str | None = None, overwrite: bool = False,
-                        master: str | None = None,
+                        progress: bool = True, master: str | None = None,
                         spark: SparkSession | None = None) -> EncodeSummary:
     """`encode --engine spark`: read a notes file with Spark, encode it on the executors and
     write the embeddings directory `mimicsearch encode` writes (one shard per partition,
@@ -303,7 +306,7 @@ def encode_corpus_spark(input_path: str | Path, model_dir: str | Path, out_dir: 
                                   "not resume)")
         for old in [out / emb.MANIFEST, out / REJECTS, *out.glob("shard-*.parquet")]:
             old.unlink(missing_ok=True)
-    spark = spark or spark_session(master)
+    spark = spark or spark_session(master, progress=progress)
     spec = model_spec(spark, model_dir, ship_model=ship_model, threads=threads,
                       precision=precision, prompt=prompt, dim=dim, long=long)
     manifest = ModelManifest.load(model_dir)
@@ -511,7 +514,7 @@ def build_index_spark(embeddings_dir: str | Path, out_dir: str | Path, *,
                       index_key: str | None = None, shard_size: int | None = None,
                       merge: bool = False, recall_target: float = 0.95, seed: int = 0,
                       eval_queries: int | None = None, partitions: int | None = None,
-                      master: str | None = None,
+                      progress: bool = True, master: str | None = None,
                       spark: SparkSession | None = None) -> IndexManifest:
     """`build-index --engine spark` over an embeddings directory.
 
@@ -541,7 +544,7 @@ def build_index_spark(embeddings_dir: str | Path, out_dir: str | Path, *,
     if merge and "IVF" not in choice.key.upper():
         raise ValueError(f"only IVF indexes can be merged on disk; this one is "
                          f"{choice.key!r} (build with an IVF --index-key to merge)")
-    spark = spark or spark_session(master)
+    spark = spark or spark_session(master, progress=progress)
     sc = spark.sparkContext
 
     # The same draws, in the same order, as index.build_index: same samples for one seed.
@@ -609,7 +612,8 @@ def build_index_spark(embeddings_dir: str | Path, out_dir: str | Path, *,
 def build_index_from_spark(input_path: str | Path, out_dir: str | Path,
                            model_dir: str | Path | None = None, *, text_col: str | None = None,
                            id_col: str | None = None, dim: int | None = None,
-                           threads: int | None = None, partitions: int | None = None,
+                           long: str = "truncate", threads: int | None = None,
+                           partitions: int | None = None, progress: bool = True,
                            master: str | None = None, spark: SparkSession | None = None,
                            **build: object) -> IndexManifest:
     """`build-index --engine spark`: notes are encoded into OUT/embeddings by Spark (keeping
@@ -620,16 +624,16 @@ def build_index_from_spark(input_path: str | Path, out_dir: str | Path,
         raise FileExistsError(f"{out} already holds an index; use `mimicsearch add` to extend "
                               "it or choose another --out")
     input_path = Path(input_path)
-    spark = spark or spark_session(master)
     if input_path.is_dir():
         emb_dir = input_path
         ix.open_input(input_path, model_dir, out / "embeddings")  # checks the model fingerprint
-    else:
-        if model_dir is None:
-            raise ValueError(f"{input_path} holds notes: pass --model to encode them")
+    elif model_dir is None:
+        raise ValueError(f"{input_path} holds notes: pass --model to encode them")
+    spark = spark or spark_session(master, progress=progress)
+    if not input_path.is_dir():
         emb_dir = out / "embeddings"
         encode_corpus_spark(input_path, model_dir, emb_dir, text_col=text_col, id_col=id_col,
-                            dim=dim, threads=threads, partitions=partitions,
+                            dim=dim, long=long, threads=threads, partitions=partitions,
                             keep_text_chars=2 * SNIPPET_CHARS, spark=spark)
     return build_index_spark(emb_dir, out,
                              model_dir=str(Path(model_dir).resolve()) if model_dir else "",
