@@ -1153,8 +1153,8 @@ CHRONIC: tuple[Chronic, ...] = (
     Chronic("dvt_hx", "V1251", ("history of {side} leg DVT",), (), 0.04),
     Chronic("hip_replacement", "V4364", ("{side} total hip replacement",), (), 0.03),
     Chronic("former_smoker", "V1582", ("former smoker, quit {quit_year}",), (), 0.15),
-    Chronic("parkinson", "3320", ("Parkinson's disease",), ("Carbidopa-Levodopa {25/100|25/250} "
-            "1 tab PO TID", "Ropinirole {0.5|1} mg PO TID"), 0.02),
+    Chronic("parkinson", "3320", ("Parkinson's disease",), (("Carbidopa-Levodopa {25/100|25/250} "
+            "1 tab PO TID"), "Ropinirole {0.5|1} mg PO TID"), 0.02),
     Chronic("ra", "7140", ("rheumatoid arthritis",), ("Methotrexate {10|15|20} mg PO weekly",
             "Hydroxychloroquine 200 mg PO BID", "Folic acid 1 mg PO daily"), 0.02),
     Chronic("hiv", "042", ("HIV (last CD4 {cd4}, viral load undetectable)",),
@@ -1175,8 +1175,8 @@ CHRONIC: tuple[Chronic, ...] = (
     Chronic("as", "7200", ("ankylosing spondylitis",), ("Adalimumab 40 mg SC every other week",),
             0.006),
     Chronic("celiac", "5790", ("celiac disease (gluten-free diet)",), (), 0.01),
-    Chronic("sle", "7100", ("systemic lupus erythematosus",), ("Hydroxychloroquine 200 mg PO "
-            "daily", "Prednisone 5 mg PO daily"), 0.01),
+    Chronic("sle", "7100", ("systemic lupus erythematosus",), (("Hydroxychloroquine 200 mg PO "
+            "daily"), "Prednisone 5 mg PO daily"), 0.01),
     Chronic("mds", "23875", ("myelodysplastic syndrome, transfusion dependent",),
             ("Azacitidine per oncology",), 0.008),
     Chronic("itp", "28731", ("ITP",), ("Eltrombopag {25|50} mg PO daily",), 0.006),
@@ -1197,16 +1197,16 @@ CHRONIC: tuple[Chronic, ...] = (
     Chronic("tn", "3501", ("trigeminal neuralgia",), ("Carbamazepine {200|400} mg PO BID",), 0.006),
     Chronic("meniere", "38600", ("Meniere's disease",), ("Meclizine 25 mg PO TID PRN",), 0.006),
     Chronic("raynaud", "4430", ("Raynaud's phenomenon",), ("Nifedipine ER 30 mg PO daily",), 0.01),
-    Chronic("aneurysm", "4373", ("{side} MCA aneurysm, {aneurysm_mm} mm, followed by "
-            "neurosurgery",), (), 0.006),
-    Chronic("cmp", "4254", ("nonischemic cardiomyopathy s/p ICD",), ("Sacubitril-Valsartan "
-            "{24/26|49/51} mg PO BID",), 0.015),
+    Chronic("aneurysm", "4373", (("{side} MCA aneurysm, {aneurysm_mm} mm, followed by "
+            "neurosurgery"),), (), 0.006),
+    Chronic("cmp", "4254", ("nonischemic cardiomyopathy s/p ICD",), (("Sacubitril-Valsartan "
+            "{24/26|49/51} mg PO BID"),), 0.015),
     Chronic("ph", "4160", ("pulmonary arterial hypertension",), ("Sildenafil 20 mg PO TID",
             "Bosentan 125 mg PO BID"), 0.008),
     Chronic("ipf", "515", ("pulmonary fibrosis on {home_o2_chronic}L home O2",),
             ("Pirfenidone 801 mg PO TID",), 0.008),
-    Chronic("asthma", "49390", ("asthma",), ("Montelukast 10 mg PO daily", "Budesonide-Formoterol "
-            "{80/4.5|160/4.5} 2 puffs INH BID"), 0.05),
+    Chronic("asthma", "49390", ("asthma",), ("Montelukast 10 mg PO daily", ("Budesonide-Formoterol "
+            "{80/4.5|160/4.5} 2 puffs INH BID")), 0.05),
     Chronic("hpth", "25200", ("hyperparathyroidism",), ("Cinacalcet {30|60} mg PO daily",), 0.01),
     Chronic("carotid", "43310", ("{side} carotid stenosis ({carotid_pct}%)",), (), 0.02),
     Chronic("gca", "4465", ("giant cell arteritis",), ("Prednisone {10|20} mg PO daily",), 0.005),
@@ -1219,8 +1219,8 @@ CHRONIC: tuple[Chronic, ...] = (
     Chronic("amyloid", "27730", ("cardiac amyloidosis",), ("Tafamidis 61 mg PO daily",), 0.004),
     Chronic("vwd", "2864", ("von Willebrand disease",), ("Aminocaproic acid PRN procedures",),
             0.004),
-    Chronic("pv", "2384", ("polycythemia vera on phlebotomy",), ("Hydroxyurea {500|1000} mg PO "
-            "daily",), 0.006),
+    Chronic("pv", "2384", ("polycythemia vera on phlebotomy",), (("Hydroxyurea {500|1000} mg PO "
+            "daily"),), 0.006),
     Chronic("kidney_tx", "V420", ("s/p deceased donor kidney transplant [**{tx_year}**]",),
             ("Tacrolimus {1|2|3} mg PO BID", "Mycophenolate Mofetil {500|750} mg PO BID",
              "Prednisone 5 mg PO daily"), 0.01),
