@@ -17,6 +17,7 @@ supported: faiss and the atomic writes need POSIX files.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -226,6 +227,22 @@ def read_notes(spark: SparkSession, path: str | Path, input_format: str | None =
     return df.toDF(*[c.lstrip("\ufeff") for c in df.columns])  # a UTF-8 BOM stays in
 
 
+@contextlib.contextmanager
+def _malformed_input(path: str | Path) -> Iterator[None]:
+    """Spark's parse errors as one line naming the file; Spark's own message quotes the
+    record, and note text must not reach error messages."""
+    from .readers import MalformedInputError
+
+    try:
+        yield
+    except Exception as e:
+        if "MALFORMED_" not in str(e):
+            raise
+        raise MalformedInputError(
+            f"{path}: Spark found a malformed record (an unbalanced quote or a wrong column "
+            "count?); `mimicsearch encode --engine local` names its line") from None
+
+
 def _quoted(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
 
@@ -311,10 +328,11 @@ def encode_corpus_spark(input_path: str | Path, model_dir: str | Path, out_dir: 
                       precision=precision, prompt=prompt, dim=dim, long=long)
     manifest = ModelManifest.load(model_dir)
     out_dim = dim or manifest.dimension
-    raw = read_notes(spark, input_path, input_format)
-    cols = Columns.resolve(raw.columns, input_path, text_col, id_col, keep, id_type)
+    with _malformed_input(input_path):
+        raw = read_notes(spark, input_path, input_format)
+        cols = Columns.resolve(raw.columns, input_path, text_col, id_col, keep, id_type)
+        numbered, read = number_records(raw)
     int_ids = cols.id_type.value == "int64"
-    numbered, read = number_records(raw)
     df = _validated(numbered, cols.text, cols.id, int_ids).cache()
     try:
         rejects = (df.filter(F.col("_reason").isNotNull())
@@ -377,7 +395,6 @@ def _write_rejects(path: Path, rejects: list) -> None:
 def _shard_writer(spec: EncodeSpec, out_dir: str, schema: pa.Schema, keep: list[str],
                   keep_text_chars: int):
     """The mapInArrow function: encode one partition and write it as one shard file."""
-    import contextlib
 
     def write(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         pid = TaskContext.get().partitionId()
