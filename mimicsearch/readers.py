@@ -302,6 +302,8 @@ class Reader:
                 return Reject(line, id_str, "missing id" if raw_id is None else "bad id", shown)
             if isinstance(raw_id, int):
                 id_ = raw_id
+            elif isinstance(raw_id, float) and raw_id.is_integer():
+                id_ = int(raw_id)  # pandas writes nullable integer columns as floats
             elif isinstance(raw_id, str) and _INT.match(raw_id):
                 id_ = int(raw_id)
             else:
