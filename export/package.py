@@ -21,7 +21,7 @@ from mimicsearch.manifest import MANIFEST, ModelManifest, Precision, Variant
 
 from .graph import INPUT_NAMES, OUTPUT_NAME, check_graph, export_graph
 from .parity import Thresholds, build_parity_set, gate, measure_parity, read_texts, sample_texts
-from .quantize import Int8Recipe, optimize_graph, quantize_int4, quantize_int8
+from .quantize import Int8Recipe, optimize_graph, quantize_int4, quantize_int8, rank_matmuls
 from .source import describe_source, load_source
 from .tokenizer import build_tokenizer, check_tokenizer, save_tokenizer
 
@@ -83,20 +83,32 @@ def export_model(model_dir: str | os.PathLike, out_dir: str | os.PathLike,
         for precision in variants:
             steps.set_postfix_str(precision.value)
             path = out / VARIANT_FILES[precision]
+
+            def measure(path=path, precision=precision):
+                check_graph(path, info.dimension)
+                parity = measure_parity(parity_set, _onnx_embedder(path, tok, batch_size))
+                return parity, gate(precision, parity, thresholds)
+
             if precision is Precision.FP32:
                 optimize_graph(raw, path)
+                recipe = {"optimization": "extended"}
+                parity, reason = measure()
+            elif precision is Precision.INT8 and int8.auto:
+                parity, reason, recipe = _auto_int8(raw, path, int8, tok, measure)
             elif precision is Precision.INT8:
-                quantize_int8(raw, path, int8)
+                kept = quantize_int8(raw, path, int8)
+                recipe = {**int8.to_dict(), "kept_fp32": kept}
+                parity, reason = measure()
             else:
                 quantize_int4(raw, path)
-            check_graph(path, info.dimension)
-            parity = measure_parity(parity_set, _onnx_embedder(path, tok, batch_size))
-            reason = gate(precision, parity, thresholds)
+                recipe = {"method": "MatMulNBits", "bits": 4, "block_size": 32}
+                parity, reason = measure()
             if reason:
                 log.warning("%s variant fails the parity gate: %s", precision.value, reason)
             written.append(Variant(precision=precision, file=path.name,
                                    sha256=sha256_file(path), size_bytes=path.stat().st_size,
-                                   parity=parity, usable=not reason, reason=reason))
+                                   parity=parity, usable=not reason, reason=reason,
+                                   recipe=recipe))
             steps.update()
     steps.close()
 
@@ -109,6 +121,50 @@ def export_model(model_dir: str | os.PathLike, out_dir: str | os.PathLike,
         input_names=INPUT_NAMES, output_name=OUTPUT_NAME)
     manifest.save(out)
     return ExportResult(out, ModelManifest.load(out))
+
+
+def _auto_int8(raw: Path, path: Path, recipe: Int8Recipe, tok, measure):
+    """Quantize with the k most int8-sensitive MatMuls kept fp32, for the smallest k (found
+    by doubling, then bisection) whose variant passes the gate; the file at `path` is the
+    passing one, or the last attempt's if none up to half the MatMuls passes."""
+    calib = sample_texts(32, seed=31337)  # not the parity texts: the gate stays held out
+    batches = []
+    for i in range(0, len(calib), 8):
+        enc = tok.encode_batch(calib[i:i + 8])
+        batches.append({"input_ids": np.array([e.ids for e in enc], dtype=np.int64),
+                        "attention_mask": np.array([e.attention_mask for e in enc],
+                                                   dtype=np.int64)})
+    ranked = [name for name, _ in rank_matmuls(raw, batches, recipe.reduce_range)]
+    results: dict[int, tuple] = {}
+    order: list[int] = []
+
+    def attempt(k: int):
+        quantize_int8(raw, path, recipe, keep=ranked[:k])
+        results[k] = measure()
+        order.append(k)
+        log.info("int8 auto: %d MatMuls fp32 -> cosine min %.5f%s", k,
+                 results[k][0].cosine_min, "" if not results[k][1] else " (fails)")
+        return not results[k][1]
+
+    lo, hi, k = -1, None, 0                      # lo fails, hi passes
+    while k <= len(ranked) // 2:
+        if attempt(k):
+            hi = k
+            break
+        lo, k = k, max(1, 2 * k)
+    if hi is not None:
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if attempt(mid):
+                hi = mid
+            else:
+                lo = mid
+        if order[-1] != hi:                      # the file on disk is from another attempt
+            attempt(hi)
+    best = hi if hi is not None else max(results)
+    parity, reason = results[best]
+    settings = {k: v for k, v in recipe.to_dict().items() if k != "exclude"}
+    return parity, reason, {**settings, "kept_fp32": ranked[:best], "attempts": order}
 
 
 def _parse_variants(variants: Sequence[Precision | str]) -> list[Precision]:

@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import tempfile
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -41,6 +42,10 @@ class Int8Recipe:
     # and in RAM (EmbeddingGemma's 262k x 768 table: 805 MB -> 202 MB).
     embeddings: bool = True
     exclude: tuple[str, ...] = DEFAULT_EXCLUDE
+    # Instead of `exclude`: keep fp32 the fewest MatMuls, most sensitive first (see
+    # `rank_matmuls`), that let the variant pass its parity gate. Costs one quantization
+    # and one parity run per attempt (about log2 of the MatMul count attempts).
+    auto: bool = False
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -78,18 +83,25 @@ def weight_matmuls(model: onnx.ModelProto) -> list[str]:
 
 
 def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike,
-                  recipe: Int8Recipe = Int8Recipe()) -> Path:
-    """Write the int8 variant of the fp32 graph `src` to `dst` (ORT-optimized)."""
+                  recipe: Int8Recipe | None = None, keep: Sequence[str] | None = None
+                  ) -> list[str]:
+    """Write the int8 variant of the fp32 graph `src` to `dst` (ORT-optimized); returns the
+    weight MatMuls left in fp32 (`keep` if given, else those matching `recipe.exclude`)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    recipe = recipe or Int8Recipe()
     with tempfile.TemporaryDirectory(prefix="mimicsearch-int8-") as tmp:
         basic = Path(tmp) / "basic.onnx"
         optimize_graph(src, basic, "basic")
         model = onnx.load(str(basic))
-        patterns = [re.compile(p) for p in recipe.exclude]
         weights = weight_matmuls(model)
-        keep = [n for n in weights if any(p.search(n) for p in patterns)]
-        quantized = [n for n in weights if n not in keep]
+        if keep is None:
+            patterns = [re.compile(p) for p in recipe.exclude]
+            keep = [n for n in weights if any(p.search(n) for p in patterns)]
+        unknown = sorted(set(keep) - set(weights))
+        if unknown:
+            raise ValueError(f"MatMuls to keep in fp32 not in the graph: {unknown[:3]}")
+        quantized = [n for n in weights if n not in set(keep)]
         log.info("int8: quantizing %d weight MatMuls, keeping %d fp32", len(quantized), len(keep))
         if not quantized:
             raise ValueError(f"int8 recipe excludes every weight MatMul ({len(weights)}); "
@@ -102,7 +114,63 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike,
         quantize_dynamic(basic, q, per_channel=recipe.per_channel,
                          reduce_range=recipe.reduce_range, weight_type=QuantType.QInt8,
                          op_types_to_quantize=["MatMul"], nodes_to_quantize=quantized)
-        return optimize_graph(q, dst)
+        optimize_graph(q, dst)
+    return list(keep)
+
+
+def rank_matmuls(src: str | os.PathLike, batches: Iterable[dict[str, np.ndarray]],
+                 reduce_range: bool = True) -> list[tuple[str, float]]:
+    """Weight MatMuls of the fp32 graph `src`, most damaged by int8 first, with their error.
+
+    The error is local: each MatMul's output is recomputed in numpy with its input and
+    weight quantized the way onnxruntime's dynamic quantization does (uint8 per tensor,
+    int8 per output channel) and compared with the exact output (relative Frobenius norm),
+    on real activations from `batches` (feeds of input_ids/attention_mask). On MiniLM it
+    ranks the same three MLP down projections first as quantizing one node at a time does.
+    """
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="mimicsearch-rank-") as tmp:
+        basic = Path(tmp) / "basic.onnx"
+        optimize_graph(src, basic, "basic")
+        model = onnx.load(str(basic))
+        names = set(weight_matmuls(model))
+        nodes = [n for n in model.graph.node if n.name in names]
+        weights = {i.name: i for i in model.graph.initializer}
+        weights = {n.name: numpy_helper.to_array(weights[n.input[1]]) for n in nodes}
+        inputs = list(dict.fromkeys(n.input[0] for n in nodes))
+        known = {o.name for o in model.graph.output}
+        model.graph.output.extend(helper.make_tensor_value_info(x, onnx.TensorProto.FLOAT, None)
+                                  for x in inputs if x not in known)
+        probe = Path(tmp) / "probe.onnx"
+        onnx.save(model, str(probe))
+        session = ort.InferenceSession(str(probe), providers=["CPUExecutionProvider"])
+    qmax = 63 if reduce_range else 127
+    err = {n.name: np.zeros(2) for n in nodes}                            # (diff², ref²)
+    for feed in batches:
+        acts = dict(zip(inputs, session.run(inputs, feed)))
+        for n in nodes:
+            x, w = acts[n.input[0]], weights[n.name]                     # (..., k), (k, n)
+            y = x @ w
+            err[n.name] += [((y - _fake_quant_input(x) @ _fake_quant_weight(w, qmax)) ** 2).sum(),
+                            (y ** 2).sum()]
+    ranked = [(name, float(np.sqrt(d / max(r, 1e-30)))) for name, (d, r) in err.items()]
+    return sorted(ranked, key=lambda t: -t[1])
+
+
+def _fake_quant_input(x: np.ndarray) -> np.ndarray:
+    """uint8 asymmetric, one scale for the tensor (DynamicQuantizeLinear)."""
+    lo, hi = min(0.0, float(x.min())), max(0.0, float(x.max()))
+    scale = (hi - lo) / 255 or 1.0
+    zero = np.round(-lo / scale)
+    return (np.clip(np.round(x / scale) + zero, 0, 255) - zero) * scale
+
+
+def _fake_quant_weight(w: np.ndarray, qmax: int) -> np.ndarray:
+    """int8 symmetric, one scale per output column."""
+    scale = np.abs(w).max(axis=0, keepdims=True) / qmax                  # (1, n)
+    scale[scale == 0] = 1.0
+    return np.clip(np.round(w / scale), -qmax - 1, qmax) * scale
 
 
 def quantize_embedding_tables(model: onnx.ModelProto, min_rows: int = 4096) -> list[str]:

@@ -45,6 +45,9 @@ class Variant:
     parity: Parity | None = None
     usable: bool = True
     reason: str = ""
+    # How the variant was made (e.g. the int8 recipe and the MatMuls kept in fp32), so an
+    # export can be reproduced; informational, the runtime does not read it.
+    recipe: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -66,6 +69,7 @@ class Variant:
             parity=Parity.from_dict(d["parity"]) if d.get("parity") else None,
             usable=bool(d.get("usable", True)),
             reason=str(d.get("reason", "")),
+            recipe=dict(d.get("recipe") or {}),
         )
 
 

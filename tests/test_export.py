@@ -266,3 +266,36 @@ def test_int4_variant_is_written_and_gated(tiny_gemma_dir, tmp_path):
     assert v.usable == (v.parity.cosine_min >= 0.98 and v.parity.top10_overlap >= 0.9)
     ops = {n.op_type for n in onnx.load(str(tmp_path / "m" / v.file)).graph.node}
     assert "MatMulNBits" in ops
+
+
+def test_rank_matmuls_covers_every_weight_matmul(tiny_gemma_onnx, tmp_path):
+    import onnx
+    from mimicsearch.export.quantize import rank_matmuls, weight_matmuls
+
+    path = tiny_gemma_onnx / "model_fp32.onnx"
+    tok = Tokenizer.from_file(str(tiny_gemma_onnx / "tokenizer.json"))
+    enc = tok.encode_batch(held_out_texts())
+    feed = {"input_ids": np.array([e.ids for e in enc], dtype=np.int64),
+            "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64)}
+    ranked = rank_matmuls(path, [feed])
+    errors = [e for _, e in ranked]
+    assert errors == sorted(errors, reverse=True) and 0 < errors[-1] and errors[0] < 0.5
+    assert {n for n, _ in ranked} == set(weight_matmuls(onnx.load(str(path))))
+    assert len(ranked) == 16  # 2 layers x (q, k, v, o, gate, up, down) + 2 Dense
+
+
+@pytest.mark.parametrize("floor, usable", [(0.99, True), (0.999999, False)])
+def test_auto_int8_keeps_the_fewest_sensitive_matmuls(tiny_gemma_dir, tmp_path, floor, usable):
+    from mimicsearch.export.quantize import Int8Recipe
+
+    m = export_model(tiny_gemma_dir, tmp_path / "m", variants=["int8"], parity_texts=24,
+                     int8=Int8Recipe(auto=True), thresholds=Thresholds(int8_cosine=floor),
+                     progress=False).manifest
+    (v,) = m.variants
+    assert v.usable is usable
+    if usable:  # all-int8 already passes: nothing kept, one attempt
+        assert v.recipe["attempts"] == [0] and v.recipe["kept_fp32"] == []
+    else:  # doubling up to half the 16 MatMuls, then gives up with the last attempt's file
+        assert v.recipe["attempts"] == [0, 1, 2, 4, 8] and len(v.recipe["kept_fp32"]) == 8
+        assert "cosine min" in v.reason
+    verify_file(tmp_path / "m", v.file, v.sha256)

@@ -54,7 +54,8 @@ def _variants(ctx, param, value: str) -> tuple[str, ...]:
               help="int8: quantize the token embedding table too.")
 @click.option("--keep-fp32", "keep_fp32", multiple=True, metavar="REGEX",
               help="int8: MatMul node names (regex) left in fp32; repeatable. Default: the MLP "
-                   "down projections. Give '' to quantize all.")
+                   "down projections. '' quantizes all; 'auto' keeps the fewest most "
+                   "int8-sensitive MatMuls that pass the gate (several quantize+parity runs).")
 @click.option("--matryoshka-dims", callback=_int_list,
               help="Comma-separated truncation dims the model was trained for "
                    "(default: known for EmbeddingGemma, else none).")
@@ -69,9 +70,14 @@ def export_cmd(model_dir, out, variants, calibration, parity_texts, min_cosine_f
     package = import_stage("mimicsearch.export.package", "export")
     quantize = import_stage("mimicsearch.export.quantize", "export")
     parity = import_stage("mimicsearch.export.parity", "export")
-    exclude = quantize.DEFAULT_EXCLUDE if not keep_fp32 else tuple(k for k in keep_fp32 if k)
+    auto = "auto" in keep_fp32
+    if auto and len(keep_fp32) > 1:
+        raise click.BadParameter("'auto' replaces the patterns; give it alone",
+                                 param_hint="--keep-fp32")
+    exclude = quantize.DEFAULT_EXCLUDE if not keep_fp32 or auto \
+        else tuple(k for k in keep_fp32 if k)
     recipe = quantize.Int8Recipe(per_channel=per_channel, reduce_range=reduce_range,
-                                 embeddings=quantize_embeddings, exclude=exclude)
+                                 embeddings=quantize_embeddings, exclude=exclude, auto=auto)
     thresholds = parity.Thresholds(fp32_cosine=min_cosine_fp32, int8_cosine=min_cosine_int8,
                                    int4_cosine=min_cosine_int4, top10_overlap=min_overlap)
     try:
