@@ -11,7 +11,7 @@ from mimicsearch.train.evaluate import (
     next_note_recall,
     recall_at_k,
 )
-from mimicsearch.train.pairs import PairOptions, make_pairs
+from mimicsearch.train.pairs import PairOptions, load_table, make_pairs
 from train_helpers import write_synthetic
 
 
@@ -81,3 +81,17 @@ def test_load_embedder_gives_normalised_rows(minilm_dir):
     v = embed(["chest pain", "pneumonia with cough"])
     assert v.shape == (2, 384) and v.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1, atol=1e-5)
+
+
+def test_exported_onnx_model_is_evaluated_like_its_source(minilm_onnx, minilm_dir, synth_pairs):
+    """The Embedder seam: an exported model dir goes through the same metrics code."""
+    onnx_embed = load_embedder(minilm_onnx)
+    st_embed = load_embedder(minilm_dir, device="cpu")
+    texts = ["chest pain radiating to the left arm", "pneumonia with productive cough"]
+    cosine = (onnx_embed(texts) * st_embed(texts)).sum(axis=1)
+    assert (cosine > 0.98).all(), cosine
+    pairs = load_table(synth_pairs, "pairs", "test")
+    got = next_note_recall(onnx_embed, pairs)
+    assert got["recall@10_excluded"] > 10 / len(pairs)
+    with pytest.raises(ValueError, match="max_seq_length"):
+        load_embedder(minilm_onnx, max_seq_length=7)
