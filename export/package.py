@@ -69,6 +69,7 @@ def export_model(model_dir: str | os.PathLike, out_dir: str | os.PathLike,
     steps.set_postfix_str("tokenizer")
     tok = build_tokenizer(model)
     check_tokenizer(model, tok, texts[:64], prompts=[None, *info.prompts.values()])
+    _remove_previous_export(out)
     save_tokenizer(tok, out / TOKENIZER_FILE)
     steps.update()
 
@@ -193,6 +194,14 @@ def _prepare_out_dir(out_dir: str | os.PathLike) -> Path:
                               "directory, or a previous export to replace)")
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def _remove_previous_export(out: Path) -> None:
+    """The manifest goes first, so no reader pairs it with new files; variants not exported
+    this time do not linger."""
+    (out / MANIFEST).unlink(missing_ok=True)
+    for name in VARIANT_FILES.values():
+        (out / name).unlink(missing_ok=True)
 
 
 def _torch_embedder(model, batch_size: int):

@@ -2,12 +2,15 @@
 offline ORT graph optimization so sessions start fast.
 
 int8 is onnxruntime's dynamic quantization: weights int8 per output channel, activations
-uint8 quantized per batch at run time. Measured on all-MiniLM-L6-v2 (cosine to PyTorch, min
-over 64 texts): all weight MatMuls 0.988; MLP down projections kept fp32 0.993. The down
-projection's input (after GELU) carries the outliers that one activation scale cannot hold.
-`reduce_range` (7-bit weights) is on by default: AVX2 CPUs without VNNI compute u8*s8 with
-saturating int16 adds, which wrecks full-range int8 (EmbeddingGemma: cosine 0.57 -> 0.92),
-and the parity gate on a VNNI export machine would not see it.
+uint8 quantized per batch at run time, attention score products left fp32. Measured on
+all-MiniLM-L6-v2 (cosine to PyTorch, min over 64 notes, reduce_range on): every weight
+MatMul 0.984; the 6 MLP down projections kept fp32 0.993; the 3 most sensitive of them (what
+`auto` finds) 0.991. The down projection's input (after GELU) has token outliers that one
+scale per tensor cannot hold; SmoothQuant-style per-channel rescaling made MiniLM worse
+(0.970 at alpha 0.5), so it is not offered. `reduce_range` (7-bit weights) is on by default:
+AVX2 CPUs without VNNI compute u8*s8 with saturating int16 adds, which wrecks full-range
+int8 (the project measured EmbeddingGemma at cosine 0.57 without, 0.92 with), and a parity
+gate run on a VNNI machine would not see it.
 """
 from __future__ import annotations
 

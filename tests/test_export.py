@@ -299,3 +299,13 @@ def test_auto_int8_keeps_the_fewest_sensitive_matmuls(tiny_gemma_dir, tmp_path, 
         assert v.recipe["attempts"] == [0, 1, 2, 4, 8] and len(v.recipe["kept_fp32"]) == 8
         assert "cosine min" in v.reason
     verify_file(tmp_path / "m", v.file, v.sha256)
+
+
+def test_re_export_replaces_the_previous_one(tiny_gemma_dir, tmp_path):
+    export_model(tiny_gemma_dir, tmp_path, variants=["fp32", "int8"], parity_texts=24,
+                 progress=False)
+    m = export_model(tiny_gemma_dir, tmp_path, variants=["fp32"], parity_texts=24,
+                     progress=False).manifest
+    assert [v.precision for v in m.variants] == [Precision.FP32]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "manifest.json", "model_fp32.onnx", "tokenizer.json"]
