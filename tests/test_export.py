@@ -309,3 +309,16 @@ def test_re_export_replaces_the_previous_one(tiny_gemma_dir, tmp_path):
     assert [v.precision for v in m.variants] == [Precision.FP32]
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "manifest.json", "model_fp32.onnx", "tokenizer.json"]
+
+
+def test_calibration_file_feeds_the_gate(tiny_gemma_dir, tmp_path):
+    notes = sample_texts(30, seed=3)
+    (tmp_path / "calib.txt").write_text("\n".join(notes[:10] + [""] + notes[10:]) + "\n",
+                                        encoding="utf-8")
+    m = export_model(tiny_gemma_dir, tmp_path / "m", variants=["fp32"],
+                     calibration=tmp_path / "calib.txt", progress=False).manifest
+    assert m.variants[0].parity.texts == 30 + 30  # every note, and a query from each
+    (tmp_path / "short.txt").write_text("one note\nanother\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="needs at least 20"):
+        export_model(tiny_gemma_dir, tmp_path / "m2", calibration=tmp_path / "short.txt",
+                     progress=False)
