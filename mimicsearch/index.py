@@ -314,17 +314,20 @@ def check_vectors(x: np.ndarray, dim: int, what: str = "vectors") -> np.ndarray:
 
 
 @contextlib.contextmanager
-def _stdout_to_stderr() -> Iterator[None]:
-    """faiss' on-disk code printf()s to stdout; keep stdout clean for --json."""
+def _quiet_stdout() -> Iterator[None]:
+    """faiss' on-disk code printf()s progress chatter to stdout; keep stdout clean for
+    --json (its errors arrive as exceptions, not on stdout)."""
     sys.stdout.flush()
     saved = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
     try:
-        os.dup2(2, 1)
+        os.dup2(devnull, 1)
         yield
     finally:
         sys.stdout.flush()
         os.dup2(saved, 1)
         os.close(saved)
+        os.close(devnull)
 
 
 @contextlib.contextmanager
@@ -379,7 +382,7 @@ def _write_index(index: faiss.Index, index_dir: Path, prefix: str) -> FileRef:
 
 def read_faiss(path: Path, flags: int = 0) -> faiss.Index:
     try:
-        with _stdout_to_stderr():
+        with _quiet_stdout():
             return faiss.read_index(str(path), flags)
     except RuntimeError as e:
         raise ValueError(f"{path} is not a readable faiss index ({_faiss_message(e)}); "
@@ -725,7 +728,7 @@ def merge_shards(index_dir: str | Path) -> IndexManifest:
     paths = [str(s.index.verify(index_dir)) for s in m.shards]
     tag = uuid.uuid4().hex[:12]
     data_name, index_name = f"merged-{tag}.ivfdata", f"merged-{tag}.faiss"
-    with _stdout_to_stderr():
+    with _quiet_stdout():
         merge_ondisk(trained, paths, str(index_dir / data_name))
         with atomic_path(index_dir / index_name) as tmp:
             faiss.write_index(trained, str(tmp))

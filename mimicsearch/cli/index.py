@@ -209,7 +209,8 @@ def info_cmd(index_dir, as_json):
         f"index      {info['path']}",
         (f"type       {info['index_key']} ({info['family']}), {info['metric']}, "
         f"dim {info['dimension']}"),
-        f"model      {info['model_fingerprint']}  {info['model_dir']}",
+        f"model      {info['model_fingerprint']}  "
+        + (info["model_dir"] or "(directory not recorded: pass --model to query)"),
         (f"notes      {info['live_rows']} live of {info['rows']} rows "
         f"({info['tombstones']} tombstoned, {info['removed_natively']} removed)"),
         f"shards     {len(info['shards'])}"
