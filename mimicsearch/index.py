@@ -966,10 +966,12 @@ def add_notes(index_dir: str | Path, input_path: str | Path,
         # Window rows in the store mean the index was built with --long windows.
         store = MetadataStore.load(index_dir, m, verify=False)
         long = "windows" if "window" in store.table.column_names else "truncate"
-        source, fingerprint = open_input(input_path, model_dir, tmp, text_col=text_col,
+        # Embeddings are checked against the index's fingerprint; no model needed.
+        encode_with = None if Path(input_path).is_dir() else model_dir
+        source, fingerprint = open_input(input_path, encode_with, tmp, text_col=text_col,
                                          id_col=id_col, dim=dim, long=long, threads=threads,
                                          progress=progress)
-        check_model(m, fingerprint, model_dir or input_path)
+        check_model(m, fingerprint, input_path if encode_with is None else model_dir)
         vecs, tables = [], []
         for v, t in source.batches():
             vecs.append(v)

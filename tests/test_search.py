@@ -333,3 +333,28 @@ def test_cli_end_to_end_from_notes(tmp_path, minilm_onnx, notes_csv):
     manifest.write_text(json.dumps({**d, "model_fingerprint": "0000000000000000-384"}))
     r = run(main, ["query", ix, "chest pain"])
     assert r.exit_code == 1 and "not the model this index was built with" in r.output
+
+
+def test_add_embeddings_and_model_checks(tmp_path, notes_csv, synth_dir, minilm_onnx):
+    import csv
+
+    from mimicsearch.index import add_notes, build_index_from, open_index
+
+    write_embeddings(tmp_path / "emb", notes_csv)
+    with pytest.raises(ValueError, match="was encoded by model fp-emb, not by"):
+        build_index_from(tmp_path / "emb", tmp_path / "bad", minilm_onnx, progress=False)
+    build_index_from(tmp_path / "emb", tmp_path / "ix", progress=False)
+    rows = list(csv.reader((synth_dir / "NOTEEVENTS.csv").open(encoding="utf-8", newline="")))
+    extra = tmp_path / "extra.csv"
+    with open(extra, "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([rows[0], *rows[301:321]])
+    write_embeddings(tmp_path / "emb2", extra)
+    write_embeddings(tmp_path / "emb3", extra, fingerprint="fp-other")
+    with pytest.raises(ValueError, match="fp-other.*not the model this index was built with"):
+        add_notes(tmp_path / "ix", tmp_path / "emb3")
+    m = add_notes(tmp_path / "ix", tmp_path / "emb2")
+    assert m.rows == 320 and not list((tmp_path / "ix").glob(".adding-*"))
+    new = open_index(tmp_path / "ix").store.records([300])[0]
+    assert new["id"] == int(rows[301][0]) and new["snippet"]
+    with pytest.raises(ValueError, match="pass --model to encode them"):
+        add_notes(tmp_path / "ix", extra)  # notes, and the index records no model
