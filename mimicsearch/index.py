@@ -8,6 +8,7 @@ other family is wrapped in IndexIDMap2.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import re
@@ -664,7 +665,7 @@ def build_index(source: VectorSource, out_dir: str | Path, *, model_fingerprint:
         manifest = merge_shards(out)
     index = open_index(out, verify=False)
     quality = measure_quality(index, eval_q, eval_rows, exact.I, recall_target)
-    build = BuildParams(**{**build.__dict__, "seconds": round(time.perf_counter() - t0, 3)})
+    build = dataclasses.replace(build, seconds=round(time.perf_counter() - t0, 3))
     manifest = manifest.with_(quality=quality, search_params=quality.search_params, build=build)
     manifest.save(out)
     return manifest
@@ -697,7 +698,7 @@ def measure_quality(index: NoteIndex, queries: np.ndarray, query_rows: np.ndarra
             break
     if chosen is None:
         best = max(curve, key=lambda c: c["recall"])
-        chosen = ({k_: v for k_, v in best.items() if k_ != "recall"}, best["recall"])
+        chosen = ({name: v for name, v in best.items() if name != "recall"}, best["recall"])
     params, recall = chosen
     index.set_search_params(params)
     times = []

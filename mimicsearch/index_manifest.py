@@ -107,7 +107,7 @@ class Quality:
     k: int
     ms_per_query: float  # median latency of single-query searches at `search_params`
     search_params: dict
-    # One row per setting tried: {"nprobe"|"efSearch": value, "recall": r, "ms_per_query": t}
+    # One row per setting tried, cheapest first: {"nprobe"|"efSearch": value, "recall": r}
     curve: tuple[dict, ...] = ()
     rows_measured: int = 0
 
