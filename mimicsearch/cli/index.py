@@ -109,6 +109,8 @@ def query_cmd(index_dir, text, query_file, note_ids, k, subject, category, exclu
             queries = ([text] if text else
                        [ln.strip() for ln in query_file.read_text(encoding="utf-8").splitlines()
                         if ln.strip()])
+            if not queries:
+                raise ValueError(f"{query_file} holds no queries (one per line expected)")
             results = s.search_texts(queries, k, filters, batch_size=batch_size)
     except (ValueError, FileNotFoundError) as e:
         raise _fail(e) from None
