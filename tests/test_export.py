@@ -224,6 +224,12 @@ def test_cli_export_wiring(tiny_gemma_dir, tmp_path):
     wrong = runner.invoke(main, ["export", str(tiny_gemma_dir), "--out", str(tmp_path / "c"),
                                  "--variants", "fp16"])
     assert wrong.exit_code == 2 and "fp32, int8, int4" in wrong.output
+    auto = runner.invoke(main, ["export", str(tiny_gemma_dir), "--out", str(tmp_path / "d"),
+                                "--variants", "int8", "--parity-texts", "24", "--no-progress",
+                                "--keep-fp32", "auto", "--no-reduce-range", "--json"])
+    assert auto.exit_code == 0, auto.output
+    recipe = json.loads(auto.stdout)["variants"][0]["recipe"]
+    assert recipe["auto"] is True and recipe["reduce_range"] is False
 
 
 def test_embedding_table_int8_rows_match_fp32_gather(tiny_gemma_onnx, tmp_path):
