@@ -1,5 +1,6 @@
-"""The exported model directory: ONNX variants, tokenizer.json and manifest.json, written
-only after each variant has been measured against the PyTorch model.
+"""The exported model directory: ONNX variants, tokenizer.json and manifest.json; the
+manifest, the only thing the runtime trusts, is written last, after every variant has been
+measured against the PyTorch model.
 
 Parity is measured end to end as the runtime will run it: texts go through the shipped
 tokenizer.json and the shipped (optimized) ONNX file, never through PyTorch's tokenizer.
