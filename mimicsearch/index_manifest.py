@@ -30,6 +30,7 @@ class Family(str, enum.Enum):
     FLAT = "flat"
     HNSW = "hnsw"
     IVF_FLAT = "ivf_flat"
+    IVF_SQ8 = "ivf_sq8"
     IVF_PQ = "ivf_pq"
     CUSTOM = "custom"
 

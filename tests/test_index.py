@@ -86,11 +86,13 @@ def exact(x, q, k):
     (20_001, 768, None, "HNSW32,Flat"),
     (1_000_000, 768, 8 * GiB, "HNSW32,Flat"),
     (1_000_000, 768, 3.0 * GiB, "IVF4096,Flat"),
-    (1_000_000, 768, 1 * GiB, "OPQ64,IVF4096,PQ64"),
+    (1_000_000, 768, 1 * GiB, "IVF4096,SQ8"),
+    (1_000_000, 768, 0.5 * GiB, "OPQ64,IVF4096,PQ64"),
     (1_000_000, 768, 0.07 * GiB, "OPQ48,IVF4096,PQ48"),
     (10_000_000, 768, 0.25 * GiB, "OPQ8,IVF16384,PQ8"),
     (10_000_000, 768, None, "IVF16384,Flat"),  # HNSW too slow to build at this size
-    (10_000, 768, 5 * 2**20, "OPQ64,IVF256,PQ64"),  # Flat would not fit 5 MiB
+    (10_000, 768, 10 * 2**20, "IVF256,SQ8"),  # Flat would not fit 10 MiB
+    (10_000, 768, 5 * 2**20, "OPQ64,IVF256,PQ64"),
     (100_000, 384, 2 * GiB, "HNSW32,Flat"),
 ])
 def test_choose_index_table(n, dim, memory, key):
@@ -106,6 +108,7 @@ def test_choose_index_override_and_refusals():
     assert (c.key, c.family, c.nlist) == ("IVF64,PQ8", Family.IVF_PQ, 64)
     assert choose_index(10, 8, index_key="HNSW16,Flat").family is Family.HNSW
     assert choose_index(10, 8, index_key="SQ8").family is Family.CUSTOM
+    assert choose_index(10, 8, index_key="IVF4,SQ8").family is Family.IVF_SQ8
     with pytest.raises(ValueError, match="too small .* raise --memory"):
         choose_index(10_000_000, 768, 2**20)
     with pytest.raises(ValueError, match="0 vectors"):
@@ -133,7 +136,8 @@ def test_parse_bytes():
     (None, False),               # auto: Flat for 2,000 vectors
     ("HNSW32,Flat", False),
     ("IVF32,Flat", False),
-    ("OPQ8,IVF16,PQ8x4", True),  # compressed: exact over its own decoded vectors
+    ("IVF16,SQ8", True),         # compressed: exact over its own decoded vectors
+    ("OPQ8,IVF16,PQ8x4", True),
     ("SQ8", True),               # any factory string
 ])
 def test_family_exhaustive_search_is_exact(tmp_path, corpus, key, approximate):
