@@ -81,16 +81,22 @@ def detect_format(path: str | Path) -> InputFormat:
 
 def _find(columns: list[str], wanted: str | None, candidates: tuple[str, ...], what: str,
           flag: str, path) -> str | None:
-    lower = {c.lower(): c for c in columns}
+    def match(name: str) -> str | None:
+        if name in columns:
+            return name
+        found = [c for c in columns if c.lower() == name.lower()]
+        if len(found) > 1:  # picking one silently could embed the wrong column
+            raise ValueError(f"{path}: {what} column {name!r} is ambiguous: {found}; "
+                             f"pass the exact name with {flag}")
+        return found[0] if found else None
+
     if wanted is not None:
-        if wanted in columns:
-            return wanted
-        if wanted.lower() in lower:
-            return lower[wanted.lower()]
+        if (got := match(wanted)) is not None:
+            return got
         raise ValueError(f"{path}: no {what} column {wanted!r}; columns: {columns}")
     for c in candidates:
-        if c.lower() in lower:
-            return lower[c.lower()]
+        if (got := match(c)) is not None:
+            return got
     if what == "text":
         raise ValueError(f"{path}: no text column found (looked for {list(candidates)}); "
                          f"columns: {columns}; pass {flag}")
@@ -113,11 +119,16 @@ class Columns:
         text = _find(columns, text_col, TEXT_COLUMNS, "text", "--text-col", path)
         id_ = _find(columns, id_col, ID_COLUMNS, "id", "--id-col", path)
         if keep is None:
-            lower = {c.lower(): c for c in columns}
-            kept = [lower[c.lower()] for c in METADATA_COLUMNS if c.lower() in lower]
+            kept = [_find(columns, None, (c,), "metadata", "--keep", path)
+                    for c in METADATA_COLUMNS]
+            kept = [c for c in kept if c is not None]
         else:
             kept = [_find(columns, c, (), "metadata", "--keep", path) for c in keep]
         kept = [c for c in dict.fromkeys(kept) if c not in (text, id_)]
+        for c in (text, id_, *kept):
+            if c is not None and columns.count(c) > 1:
+                raise MalformedInputError(f"{path}: line 1: column {c!r} appears "
+                                          f"{columns.count(c)} times in the header; rename one")
         id_type = IdType(id_type)
         if id_type is IdType.AUTO:
             id_type = IdType.INT if id_ is None or id_.upper() == "ROW_ID" else IdType.STR
@@ -178,9 +189,14 @@ class Reader:
 
     def _open(self) -> list[str]:
         if self.format is InputFormat.PARQUET:
+            import pyarrow as pa
             import pyarrow.parquet as pq
 
-            self._pq = pq.ParquetFile(self.path)
+            try:
+                self._pq = pq.ParquetFile(self.path)
+            except (pa.ArrowException, OSError) as e:
+                raise MalformedInputError(f"{self.path}: not a readable Parquet file ({e})"
+                                          ) from None
             self._parquet_rows = self._pq.metadata.num_rows
             return self._pq.schema_arrow.names
         if self.format is InputFormat.JSONL:
@@ -248,6 +264,9 @@ class Reader:
             except json.JSONDecodeError as e:
                 raise MalformedInputError(
                     f"{self.path}: line {line_no}: invalid JSON ({e.msg})") from None
+            except ValueError:  # a number over int()'s 4300-digit limit
+                raise MalformedInputError(
+                    f"{self.path}: line {line_no}: invalid JSON (a number too long)") from None
             if not isinstance(obj, dict):
                 raise MalformedInputError(f"{self.path}: line {line_no}: expected a JSON object")
             yield (line_no, obj.get(c.text), obj.get(c.id) if c.id is not None else record,
@@ -305,6 +324,8 @@ class Reader:
             elif isinstance(raw_id, float) and raw_id.is_integer():
                 id_ = int(raw_id)  # pandas writes nullable integer columns as floats
             elif isinstance(raw_id, str) and _INT.match(raw_id):
+                if len(raw_id.strip().lstrip("+-").lstrip("0")) > 19:  # int() refuses >4300
+                    return Reject(line, id_str[:40], "bad id: outside int64", shown)
                 id_ = int(raw_id)
             else:
                 return Reject(line, id_str, "missing id" if id_str.strip() == "" else
