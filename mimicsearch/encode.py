@@ -182,7 +182,7 @@ def encode_corpus(input: str | Path, model_dir: str | Path, out_dir: str | Path,
     encoded = 0
     shard: _ShardWriter | None = None
     records = skip
-    stream = iter(()) if m.complete else encoder.encode_stream(
+    stream = (x for x in ()) if m.complete else encoder.encode_stream(
         reader, lambda b: b.texts, prompt=prompt, dim=dim, long=long)
     try:
         for batch, enc in stream:

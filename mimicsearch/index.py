@@ -949,8 +949,10 @@ def build_index_from(input_path: str | Path, out_dir: str | Path,
     then build_index() over them. Keyword arguments in `build` go to build_index()."""
     out = Path(out_dir)
     if (out / MANIFEST).exists():
-        raise FileExistsError(f"{out} already holds an index; use `mimicsearch add` to extend "
-                              "it or choose another --out")
+        if IndexManifest.load(out).quality is not None:
+            raise FileExistsError(f"{out} already holds an index; use `mimicsearch add` to "
+                                  "extend it or choose another --out")
+        (out / MANIFEST).unlink()  # a build killed before its tuning step: build it again
     source, fingerprint = open_input(input_path, model_dir, out / "embeddings",
                                      text_col=text_col, id_col=id_col, dim=dim, long=long,
                                      threads=threads, progress=progress)
