@@ -6,6 +6,7 @@ wrote comes back exactly once, as an accepted record with its exact text or as a
 its line. Examples are bounded for CI; `make soak` raises them via MIMICSEARCH_FUZZ_EXAMPLES.
 """
 import csv
+import gzip
 import io
 import json
 import os
@@ -91,8 +92,9 @@ def csv_files(draw):
 
 
 @FUZZ
-@given(csv_files())
-def test_well_formed_csv_loses_no_row(spec):
+@given(csv_files(), st.integers(0, 12), st.booleans())
+def test_well_formed_csv_loses_no_row(spec, skip, gz):
+    """...and a run resumed after `skip` records gives exactly the rest of a full read."""
     header, delimiter, quoting, rows, bom, crlf = spec
     out = io.StringIO(newline="")
     # Python 3.11's writer leaves a lone "\r" unquoted under QUOTE_MINIMAL with a "\n"
@@ -112,16 +114,29 @@ def test_well_formed_csv_loses_no_row(spec):
         text_of.append(text)
         line += physical_lines(chunk)
     data = ("\ufeff" if bom else "") + out.getvalue()
+    raw = data.encode("utf-8", "surrogateescape")
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / ("notes.tsv" if delimiter == "\t" else "notes.csv")
-        path.write_bytes(data.encode("utf-8", "surrogateescape"))
+        if gz:
+            path = path.with_name(path.name + ".gz")
+            raw = gzip.compress(raw)
+        path.write_bytes(raw)
         batches, err = read_everything(path)
-    if err is not None:
-        check_error_names_file(err, path)
-        # A well-formed file only fails on its header: duplicated or case-ambiguous columns.
-        assert len(set(map(str.lower, header))) < len(header), err
-        return
-    check_accounting(batches, len(rows), line_of, text_of)
+        if err is not None:
+            check_error_names_file(err, path)
+            # A well-formed file only fails on its header: duplicated/case-ambiguous columns.
+            assert len(set(map(str.lower, header))) < len(header), err
+            return
+        check_accounting(batches, len(rows), line_of, text_of)
+        skip = min(skip, len(rows))
+        cut = line_of[skip] if skip < len(rows) else line
+        seen = {i: ln for b in batches for i, ln in zip(b.ids, b.lines.tolist()) if ln < cut}
+        rest = list(Reader(path, batch_size=5, skip=skip, seen=seen))
+    full = [(ln, i, t) for b in batches for ln, i, t in zip(b.lines.tolist(), b.ids, b.texts)]
+    assert [(ln, i, t) for b in rest for ln, i, t in zip(b.lines.tolist(), b.ids, b.texts)] \
+        == [x for x in full if x[0] >= cut]
+    assert [r for b in rest for r in b.rejects] == \
+        [r for b in batches for r in b.rejects if r.line >= cut]
 
 
 @FUZZ
