@@ -118,7 +118,8 @@ def export_model(model_dir: str | os.PathLike, out_dir: str | os.PathLike,
         source_model=info.path, source_sha256=info.sha256, dimension=info.dimension,
         max_seq_length=info.max_seq_length, variants=tuple(written),
         matryoshka_dims=info.matryoshka_dims, prompts=info.prompts, normalize=True,
-        pooling=info.pooling, tokenizer_file=TOKENIZER_FILE, pad_token_id=info.pad_token_id,
+        pooling=info.pooling, tokenizer_file=TOKENIZER_FILE,
+        tokenizer_sha256=sha256_file(out / TOKENIZER_FILE), pad_token_id=info.pad_token_id,
         padding_side=info.padding_side, default_prompt_name=info.default_prompt_name,
         input_names=INPUT_NAMES, output_name=OUTPUT_NAME)
     manifest.save(out)

@@ -24,7 +24,6 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from .fileio import safe_child
 from .manifest import ModelManifest, Precision, verify_file
 
 T = TypeVar("T")
@@ -112,9 +111,7 @@ class Encoder:
         self.token_budget, self.max_batch, self.block_size = token_budget, max_batch, block_size
         self.threads = threads or physical_cores()
         onnx_path = verify_file(model_dir, self.variant.file, self.variant.sha256)
-        tok_path = safe_child(model_dir, m.tokenizer_file)
-        if not tok_path.is_file():
-            raise FileNotFoundError(f"{tok_path} listed in the manifest is missing")
+        tok_path = verify_file(model_dir, m.tokenizer_file, m.tokenizer_sha256)
 
         self._tok = Tokenizer.from_file(str(tok_path))
         self._tok.no_padding()

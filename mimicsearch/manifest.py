@@ -31,7 +31,7 @@ class Parity:
     texts: int
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Parity":
+    def from_dict(cls, d: dict) -> Parity:
         return cls(float(d["cosine_min"]), float(d["cosine_mean"]),
                    float(d["top10_overlap"]), int(d["texts"]))
 
@@ -55,7 +55,7 @@ class Variant:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Variant":
+    def from_dict(cls, d: dict) -> Variant:
         try:
             precision = Precision(d["precision"])
         except ValueError:
@@ -80,6 +80,7 @@ class ModelManifest:
     dimension: int
     max_seq_length: int
     variants: tuple[Variant, ...]
+    tokenizer_sha256: str
     matryoshka_dims: tuple[int, ...] = ()
     prompts: dict[str, str] = field(default_factory=dict)
     normalize: bool = True
@@ -127,7 +128,7 @@ class ModelManifest:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelManifest":
+    def from_dict(cls, d: dict) -> ModelManifest:
         version = d.get("format_version")
         if version != FORMAT_VERSION:
             raise ValueError(f"manifest format_version {version!r} is not supported "
@@ -139,6 +140,7 @@ class ModelManifest:
                 dimension=int(d["dimension"]),
                 max_seq_length=int(d["max_seq_length"]),
                 variants=tuple(Variant.from_dict(v) for v in d["variants"]),
+                tokenizer_sha256=str(d["tokenizer_sha256"]),
                 matryoshka_dims=tuple(int(x) for x in d.get("matryoshka_dims", ())),
                 prompts={str(k): str(v) for k, v in d.get("prompts", {}).items()},
                 normalize=bool(d.get("normalize", True)),
@@ -169,7 +171,7 @@ class ModelManifest:
         write_json(Path(model_dir) / MANIFEST, self.to_dict())
 
     @classmethod
-    def load(cls, model_dir: str | Path) -> "ModelManifest":
+    def load(cls, model_dir: str | Path) -> ModelManifest:
         path = Path(model_dir) / MANIFEST
         if not path.is_file():
             raise FileNotFoundError(
