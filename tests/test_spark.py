@@ -186,7 +186,6 @@ def test_build_index_spark_equals_local(spark, tmp_path, key, shard_size, merge)
     assert info["quality"]["rows_measured"] == 900
 
 
-@pytest.mark.skip(reason="CLI wiring pending")
 def test_cli_engine_spark(spark, minilm_onnx, few_notes_csv, tmp_path):
     import json
 
@@ -215,7 +214,6 @@ def test_cli_engine_spark(spark, minilm_onnx, few_notes_csv, tmp_path):
     assert EmbeddingsManifest.load(tmp_path / "emb").rows == 8
 
 
-@pytest.mark.skip(reason="CLI wiring pending")
 def test_without_pyspark_the_spark_engine_names_the_extra(notes_csv, tmp_path):
     code = (
         "import sys; sys.modules['pyspark'] = None\n"

@@ -7,6 +7,7 @@ import click
 
 from ..encoder import LongMode
 from ..readers import IdType, InputFormat, MalformedInputError
+from ._extras import import_stage
 
 
 @click.command("encode")
@@ -46,9 +47,14 @@ from ..readers import IdType, InputFormat, MalformedInputError
               "different arguments (the same arguments resume it).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--engine", type=click.Choice(["local", "spark"]), default="local",
+              show_default=True, help="spark: read, encode and write with Spark, one shard "
+              "per partition (the [spark] extra; no resume, --npy or --show-text).")
+@click.option("--master", help="Spark master URL with --engine spark (default: spark-submit's, "
+              "else local[*]).")
 def encode(input, model_dir, out_dir, text_col, id_col, keep, no_keep, id_type, input_format,
            prompt, dim, long, precision, threads, shard_size, batch_size, npy, show_text,
-           overwrite, no_progress, as_json):
+           overwrite, no_progress, as_json, engine, master):
     """Encode every note of INPUT (NOTEEVENTS.csv, CSV/TSV, Parquet, JSONL) into OUT.
 
     Rows that cannot be encoded go to OUT/rejects.csv with line and reason. Interrupted,
@@ -56,15 +62,23 @@ def encode(input, model_dir, out_dir, text_col, id_col, keep, no_keep, id_type, 
     """
     from ..encode import encode_corpus
 
+    run, extra = encode_corpus, {"shard_size": shard_size, "batch_size": batch_size,
+                                 "show_text": show_text, "npy": npy}
+    if engine == "spark":
+        if npy or show_text:
+            raise click.UsageError("--npy and --show-text need --engine local")
+        run = import_stage("mimicsearch.spark", "spark").encode_corpus_spark
+        extra = {"master": master}
+    elif master:
+        raise click.UsageError("--master needs --engine spark")
     try:
-        s = encode_corpus(
+        s = run(
             input, model_dir, out_dir, text_col=text_col, id_col=id_col,
             keep=[] if no_keep else (list(keep) or None), id_type=id_type,
             input_format=input_format, prompt=None if prompt == "none" else prompt, dim=dim,
-            long=long, precision=precision, threads=threads, shard_size=shard_size,
-            batch_size=batch_size, show_text=show_text, npy=npy, overwrite=overwrite,
-            progress=not no_progress)
-    except (MalformedInputError, ValueError, FileNotFoundError) as e:
+            long=long, precision=precision, threads=threads, overwrite=overwrite,
+            progress=not no_progress, **extra)
+    except (MalformedInputError, ValueError, FileNotFoundError, FileExistsError) as e:
         raise click.ClickException(str(e)) from None
     if as_json:
         click.echo(json.dumps(s.to_dict(), indent=2))

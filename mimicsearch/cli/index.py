@@ -8,6 +8,7 @@ import click
 
 from .. import index as ix
 from ..search import Filters, Searcher
+from ._extras import import_stage
 
 
 def _fail(e: Exception) -> click.ClickException:
@@ -45,17 +46,28 @@ def _echo_json(data) -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the index manifest as JSON.")
+@click.option("--engine", type=click.Choice(["local", "spark"]), default="local",
+              show_default=True, help="spark: encode and build shards on Spark executors, "
+              "train and measure on the driver (the [spark] extra).")
+@click.option("--master", help="Spark master URL with --engine spark (default: spark-submit's, "
+              "else local[*]).")
 def build_index_cmd(input_path, model_dir, out_dir, memory, index_key, shard_size,
                     merge_on_disk, recall_target, text_col, id_col, dim, long_mode, threads,
-                    seed, no_progress, as_json):
+                    seed, no_progress, as_json, engine, master):
     """Build a search index from notes (encoded with --model) or an embeddings directory."""
+    build, extra = ix.build_index_from, {}
+    if engine == "spark":
+        build = import_stage("mimicsearch.spark", "spark").build_index_from_spark
+        extra = {"master": master}
+    elif master:
+        raise click.UsageError("--master needs --engine spark")
     try:
         budget = ix.parse_bytes(memory) if memory else ix.default_memory_budget()
-        m = ix.build_index_from(
+        m = build(
             input_path, out_dir, model_dir, text_col=text_col, id_col=id_col, dim=dim,
             long=long_mode, threads=threads, progress=not no_progress, memory_bytes=budget,
             index_key=index_key, shard_size=shard_size, merge=merge_on_disk,
-            recall_target=recall_target, seed=seed)
+            recall_target=recall_target, seed=seed, **extra)
     except (ValueError, FileNotFoundError, FileExistsError) as e:
         raise _fail(e) from None
     if as_json:
