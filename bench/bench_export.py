@@ -109,8 +109,9 @@ def main() -> None:
 
     tokens = min(args.tokens, manifest.max_seq_length)
     long_texts = [" ".join([t] * 8) for t in sample_texts(args.speed_texts, seed=7)]
-    tok.enable_truncation(tokens)
-    enc = tok.encode_batch(long_texts)
+    speed_tok = Tokenizer.from_file(str(model_dir / manifest.tokenizer_file))
+    speed_tok.enable_truncation(tokens)  # the parity tokenizer keeps the manifest's length
+    enc = speed_tok.encode_batch(long_texts)
     ids = np.array([e.ids for e in enc], dtype=np.int64)            # (n, tokens)
     mask = np.array([e.attention_mask for e in enc], dtype=np.int64)
     model.max_seq_length = tokens
