@@ -587,6 +587,17 @@ def _is_ivf_key(manifest: IndexManifest) -> bool:
 # Building
 
 
+def check_build_args(out: Path, recall_target: float, shard_size: int | None) -> None:
+    """Refuse a build before any work: shared by the local and the Spark engine."""
+    if (out / MANIFEST).exists():
+        raise FileExistsError(f"{out} already holds an index; use `mimicsearch add` to extend "
+                              "it or choose another --out")
+    if not 0 < recall_target <= 1:
+        raise ValueError(f"recall target {recall_target} must be in (0, 1]")
+    if shard_size is not None and shard_size <= 0:
+        raise ValueError(f"shard size must be positive, got {shard_size}")
+
+
 def build_index(source: VectorSource, out_dir: str | Path, *, model_fingerprint: str,
                 model_dir: str = "", memory_bytes: int | None = None,
                 index_key: str | None = None, shard_size: int | None = None,
@@ -599,13 +610,7 @@ def build_index(source: VectorSource, out_dir: str | Path, *, model_fingerprint:
     """
     t0 = time.perf_counter()
     out = Path(out_dir)
-    if (out / MANIFEST).exists():
-        raise FileExistsError(f"{out} already holds an index; use `mimicsearch add` to extend "
-                              "it or choose another --out")
-    if not 0 < recall_target <= 1:
-        raise ValueError(f"recall target {recall_target} must be in (0, 1]")
-    if shard_size is not None and shard_size <= 0:
-        raise ValueError(f"shard size must be positive, got {shard_size}")
+    check_build_args(out, recall_target, shard_size)
     n, dim = source.rows, source.dim
     choice = choose_index(n, dim, memory_bytes, index_key)
     rng = np.random.default_rng(seed)

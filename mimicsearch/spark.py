@@ -545,13 +545,7 @@ def build_index_spark(embeddings_dir: str | Path, out_dir: str | Path, *,
     """
     t0 = time.perf_counter()
     emb_dir, out = Path(embeddings_dir).resolve(), Path(out_dir).resolve()
-    if (out / MANIFEST).exists():
-        raise FileExistsError(f"{out} already holds an index; use `mimicsearch add` to extend "
-                              "it or choose another --out")
-    if not 0 < recall_target <= 1:
-        raise ValueError(f"recall target {recall_target} must be in (0, 1]")
-    if shard_size is not None and shard_size <= 0:
-        raise ValueError(f"shard size must be positive, got {shard_size}")
+    ix.check_build_args(out, recall_target, shard_size)
     m = EmbeddingsManifest.load(emb_dir)
     if not m.complete:
         raise ValueError(f"{emb_dir} holds an unfinished `encode` run; re-run the same "
