@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .fileio import read_json, safe_child, sha256_file, write_json
+from .fileio import read_manifest, safe_child, sha256_file, write_json
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -107,17 +107,8 @@ class EmbeddingsManifest:
 
     @classmethod
     def load(cls, out_dir: str | Path) -> EmbeddingsManifest:
-        path = Path(out_dir) / MANIFEST
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: is {out_dir} a directory written by "
-                                    "`mimicsearch encode`?")
-        try:
-            m = cls.from_dict(read_json(path))
-        except ValueError as e:
-            raise ValueError(f"{path}: {e}") from None
-        for s in m.shards:
-            safe_child(out_dir, s.file)
-        return m
+        return read_manifest(out_dir, cls.from_dict, "mimicsearch encode",
+                             lambda m: [s.file for s in m.shards])
 
 
 def shard_schema(dim: int, id_type: str, metadata: list[str], windows: bool) -> pa.Schema:

@@ -5,8 +5,11 @@ import contextlib
 import hashlib
 import json
 import os
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, TypeVar
+
+T = TypeVar("T")
 
 
 @contextlib.contextmanager
@@ -48,8 +51,25 @@ def read_json(path: str | os.PathLike) -> dict:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")  # noqa: TRY004  (bad file content, not a caller bug)
     return data
+
+
+def read_manifest(directory: str | os.PathLike, parse: Callable[[dict], T],
+                  written_by: str, files: Callable[[T], Iterable[str]]) -> T:
+    """Parse `directory/manifest.json`; errors name the file, and no listed file may escape
+    the directory (stages meet only through such directories)."""
+    path = Path(directory) / "manifest.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: is {directory} a directory written by "
+                                f"`{written_by}`?")
+    try:
+        m = parse(read_json(path))
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+    for name in files(m):
+        safe_child(directory, name)
+    return m
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

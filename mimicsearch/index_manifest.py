@@ -19,7 +19,7 @@ import enum
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from .fileio import read_json, safe_child, sha256_file, write_json
+from .fileio import read_manifest, safe_child, sha256_file, write_json
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -280,17 +280,8 @@ class IndexManifest:
 
     @classmethod
     def load(cls, index_dir: str | Path) -> IndexManifest:
-        path = Path(index_dir) / MANIFEST
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: is {index_dir} an index directory "
-                                    "written by `mimicsearch build-index`?")
-        try:
-            m = cls.from_dict(read_json(path))
-        except ValueError as e:
-            raise ValueError(f"{path}: {e}") from None
-        for ref in m.files():
-            safe_child(index_dir, ref.file)
-        return m
+        return read_manifest(index_dir, cls.from_dict, "mimicsearch build-index",
+                             lambda m: [ref.file for ref in m.files()])
 
 
 def check_model(manifest: IndexManifest, fingerprint: str, model_dir: str | Path) -> None:

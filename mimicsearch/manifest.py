@@ -9,7 +9,7 @@ import enum
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .fileio import read_json, safe_child, sha256_file, write_json
+from .fileio import read_manifest, safe_child, sha256_file, write_json
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -172,18 +172,8 @@ class ModelManifest:
 
     @classmethod
     def load(cls, model_dir: str | Path) -> ModelManifest:
-        path = Path(model_dir) / MANIFEST
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"{path} not found: is {model_dir} a model directory written by "
-                "`mimicsearch export`?")
-        try:
-            m = cls.from_dict(read_json(path))
-        except ValueError as e:
-            raise ValueError(f"{path}: {e}") from None
-        for name in [m.tokenizer_file] + [v.file for v in m.variants]:
-            safe_child(model_dir, name)
-        return m
+        return read_manifest(model_dir, cls.from_dict, "mimicsearch export",
+                             lambda m: [m.tokenizer_file] + [v.file for v in m.variants])
 
 
 def verify_file(model_dir: str | Path, name: str, sha256: str) -> Path:
