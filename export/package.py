@@ -7,6 +7,7 @@ tokenizer.json and the shipped (optimized) ONNX file, never through PyTorch's to
 """
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import tempfile
@@ -17,12 +18,14 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from mimicsearch.encoder import default_token_budget, length_batches
 from mimicsearch.fileio import sha256_file
 from mimicsearch.manifest import MANIFEST, ModelManifest, Precision, Variant
 
 from .graph import INPUT_NAMES, OUTPUT_NAME, check_graph, export_graph
 from .parity import Thresholds, build_parity_set, gate, measure_parity, read_texts, sample_texts
 from .quantize import Int8Recipe, optimize_graph, quantize_int4, quantize_int8, rank_matmuls
+from .smooth import SmoothRecipe, is_gemma3, smooth_gemma3
 from .source import describe_source, load_source
 from .tokenizer import build_tokenizer, check_tokenizer, save_tokenizer
 
@@ -81,6 +84,13 @@ def export_model(model_dir: str | os.PathLike, out_dir: str | os.PathLike,
     written = []
     with tempfile.TemporaryDirectory(prefix="mimicsearch-export-") as tmp:
         raw = export_graph(model, Path(tmp) / "raw.onnx")
+        int8_src, smoothed = raw, None
+        if Precision.INT8 in variants and _smooths(int8, model):
+            steps.set_postfix_str("smoothing")
+            smoothed = SmoothRecipe(int8.smooth_alpha, int8.smooth_folds)
+            smooth_gemma3(model, _smooth_texts(smoothed.calibration_texts, info.prompts),
+                          smoothed)
+            int8_src = export_graph(model, Path(tmp) / "smoothed.onnx")
         del model  # the parity set holds the reference vectors; free the torch weights
         for precision in variants:
             steps.set_postfix_str(precision.value)
@@ -88,7 +98,8 @@ def export_model(model_dir: str | os.PathLike, out_dir: str | os.PathLike,
 
             def measure(path=path, precision=precision):
                 check_graph(path, info.dimension)
-                parity = measure_parity(parity_set, _onnx_embedder(path, tok, batch_size))
+                parity = measure_parity(parity_set,
+                                        _onnx_embedder(path, tok, info.max_seq_length))
                 return parity, gate(precision, parity, thresholds)
 
             if precision is Precision.FP32:
@@ -96,10 +107,12 @@ def export_model(model_dir: str | os.PathLike, out_dir: str | os.PathLike,
                 recipe = {"optimization": "extended"}
                 parity, reason = measure()
             elif precision is Precision.INT8 and int8.auto:
-                parity, reason, recipe = _auto_int8(raw, path, int8, tok, measure)
+                parity, reason, recipe = _auto_int8(int8_src, path, int8, tok, measure)
+                recipe["smoothed"] = smoothed.to_dict() if smoothed else None
             elif precision is Precision.INT8:
-                kept = quantize_int8(raw, path, int8)
-                recipe = {**int8.to_dict(), "kept_fp32": kept}
+                kept = quantize_int8(int8_src, path, int8)
+                recipe = {**int8.to_dict(), "kept_fp32": kept,
+                          "smoothed": smoothed.to_dict() if smoothed else None}
                 parity, reason = measure()
             else:
                 quantize_int4(raw, path)
@@ -170,6 +183,26 @@ def _auto_int8(raw: Path, path: Path, recipe: Int8Recipe, tok, measure):
     return parity, reason, {**settings, "kept_fp32": ranked[:best], "attempts": order}
 
 
+def _smooths(recipe: Int8Recipe, model) -> bool:
+    if recipe.smooth == "off":
+        return False
+    if is_gemma3(model):
+        return True
+    if recipe.smooth == "on":
+        raise ValueError("SmoothQuant folding (--smooth on) is implemented for Gemma3 models "
+                         "only; use --smooth auto or off")
+    return False
+
+
+def _smooth_texts(n: int, prompts: dict[str, str]) -> list[str]:
+    """Calibration for the activation statistics: synthetic notes, not the parity texts (the
+    gate stays held out), as documents and as short queries."""
+    texts = sample_texts(n, seed=31337)
+    doc, query = prompts.get("document", ""), prompts.get("query", "")
+    return ([doc + t for t in texts[: n // 2]]
+            + [query + " ".join(t.split()[:8]) for t in texts[n // 2:]])
+
+
 def _parse_variants(variants: Sequence[Precision | str]) -> list[Precision]:
     parsed = []
     for v in variants:
@@ -214,18 +247,27 @@ def _torch_embedder(model, batch_size: int):
     return embed
 
 
-def _onnx_embedder(path: Path, tok, batch_size: int):
-    """Embed with plain onnxruntime and the shipped tokenizer, as the runtime does."""
+def _onnx_embedder(path: Path, tok, max_seq_length: int):
+    """Embed with plain onnxruntime and the shipped tokenizer, batched as the runtime's
+    Encoder batches (longest first, under its token budget)."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    budget = default_token_budget(max_seq_length)
+    plain = copy.deepcopy(tok)
+    plain.no_padding()
 
     def embed(texts: Sequence[str], prompt: str) -> np.ndarray:
-        out = []
-        for i in range(0, len(texts), batch_size):
-            enc = tok.encode_batch([prompt + t for t in texts[i:i + batch_size]])
+        texts = [prompt + t for t in texts]
+        lengths = np.array([len(e.ids) for e in plain.encode_batch(texts)])
+        out = np.empty((len(texts), 0), dtype=np.float32)
+        for idx in length_batches(lengths, budget):
+            enc = tok.encode_batch([texts[i] for i in idx])
             feed = {"input_ids": np.array([e.ids for e in enc], dtype=np.int64),
                     "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64)}
-            out.append(session.run([OUTPUT_NAME], feed)[0])  # (batch, dim)
-        return np.concatenate(out).astype(np.float32)
+            vectors = session.run([OUTPUT_NAME], feed)[0]           # (batch, dim)
+            if out.shape[1] == 0:
+                out = np.empty((len(texts), vectors.shape[1]), dtype=np.float32)
+            out[idx] = vectors
+        return out
     return embed

@@ -31,8 +31,11 @@ from mimicsearch.fileio import atomic_path
 log = logging.getLogger(__name__)
 
 # Node-name patterns (regex, searched) of MatMuls left in fp32 by default: MLP down projections
-# of BERT-style (`layer.N/output/dense`, not `attention/output/dense`) and Gemma-style models.
-DEFAULT_EXCLUDE = (r"/layer\.\d+/output/dense/MatMul", r"/mlp/down_proj/MatMul")
+# of BERT-style (`layer.N/output/dense`, not `attention/output/dense`) and Gemma-style models,
+# and sentence-transformers Dense modules (`/2/linear`), which see one pooled row per text
+# and so cost nothing in fp32.
+DEFAULT_EXCLUDE = (r"/layer\.\d+/output/dense/MatMul", r"/mlp/down_proj/MatMul",
+                   r"^/\d+/linear/MatMul$")
 
 
 @dataclass(frozen=True)
@@ -49,10 +52,20 @@ class Int8Recipe:
     # `rank_matmuls`), that let the variant pass its parity gate. Costs one quantization
     # and one parity run per attempt (about log2 of the MatMul count attempts).
     auto: bool = False
+    # SmoothQuant folding before quantization (export/smooth.py): "auto" applies it to Gemma3
+    # models, where it was measured to help; "on" insists (Gemma3 only), "off" skips it.
+    smooth: str = "auto"
+    smooth_alpha: float = 0.6
+    smooth_folds: tuple[str, ...] = ("qkv", "gate_up", "v_o")
+
+    def __post_init__(self):
+        if self.smooth not in ("auto", "on", "off"):
+            raise ValueError(f"smooth={self.smooth!r}; valid: auto, on, off")
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["exclude"] = list(self.exclude)
+        d["smooth_folds"] = list(self.smooth_folds)
         return d
 
 

@@ -28,6 +28,7 @@ from .manifest import ModelManifest, Precision, verify_file
 
 T = TypeVar("T")
 KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+MAX_BATCH = 128
 
 
 class LongMode(str, enum.Enum):
@@ -82,6 +83,24 @@ def physical_cores() -> int:
     return max(1, min(n, allowed) if allowed else n)
 
 
+def default_token_budget(max_seq_length: int) -> int:
+    return max(2048, max_seq_length)
+
+
+def length_batches(lengths: np.ndarray, token_budget: int, max_batch: int = MAX_BATCH
+                   ) -> Iterator[np.ndarray]:
+    """Row indices of each session call: longest texts first, each batch as many rows as fit
+    `token_budget` padded tokens. Batches of like lengths also matter for int8: dynamic
+    quantization takes one activation scale per batch, and padding rows widen it."""
+    order = np.argsort(-np.asarray(lengths), kind="stable")
+    start = 0
+    while start < len(order):
+        longest = int(lengths[order[start]])
+        size = max(1, min(max_batch, token_budget // max(longest, 1)))
+        yield order[start:start + size]
+        start += size
+
+
 def _normalize(x: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(x, axis=1, keepdims=True)  # [rows, 1]
     return (x / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
@@ -98,13 +117,13 @@ class Encoder:
 
     def __init__(self, model_dir: str | Path, threads: int | None = None,
                  precision: str | Precision | None = None, token_budget: int | None = None,
-                 max_batch: int = 128, block_size: int = 1024, overlap: int | None = None):
+                 max_batch: int = MAX_BATCH, block_size: int = 1024, overlap: int | None = None):
         self.model_dir = Path(model_dir)
         self.manifest = m = ModelManifest.load(model_dir)
         self.variant = m.variant(precision)
         # Small batches stay in cache: MiniLM at 256 tokens, one thread, ms/text for budgets
         # 1024/4096/16384: fp32 52/59/70, int8 39/43/44.
-        token_budget = token_budget or max(2048, m.max_seq_length)
+        token_budget = token_budget or default_token_budget(m.max_seq_length)
         if token_budget < m.max_seq_length:
             raise ValueError(f"token_budget={token_budget} is below max_seq_length="
                              f"{m.max_seq_length}: one full-length text must fit a batch")
@@ -250,15 +269,10 @@ class Encoder:
         """Raw graph output for every row, in row order: float32 [rows, dimension]."""
         lengths = tokens.lengths
         out = np.empty((len(lengths), self.manifest.dimension), dtype=np.float32)
-        order = np.argsort(-lengths, kind="stable")
         pad = self.manifest.pad_token_id
         left = self.manifest.padding_side == "left"
-        start = 0
-        while start < len(order):
-            longest = int(lengths[order[start]])
-            size = max(1, min(self.max_batch, self.token_budget // max(longest, 1)))
-            idx = order[start:start + size]
-            start += size
+        for idx in length_batches(lengths, self.token_budget, self.max_batch):
+            longest = int(lengths[idx[0]])
             cols = np.arange(longest)
             shift = longest - lengths[idx][:, None] if left else 0  # [batch, 1] pad before
             valid = (cols >= shift) & (cols < shift + lengths[idx][:, None])  # [batch, longest]

@@ -133,3 +133,16 @@ def test_bad_prompt_and_str_input_are_refused(gemma):
     with pytest.raises(TypeError, match="list"):
         gemma.encode("chest pain")
     assert gemma.encode([]).shape == (0, 32)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_length_batches_cover_every_row_once_under_the_budget(seed):
+    from mimicsearch.encoder import length_batches
+
+    lengths = np.random.default_rng(seed).integers(1, 300, size=200)
+    batches = list(length_batches(lengths, token_budget=1024, max_batch=16))
+    rows = np.concatenate(batches)
+    assert sorted(rows.tolist()) == list(range(200))
+    assert (np.diff(lengths[rows]) <= 0).all()  # longest first, so neighbours are alike
+    for b in batches:
+        assert len(b) <= 16 and (len(b) == 1 or len(b) * lengths[b].max() <= 1024)

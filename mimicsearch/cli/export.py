@@ -56,6 +56,14 @@ def _variants(ctx, param, value: str) -> tuple[str, ...]:
               help="int8: MatMul node names (regex) left in fp32; repeatable. Default: the MLP "
                    "down projections. '' quantizes all; 'auto' keeps the fewest most "
                    "int8-sensitive MatMuls that pass the gate (several quantize+parity runs).")
+@click.option("--smooth", type=click.Choice(["auto", "on", "off"]), default="auto",
+              show_default=True,
+              help="int8: fold SmoothQuant scales (activation outliers moved into the weights, "
+                   "exact in fp32) before quantizing. auto = Gemma3 models (EmbeddingGemma), "
+                   "where it is what passes the gate.")
+@click.option("--smooth-alpha", default=0.6, show_default=True,
+              type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="SmoothQuant migration strength: 0 leaves activations, 1 flattens them.")
 @click.option("--matryoshka-dims", callback=_int_list,
               help="Comma-separated truncation dims the model was trained for "
                    "(default: known for EmbeddingGemma, else none).")
@@ -63,7 +71,8 @@ def _variants(ctx, param, value: str) -> tuple[str, ...]:
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def export_cmd(model_dir, out, variants, calibration, parity_texts, min_cosine_fp32,
                min_cosine_int8, min_cosine_int4, min_overlap, reduce_range, per_channel,
-               quantize_embeddings, keep_fp32, matryoshka_dims, as_json, no_progress):
+               quantize_embeddings, keep_fp32, smooth, smooth_alpha, matryoshka_dims, as_json,
+               no_progress):
     """Export a sentence-transformers model to ONNX (one graph: transformer, pooling, dense,
     normalize), quantize it, check every variant against PyTorch, and write MODEL_DIR's
     runtime model directory. Exits 1 if a variant fails its parity gate."""
@@ -77,7 +86,8 @@ def export_cmd(model_dir, out, variants, calibration, parity_texts, min_cosine_f
     exclude = quantize.DEFAULT_EXCLUDE if not keep_fp32 or auto \
         else tuple(k for k in keep_fp32 if k)
     recipe = quantize.Int8Recipe(per_channel=per_channel, reduce_range=reduce_range,
-                                 embeddings=quantize_embeddings, exclude=exclude, auto=auto)
+                                 embeddings=quantize_embeddings, exclude=exclude, auto=auto,
+                                 smooth=smooth, smooth_alpha=smooth_alpha)
     thresholds = parity.Thresholds(fp32_cosine=min_cosine_fp32, int8_cosine=min_cosine_int8,
                                    int4_cosine=min_cosine_int4, top10_overlap=min_overlap)
     try:
