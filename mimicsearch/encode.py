@@ -31,6 +31,7 @@ from .embeddings import (
 )
 from .encoder import Encoded, Encoder, LongMode
 from .fileio import atomic_open, atomic_path, safe_child, sha256_file
+from .idset import IdSet
 from .readers import IdType, InputFormat, Reader, RecordBatch, Reject
 
 REJECTS = "rejects.csv"
@@ -172,7 +173,7 @@ def encode_corpus(input: str | Path, model_dir: str | Path, out_dir: str | Path,
             n for n in schema.names if n != "embedding"), id_type_v, long.value,
             settings=settings)
     skip = m.shards[-1].records_through if m.shards else 0
-    seen = {} if m.complete else _seen_ids(out, m)
+    seen = IdSet() if m.complete else _seen_ids(out, m)
     shards = list(m.shards)
 
     reader = Reader(input, text_col, id_col, keep, id_type, input_format, batch_size,
@@ -212,6 +213,7 @@ def encode_corpus(input: str | Path, model_dir: str | Path, out_dir: str | Path,
         stream.close()  # stops the tokenizer thread before the file closes
         bar.close()
         reader.close()
+        seen.close()
     if not m.complete:
         m = _finish(out, m, show_text, npy)
     elif npy and not (out / NPY).is_file():
@@ -249,16 +251,16 @@ def _remove_outputs(out: Path) -> None:
             p.unlink()
 
 
-def _seen_ids(out: Path, m: EmbeddingsManifest) -> dict:
+def _seen_ids(out: Path, m: EmbeddingsManifest) -> IdSet:
     """Ids (to their line) of the complete shards, checking each shard's hash."""
-    seen: dict = {}
+    seen = IdSet()
     for s in m.shards:
         path = safe_child(out, s.file)
         if not path.is_file() or sha256_file(path) != s.sha256:
             raise ValueError(f"{path} is missing or differs from {out}/{MANIFEST}; "
                              "cannot resume: re-run with --overwrite")
         t = pq.read_table(path, columns=["id", "line"])
-        seen.update(zip(t.column("id").to_pylist(), t.column("line").to_pylist()))
+        seen.update(t.column("id").to_pylist(), t.column("line").to_pylist())
     return seen
 
 

@@ -87,3 +87,41 @@ def safe_child(root: str | os.PathLike, name: str) -> Path:
     if p != root and root not in p.parents:
         raise ValueError(f"path {name!r} in {root}/manifest.json escapes its directory")
     return p
+
+
+class DirectoryBusy(ValueError):
+    """Another process is writing the directory."""
+
+
+_held: set[Path] = set()
+
+
+@contextlib.contextmanager
+def writer_lock(directory: str | os.PathLike) -> Iterator[None]:
+    """One writer at a time per output directory: two `add`s racing would each write a
+    manifest and one update would be lost. The lock (flock on DIR/.lock) is released by the
+    OS when its process dies, so a killed run never leaves it stuck; re-entrant within a
+    process. Where flock does not exist (Windows) it is a no-op."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    key = directory.resolve()
+    if key in _held:
+        yield
+        return
+    with open(directory / ".lock", "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DirectoryBusy(f"{directory} is being written by another process; wait for "
+                                "it to finish (its lock: .lock)") from None
+        _held.add(key)
+        try:
+            yield
+        finally:
+            _held.discard(key)
+            fcntl.flock(f, fcntl.LOCK_UN)

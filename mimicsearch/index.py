@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import os
 import re
@@ -26,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 from tqdm import tqdm
 
-from .fileio import atomic_path
+from .fileio import atomic_path, writer_lock
 from .index_manifest import (
     MANIFEST,
     BuildParams,
@@ -587,6 +588,38 @@ def _is_ivf_key(manifest: IndexManifest) -> bool:
 # Building
 
 
+# Files the index directory's writers create; any that no manifest names is an orphan of a
+# killed run (`.NAME.tmp.PID` are atomic_path's temporaries).
+WRITTEN_FILES = ("trained-*.faiss", "shard-*.faiss", "merged-*.faiss", "merged-*.ivfdata",
+                 "store/part-*.parquet", "store/deleted-*.parquet", ".*.tmp.*",
+                 "store/.*.tmp.*")
+
+
+def sweep_orphans(index_dir: Path, m: IndexManifest | None) -> list[str]:
+    """Delete what a killed build/add/remove/merge wrote but no manifest names (never read,
+    only disk space). Called under the writer lock, so no live writer owns such a file."""
+    keep = {f.file for f in m.files()} if m is not None else set()
+    removed = []
+    for pattern in WRITTEN_FILES:
+        for p in index_dir.glob(pattern):
+            name = p.relative_to(index_dir).as_posix()
+            if name not in keep and p.is_file():
+                p.unlink()
+                removed.append(name)
+    return sorted(removed)
+
+
+def _index_writer(position: int):
+    """Run the decorated function under the writer lock of its index directory argument."""
+    def wrap(fn):
+        @functools.wraps(fn)
+        def locked(*args, **kwargs):
+            with writer_lock(args[position]):
+                return fn(*args, **kwargs)
+        return locked
+    return wrap
+
+
 def check_build_args(out: Path, recall_target: float, shard_size: int | None) -> None:
     """Refuse a build before any work: shared by the local and the Spark engine."""
     if (out / MANIFEST).exists():
@@ -598,6 +631,7 @@ def check_build_args(out: Path, recall_target: float, shard_size: int | None) ->
         raise ValueError(f"shard size must be positive, got {shard_size}")
 
 
+@_index_writer(1)
 def build_index(source: VectorSource, out_dir: str | Path, *, model_fingerprint: str,
                 model_dir: str = "", memory_bytes: int | None = None,
                 index_key: str | None = None, shard_size: int | None = None,
@@ -611,6 +645,7 @@ def build_index(source: VectorSource, out_dir: str | Path, *, model_fingerprint:
     t0 = time.perf_counter()
     out = Path(out_dir)
     check_build_args(out, recall_target, shard_size)
+    sweep_orphans(out, None)  # no manifest: all of them are from a killed build
     n, dim = source.rows, source.dim
     choice = choose_index(n, dim, memory_bytes, index_key)
     rng = np.random.default_rng(seed)
@@ -733,10 +768,12 @@ def _without(rows: np.ndarray, row: int, k: int) -> list[int]:
     return [int(r) for r in rows if r != row and r >= 0][:k]
 
 
+@_index_writer(0)
 def merge_shards(index_dir: str | Path) -> IndexManifest:
     """Merge all IVF shards into one on-disk index whose lists are memory-mapped."""
     index_dir = Path(index_dir)
     m = IndexManifest.load(index_dir)
+    sweep_orphans(index_dir, m)
     trained_path = m.trained.verify(index_dir)
     trained = read_faiss(trained_path)
     if _ivf(trained) is None:
@@ -771,11 +808,13 @@ def _unlink_replaced(index_dir: Path, old: IndexManifest, new: IndexManifest) ->
 # Incremental changes
 
 
+@_index_writer(0)
 def add_to_index(index_dir: str | Path, vectors: np.ndarray, metadata: pa.Table) -> IndexManifest:
     """Append rows without retraining: they fill the last shard up to the shard size, then
     go to new shards cloned from the trained index. Note ids must be new."""
     index_dir = Path(index_dir)
     m = IndexManifest.load(index_dir)
+    sweep_orphans(index_dir, m)
     vectors = check_vectors(vectors, m.dimension)
     store = MetadataStore.load(index_dir, m)
     table = store_table(metadata, m.rows, m.id_type)
@@ -822,11 +861,13 @@ class RemoveResult:
     manifest: IndexManifest
 
 
+@_index_writer(0)
 def remove_from_index(index_dir: str | Path, ids: Sequence) -> RemoveResult:
     """Delete notes by id: natively from shards that support it (Flat, IVF), as tombstones
     elsewhere (HNSW, merged on-disk shards); the store marks every removed row."""
     index_dir = Path(index_dir)
     m = IndexManifest.load(index_dir)
+    sweep_orphans(index_dir, m)
     store = MetadataStore.load(index_dir, m)
     rows, missing = store.rows_of(ids)
     if missing:
@@ -947,6 +988,7 @@ def open_input(input_path: str | Path, model_dir: str | Path | None, embeddings_
             _model_fingerprint(model_dir))
 
 
+@_index_writer(1)
 def build_index_from(input_path: str | Path, out_dir: str | Path,
                      model_dir: str | Path | None = None, *, text_col: str | None = None,
                      id_col: str | None = None, dim: int | None = None,
@@ -968,6 +1010,7 @@ def build_index_from(input_path: str | Path, out_dir: str | Path,
                        progress=progress, **build)
 
 
+@_index_writer(0)
 def add_notes(index_dir: str | Path, input_path: str | Path,
               model_dir: str | Path | None = None, *, text_col: str | None = None,
               id_col: str | None = None, threads: int | None = None,
@@ -976,6 +1019,8 @@ def add_notes(index_dir: str | Path, input_path: str | Path,
     index_dir = Path(index_dir)
     m = IndexManifest.load(index_dir)
     model_dir = model_dir or m.model_dir or None
+    for stale in index_dir.glob(".adding-*"):  # from a killed add; we hold the lock
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = index_dir / f".adding-{uuid.uuid4().hex[:12]}"
     try:
         dim = None

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .idset import IdSet
+
 # NOTEEVENTS (MIMIC-III) and note/discharge (MIMIC-IV) columns, matched case-insensitively.
 TEXT_COLUMNS = ("TEXT",)
 ID_COLUMNS = ("ROW_ID", "note_id")
@@ -149,14 +151,14 @@ def _undecodable(s: str) -> bool:
 class Reader:
     """Iterate over an input file as `RecordBatch`es of `batch_size` records.
 
-    `skip` records are read and dropped (resume); `seen` maps ids already accepted to their
-    line, so duplicates are caught across a resumed run too.
+    `skip` records are read and dropped (resume); `seen` (an `IdSet`) maps ids already
+    accepted to their line, so duplicates are caught across a resumed run too.
     """
 
     def __init__(self, path: str | Path, text_col: str | None = None, id_col: str | None = None,
                  keep: list[str] | None = None, id_type: IdType | str = IdType.AUTO,
                  input_format: InputFormat | str | None = None, batch_size: int = 1024,
-                 skip: int = 0, seen: dict | None = None, show_text: bool = False,
+                 skip: int = 0, seen: IdSet | None = None, show_text: bool = False,
                  delimiter: str | None = None):
         self.path = Path(path)
         if not self.path.is_file():
@@ -166,7 +168,7 @@ class Reader:
             raise ValueError(f"batch_size={batch_size}: must be >= 1")
         self.batch_size = batch_size
         self.skip = skip
-        self.seen = {} if seen is None else seen
+        self.seen = IdSet() if seen is None else seen
         self.show_text = show_text
         self.delimiter = delimiter or ("\t" if self.format is InputFormat.TSV else ",")
         self._size = max(self.path.stat().st_size, 1)

@@ -526,6 +526,7 @@ def _add_task(emb_dir: str, out_dir: str, piece: Piece, trained: np.ndarray,
     return piece.first_row, shard.to_dict(), part.to_dict(), heap.D, heap.I
 
 
+@ix._index_writer(1)
 def build_index_spark(embeddings_dir: str | Path, out_dir: str | Path, *,
                       model_dir: str = "", memory_bytes: int | None = None,
                       index_key: str | None = None, shard_size: int | None = None,
@@ -546,6 +547,7 @@ def build_index_spark(embeddings_dir: str | Path, out_dir: str | Path, *,
     t0 = time.perf_counter()
     emb_dir, out = Path(embeddings_dir).resolve(), Path(out_dir).resolve()
     ix.check_build_args(out, recall_target, shard_size)
+    ix.sweep_orphans(out, None)
     m = EmbeddingsManifest.load(emb_dir)
     if not m.complete:
         raise ValueError(f"{emb_dir} holds an unfinished `encode` run; re-run the same "

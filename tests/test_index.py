@@ -471,3 +471,44 @@ def test_exact_subset_search_in_blocks(tmp_path, corpus, monkeypatch):
     D, I = ix.search(q, K, mask)
     check_ref_knn_with_draws(*ref, D, I, rtol=1e-5)
     check_ref_knn_with_draws(*brute_filtered(x, q, mask, K), D, I, rtol=1e-4, atol=1e-5)
+
+
+# --- one writer, no orphans ---------------------------------------------------------------
+
+def test_orphans_of_killed_writers_are_swept_by_the_next_one(tmp_path, corpus):
+    x, _, meta = corpus
+    ix_dir = build(tmp_path, corpus, rows=np.arange(1500), index_key="Flat", shard_size=1000)
+    named = {f.file for f in IndexManifest.load(ix_dir).files()}
+    orphans = ["shard-0123456789ab.faiss", "store/part-0123456789ab.parquet",
+               ".manifest.json.tmp.4242", "merged-0123456789ab.ivfdata"]
+    for name in orphans:
+        (ix_dir / name).write_bytes(b"left by a kill -9")
+    (ix_dir / "notes.txt").write_text("not ours")
+    m = add_to_index(ix_dir, x[1500:1600], meta.slice(1500, 100))
+    present = {p.relative_to(ix_dir).as_posix() for p in ix_dir.rglob("*") if p.is_file()}
+    assert not present & set(orphans)
+    assert {f.file for f in m.files()} <= present and "notes.txt" in present
+    assert named - {f.file for f in m.files()} == named - present  # replaced files unlinked
+
+
+def test_a_second_writer_is_refused_while_the_first_holds_the_lock(tmp_path, corpus):
+    import subprocess
+    import sys
+
+    from mimicsearch.fileio import DirectoryBusy
+
+    x, _, meta = corpus
+    ix_dir = build(tmp_path, corpus, rows=np.arange(1500), index_key="Flat")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom mimicsearch.fileio import writer_lock\n"
+         "with writer_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(60)",
+         str(ix_dir)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(DirectoryBusy, match="being written by another process"):
+            add_to_index(ix_dir, x[1500:1600], meta.slice(1500, 100))
+    finally:
+        holder.kill()
+        holder.wait()
+    m = add_to_index(ix_dir, x[1500:1600], meta.slice(1500, 100))  # the OS freed the lock
+    assert m.rows == 1600

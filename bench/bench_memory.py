@@ -1,0 +1,93 @@
+"""Memory benchmark (not a test): does `encode` stay flat as the corpus grows?
+
+    python bench/bench_memory.py --model tiny --rows 50000,500000,2000000
+
+For each size, writes a CSV of short distinct notes (string ids, the costlier kind for the
+duplicate-id map) and encodes it in a fresh subprocess; reports peak RSS, the growth over
+the smallest run, and what the corpus would cost held in Python objects (measured on a
+sample: a list of (id, text) tuples). Any exported model directory works; `tiny` exports
+the test suite's tiny random Gemma3 (needs the export extra), which keeps the run about
+reading, batching and bookkeeping rather than matrix products.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+RUN = """
+import json, resource, sys
+from mimicsearch.encode import encode_corpus
+s = encode_corpus(sys.argv[1], sys.argv[2], sys.argv[3], progress=False, shard_size=50000,
+                  batch_size=1024, threads=1)
+print(json.dumps({"encoded": s.encoded, "rejected": s.rejected, "seconds": s.seconds,
+                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+WORDS = ["stable", "denies", "chest", "pain", "fever", "cough", "dyspnea", "afebrile",
+         "tolerating", "diet", "sinus", "rhythm", "creatinine", "improved", "lasix", "held"]
+
+
+def note(i: int) -> tuple[str, str]:
+    words = " ".join(WORDS[(i * 7 + k * 3) % len(WORDS)] for k in range(8))
+    return f"note-{i:012d}", f"Patient {i}: {words}."
+
+
+def python_bytes_per_row(sample: int = 20000) -> float:
+    rows = [note(i) for i in range(sample)]
+    total = sys.getsizeof(rows) + sum(sys.getsizeof(r) + sys.getsizeof(r[0]) + sys.getsizeof(r[1])
+                                      for r in rows)
+    return total / sample
+
+
+def tiny_model(tmp: Path) -> str:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from fixtures.models import build_tiny_gemma
+    from mimicsearch.export.package import export_model
+
+    out = tmp / "tiny-onnx"
+    export_model(build_tiny_gemma(tmp), out, variants=["int8"], parity_texts=24,
+                 progress=False)
+    return str(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", required=True, help="exported model directory, or tiny")
+    ap.add_argument("--rows", default="50000,500000,2000000")
+    args = ap.parse_args()
+    per_row = python_bytes_per_row()
+    results = []
+    with tempfile.TemporaryDirectory(prefix="bench-memory-") as tmp:
+        model = tiny_model(Path(tmp)) if args.model == "tiny" else args.model
+        for n in (int(x) for x in args.rows.split(",")):
+            src = Path(tmp) / f"notes-{n}.csv"
+            with open(src, "w", newline="") as f:
+                w = csv.writer(f)
+                w.writerow(["ROW_ID", "TEXT"])
+                w.writerows(note(i) for i in range(n))
+            r = subprocess.run([sys.executable, "-c", RUN, str(src), model,
+                                str(Path(tmp) / f"out-{n}")],
+                               check=True, capture_output=True, text=True)
+            got = json.loads(r.stdout)
+            assert got["encoded"] == n and got["rejected"] == 0, got
+            got.update(rows=n, csv_mb=src.stat().st_size / 1e6,
+                       python_objects_mb=n * per_row / 1e6)
+            results.append(got)
+            print(json.dumps(got), file=sys.stderr, flush=True)
+            src.unlink()
+    base = results[0]["rss_mb"]
+    print("| rows | CSV MB | corpus as Python objects MB | peak RSS MB | growth MB | rows/s |")
+    print("|---|---|---|---|---|---|")
+    for g in results:
+        print(f"| {g['rows']:,} | {g['csv_mb']:.0f} | {g['python_objects_mb']:.0f} | "
+              f"{g['rss_mb']:.0f} | {g['rss_mb'] - base:+.0f} | "
+              f"{g['encoded'] / g['seconds']:,.0f} |")
+
+
+if __name__ == "__main__":
+    main()
