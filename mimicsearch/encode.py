@@ -143,7 +143,8 @@ def encode_corpus(input: str | Path, model_dir: str | Path, out_dir: str | Path,
                   threads: int | None = None, shard_size: int = 50_000,
                   batch_size: int = 1024, show_text: bool = False, npy: bool = False,
                   overwrite: bool = False, progress: bool = True,
-                  encoder: Encoder | None = None) -> EncodeSummary:
+                  max_length: int | None = None, encoder: Encoder | None = None
+                  ) -> EncodeSummary:
     """Encode every note of `input` into `out_dir` (see mimicsearch/embeddings.py).
 
     Rejected rows go to `out_dir/rejects.csv` (note text only with `show_text`). Re-running
@@ -154,13 +155,15 @@ def encode_corpus(input: str | Path, model_dir: str | Path, out_dir: str | Path,
     if shard_size < 1:
         raise ValueError(f"shard_size={shard_size}: must be >= 1")
     long = LongMode(long)
-    encoder = encoder or Encoder(model_dir, threads=threads, precision=precision)
+    encoder = encoder or Encoder(model_dir, threads=threads, precision=precision,
+                                 max_length=max_length)
     dim = encoder.check_dim(dim)
     encoder.prompt_text(prompt)
     probe = Reader(input, text_col, id_col, keep, id_type, input_format, batch_size)
     probe.close()
     settings = _settings(input, encoder, probe, prompt=prompt, dim=dim, long=long.value,
-                         shard_size=shard_size, batch_size=batch_size, show_text=show_text)
+                         shard_size=shard_size, batch_size=batch_size, show_text=show_text,
+                         max_length=encoder.max_length)
     columns = probe.columns
     id_type_v = "int64" if columns.id_type is IdType.INT else "string"
     schema = shard_schema(dim, id_type_v, list(columns.keep), long is LongMode.WINDOWS)

@@ -41,6 +41,23 @@ def test_minilm_matches_sentence_transformers(minilm, minilm_dir):
     assert enc.truncated.tolist() == [False] * 24 + [True, True]
 
 
+def test_max_length_cuts_like_sentence_transformers(minilm_onnx, minilm_dir):
+    from sentence_transformers import SentenceTransformer
+
+    texts = notes(6, seed=5, lo=60, hi=90)  # all longer than 32 tokens
+    st = SentenceTransformer(str(minilm_dir), device="cpu")
+    st.max_seq_length = 32
+    want = st.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+    enc = Encoder(minilm_onnx, precision="fp32", threads=1, max_length=32)
+    got = enc.encode_detailed(texts, prompt=None)
+    assert np.sum(got.vectors * want, axis=1).min() >= 0.9999
+    assert got.truncated.all()
+    full = Encoder(minilm_onnx, precision="fp32", threads=1).encode(texts, prompt=None)
+    assert np.sum(full * want, axis=1).min() < 0.999  # the cut is real
+    with pytest.raises(ValueError, match="max_length=4096"):
+        Encoder(minilm_onnx, max_length=4096)
+
+
 @pytest.mark.parametrize("prompt", ["document", "query"])
 def test_tiny_gemma_matches_sentence_transformers_with_prompts(gemma, tiny_gemma_dir, prompt):
     from sentence_transformers import SentenceTransformer

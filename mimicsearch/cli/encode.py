@@ -33,6 +33,9 @@ from ._extras import import_stage
               show_default=True,
               help="Notes over max_seq_length: cut; chunk (mean of overlapping windows); "
                    "windows (one row per window, id = parent note).")
+@click.option("--max-length", type=int,
+              help="Tokens per note (or window), below the model's max_seq_length: faster, "
+                   "and the cut counts as truncation (default: the model's).")
 @click.option("--precision", type=click.Choice(["fp32", "int8", "int4"]),
               help="Model variant (default: the most compact one that passed parity).")
 @click.option("--threads", type=int, help="ORT threads (default: physical cores).")
@@ -53,7 +56,7 @@ from ._extras import import_stage
 @click.option("--master", help="Spark master URL with --engine spark (default: spark-submit's, "
               "else local[*]).")
 def encode(input, model_dir, out_dir, text_col, id_col, keep, no_keep, id_type, input_format,
-           prompt, dim, long, precision, threads, shard_size, batch_size, npy, show_text,
+           prompt, dim, long, max_length, precision, threads, shard_size, batch_size, npy, show_text,
            overwrite, no_progress, as_json, engine, master):
     """Encode every note of INPUT (NOTEEVENTS.csv, CSV/TSV, Parquet, JSONL) into OUT.
 
@@ -63,10 +66,10 @@ def encode(input, model_dir, out_dir, text_col, id_col, keep, no_keep, id_type, 
     from ..encode import encode_corpus
 
     run, extra = encode_corpus, {"shard_size": shard_size, "batch_size": batch_size,
-                                 "show_text": show_text, "npy": npy}
+                                 "show_text": show_text, "npy": npy, "max_length": max_length}
     if engine == "spark":
-        if npy or show_text:
-            raise click.UsageError("--npy and --show-text need --engine local")
+        if npy or show_text or max_length:
+            raise click.UsageError("--npy, --show-text and --max-length need --engine local")
         run = import_stage("mimicsearch.spark", "spark").encode_corpus_spark
         extra = {"master": master}
     elif master:
