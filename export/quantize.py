@@ -6,8 +6,9 @@ uint8 quantized per batch at run time, attention score products left fp32. Measu
 all-MiniLM-L6-v2 (cosine to PyTorch, min over 64 notes, reduce_range on): every weight
 MatMul 0.984; the 6 MLP down projections kept fp32 0.993; the 3 most sensitive of them (what
 `auto` finds) 0.991. The down projection's input (after GELU) has token outliers that one
-scale per tensor cannot hold; SmoothQuant-style per-channel rescaling made MiniLM worse
-(0.970 at alpha 0.5), so it is not offered. `reduce_range` (7-bit weights) is on by default:
+scale per tensor cannot hold. SmoothQuant-style per-channel rescaling made MiniLM worse
+(0.970 at alpha 0.5), so it is applied to Gemma3 only (export/smooth.py), where it lifts
+EmbeddingGemma from 0.981 to 0.998. `reduce_range` (7-bit weights) is on by default:
 AVX2 CPUs without VNNI compute u8*s8 with saturating int16 adds, which wrecks full-range
 int8 (the project measured EmbeddingGemma at cosine 0.57 without, 0.92 with), and a parity
 gate run on a VNNI machine would not see it.
@@ -59,8 +60,11 @@ class Int8Recipe:
     smooth_folds: tuple[str, ...] = ("qkv", "gate_up", "v_o")
 
     def __post_init__(self):
+        from .smooth import SmoothRecipe
+
         if self.smooth not in ("auto", "on", "off"):
             raise ValueError(f"smooth={self.smooth!r}; valid: auto, on, off")
+        SmoothRecipe(self.smooth_alpha, self.smooth_folds)  # refuses unknown folds now
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -28,7 +28,7 @@ METADATA_COLUMNS = ("SUBJECT_ID", "HADM_ID", "CATEGORY", "CHARTDATE", "note_type
 # Discharge summaries reach ~100k characters; the limit stops an unbalanced quote from
 # reading the rest of a multi-GB file into one field.
 FIELD_LIMIT = 64 << 20
-_INT = re.compile(r"\s*[+-]?\d+\s*\Z")
+_INT = re.compile(r"\s*[+-]?[0-9]+\s*\Z")  # ASCII digits: int() also takes "٣"
 
 
 class InputFormat(str, enum.Enum):

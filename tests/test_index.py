@@ -499,10 +499,10 @@ def test_a_second_writer_is_refused_while_the_first_holds_the_lock(tmp_path, cor
 
     x, _, meta = corpus
     ix_dir = build(tmp_path, corpus, rows=np.arange(1500), index_key="Flat")
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom mimicsearch.fileio import writer_lock\n"
-         "with writer_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(60)",
-         str(ix_dir)], stdout=subprocess.PIPE, text=True)
+    hold = ("import sys, time\nfrom mimicsearch.fileio import writer_lock\n"
+            "with writer_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(ix_dir)], stdout=subprocess.PIPE,
+                              text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(DirectoryBusy, match="being written by another process"):

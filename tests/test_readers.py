@@ -8,6 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from mimicsearch.idset import IdSet
 from mimicsearch.readers import IdType, MalformedInputError, Reader
 
 NOTE_HEADER = ["ROW_ID", "SUBJECT_ID", "HADM_ID", "CHARTDATE", "CHARTTIME", "STORETIME",
@@ -66,17 +67,19 @@ def test_hostile_csv_rejects_account_for_every_row(tmp_path):
         note(6, "BAD_BYTES"),
         note(7, "multi\nline\nfine"),
         note(99999999999999999999, "too big for int64"),
+        note("\u0663", "an Arabic-Indic digit three, which int() would take"),
     ])
     data = path.read_bytes().replace(b"BAD_BYTES", b"caf\xe9 latin-1")
     path.write_bytes(data)
     r = Reader(path, batch_size=4, show_text=False)
     batches, _, texts, rejects = read_all(r)
-    assert sum(b.records for b in batches) == 9 == len(texts) + len(rejects)
+    assert sum(b.records for b in batches) == 10 == len(texts) + len(rejects)
     assert texts == ["fine", "multi\nline\nfine"]
     got = {(x.line, x.reason) for x in rejects}
     assert got == {(3, "empty text"), (4, "empty text"), (6, "bad id: not an integer"),
                    (7, "missing id"), (8, "duplicate id (first at line 2)"),
-                   (9, "text is not valid UTF-8"), (13, "bad id: outside int64")}
+                   (9, "text is not valid UTF-8"), (13, "bad id: outside int64"),
+                   (14, "bad id: not an integer")}
     assert all(x.text is None for x in rejects)  # no note text unless asked
 
 
@@ -143,7 +146,8 @@ def test_skip_and_seen_resume_where_a_run_stopped(tmp_path):
     path = write_notes(tmp_path / "n.csv", [note(i, f"note {i}") for i in range(1, 8)]
                        + [note(2, "dup")])
     first = list(Reader(path, batch_size=3))[:1]
-    seen = {i: ln for b in first for i, ln in zip(b.ids, b.lines.tolist())}
+    seen = IdSet()
+    seen.update([i for b in first for i in b.ids], [ln for b in first for ln in b.lines])
     rest = list(Reader(path, batch_size=3, skip=3, seen=seen))
     assert [b.start for b in rest] == [3, 6]
     assert [t for b in rest for t in b.texts] == [f"note {i}" for i in range(4, 8)]

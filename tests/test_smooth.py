@@ -68,3 +68,10 @@ def test_cli_smooth_off_exports_unsmoothed(tiny_gemma_dir, tmp_path):
     assert r.exit_code == 0, r.output
     recipe = json.loads(r.stdout)["variants"][0]["recipe"]
     assert recipe["smooth"] == "off" and recipe["smoothed"] is None
+
+
+def test_cli_refuses_an_unknown_fold_before_any_work(tiny_gemma_dir, tmp_path):
+    r = CliRunner().invoke(main, ["export", str(tiny_gemma_dir), "--out", str(tmp_path / "m"),
+                                  "--smooth-folds", "qkv,k_o"])
+    assert r.exit_code == 2 and "unknown SmoothQuant folds ['k_o']" in r.output, r.output
+    assert not (tmp_path / "m").exists()

@@ -64,6 +64,10 @@ def _variants(ctx, param, value: str) -> tuple[str, ...]:
 @click.option("--smooth-alpha", default=0.6, show_default=True,
               type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="SmoothQuant migration strength: 0 leaves activations, 1 flattens them.")
+@click.option("--smooth-folds", default="qkv,gate_up,v_o", show_default=True,
+              help="Where SmoothQuant folds scales: qkv (input norm -> q/k/v), gate_up "
+                   "(pre-MLP norm -> gate/up), v_o (v -> o), up_down (up -> down; pair it "
+                   "with quantizing the down projections, e.g. --keep-fp32 auto).")
 @click.option("--matryoshka-dims", callback=_int_list,
               help="Comma-separated truncation dims the model was trained for "
                    "(default: known for EmbeddingGemma, else none).")
@@ -71,8 +75,8 @@ def _variants(ctx, param, value: str) -> tuple[str, ...]:
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def export_cmd(model_dir, out, variants, calibration, parity_texts, min_cosine_fp32,
                min_cosine_int8, min_cosine_int4, min_overlap, reduce_range, per_channel,
-               quantize_embeddings, keep_fp32, smooth, smooth_alpha, matryoshka_dims, as_json,
-               no_progress):
+               quantize_embeddings, keep_fp32, smooth, smooth_alpha, smooth_folds,
+               matryoshka_dims, as_json, no_progress):
     """Export a sentence-transformers model to ONNX (one graph: transformer, pooling, dense,
     normalize), quantize it, check every variant against PyTorch, and write MODEL_DIR's
     runtime model directory. Exits 1 if a variant fails its parity gate."""
@@ -85,9 +89,14 @@ def export_cmd(model_dir, out, variants, calibration, parity_texts, min_cosine_f
                                  param_hint="--keep-fp32")
     exclude = quantize.DEFAULT_EXCLUDE if not keep_fp32 or auto \
         else tuple(k for k in keep_fp32 if k)
-    recipe = quantize.Int8Recipe(per_channel=per_channel, reduce_range=reduce_range,
-                                 embeddings=quantize_embeddings, exclude=exclude, auto=auto,
-                                 smooth=smooth, smooth_alpha=smooth_alpha)
+    try:
+        recipe = quantize.Int8Recipe(per_channel=per_channel, reduce_range=reduce_range,
+                                     embeddings=quantize_embeddings, exclude=exclude,
+                                     auto=auto, smooth=smooth, smooth_alpha=smooth_alpha,
+                                     smooth_folds=tuple(f.strip() for f in smooth_folds.split(",")
+                                                        if f.strip()))
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--smooth-folds") from None
     thresholds = parity.Thresholds(fp32_cosine=min_cosine_fp32, int8_cosine=min_cosine_int8,
                                    int4_cosine=min_cosine_int4, top10_overlap=min_overlap)
     try:
