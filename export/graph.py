@@ -3,11 +3,12 @@
 optimum's exporter does the job for `library_name="sentence_transformers"`: it traces the
 full `SentenceTransformer.forward` (transformer, pooling, Dense layers, Normalize) with
 dynamic batch and sequence axes and outputs `token_embeddings` and `sentence_embedding`.
-So no graph surgery is written here; this module only pins the call, gathers the result
-into one self-contained file and checks the graph's contract.
+This module pins the call, removes the attention softmax NaN guards (simplify.py), gathers
+the result into one self-contained file and checks the graph's contract.
 """
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import warnings
@@ -16,6 +17,10 @@ from pathlib import Path
 import onnx
 
 from mimicsearch.fileio import atomic_path
+
+from .simplify import drop_softmax_nan_guards
+
+log = logging.getLogger(__name__)
 
 INPUT_NAMES = ("input_ids", "attention_mask")
 OUTPUT_NAME = "sentence_embedding"
@@ -37,6 +42,7 @@ def export_graph(model, path: str | os.PathLike, opset: int = OPSET) -> Path:
         onnx_export_from_model(model, tmp, opset=opset, task="feature-extraction",
                                library_name="sentence_transformers", do_validation=False)
         proto = onnx.load(str(Path(tmp) / "model.onnx"), load_external_data=True)
+    log.info("removed %d attention NaN guards", drop_softmax_nan_guards(proto))
     if proto.ByteSize() >= _PROTOBUF_LIMIT:
         raise ValueError(f"the exported graph is {proto.ByteSize() / 1e9:.1f} GB, over ONNX's "
                          "2 GB single-file limit; models this large are not supported yet")

@@ -328,3 +328,61 @@ def test_calibration_file_feeds_the_gate(tiny_gemma_dir, tmp_path):
     with pytest.raises(ValueError, match="needs at least 20"):
         export_model(tiny_gemma_dir, tmp_path / "m2", calibration=tmp_path / "short.txt",
                      progress=False)
+
+
+def test_gemma_export_drops_the_softmax_nan_guards_and_keeps_padded_rows_exact(
+        exported, tiny_gemma_onnx):
+    """Without the IsNaN/Where guards a fully masked padding row must not turn NaN: a short
+    text padded far past the sliding window (5) beside a long one still matches PyTorch."""
+    import onnx
+
+    proto = onnx.load(str(tiny_gemma_onnx / "model_fp32.onnx"))
+    assert not [n for n in proto.graph.node if n.op_type == "IsNaN"]
+    model, _ = exported("tiny_gemma")
+    texts = ["fever", " ".join(["chest pain"] * 20)]
+    got = onnx_encode(tiny_gemma_onnx, Precision.FP32, texts)
+    assert not np.isnan(got).any()
+    want = torch_encode(model, texts)
+    assert np.sum(got * want, axis=1).min() >= 0.9999
+
+
+def _guarded_softmax_graph(fill: float):
+    """scores + Where(keep, 0, fill) -> Softmax -> IsNaN/Where guard -> @ values."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [
+        helper.make_node("Where", ["keep", "zero", "fill"], ["bias"]),
+        helper.make_node("Add", ["scores", "bias"], ["masked"]),
+        helper.make_node("Softmax", ["masked"], ["probs"], axis=-1),
+        helper.make_node("IsNaN", ["probs"], ["nan"]),
+        helper.make_node("Where", ["nan", "zero", "probs"], ["safe"]),
+        helper.make_node("MatMul", ["safe", "values"], ["out"]),
+    ]
+    inits = [numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
+             numpy_helper.from_array(np.array(fill, np.float32), "fill")]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [3, 4]),
+                     helper.make_tensor_value_info("keep", TensorProto.BOOL, [3, 4]),
+                     helper.make_tensor_value_info("values", TensorProto.FLOAT, [4, 2])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [3, 2])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+@pytest.mark.parametrize("fill, removed", [(-np.inf, 1), (-1e4, 0)])
+def test_drop_softmax_nan_guards(fill, removed):
+    from mimicsearch.export.simplify import drop_softmax_nan_guards
+
+    rng = np.random.default_rng(0)
+    feed = {"scores": rng.standard_normal((3, 4)).astype(np.float32),
+            "keep": np.array([[1, 1, 0, 0], [1, 0, 1, 1], [0, 0, 0, 0]], bool),  # row 2: none
+            "values": rng.standard_normal((4, 2)).astype(np.float32)}
+    model = _guarded_softmax_graph(fill)
+    before = ort.InferenceSession(model.SerializeToString()).run(None, feed)[0]
+    assert drop_softmax_nan_guards(model) == removed
+    after = ort.InferenceSession(model.SerializeToString()).run(None, feed)[0]
+    assert [n.op_type for n in model.graph.node].count("IsNaN") == 1 - removed
+    np.testing.assert_allclose(after[:2], before[:2], rtol=1e-6)  # real rows: unchanged
+    assert not np.isnan(after).any()
+    if removed:  # the fully masked row: uniform attention instead of the guard's zeros
+        np.testing.assert_allclose(before[2], 0.0)
+        np.testing.assert_allclose(after[2], feed["values"].mean(0), rtol=1e-5)
