@@ -62,7 +62,9 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", required=True, help="model dir written by `mimicsearch export`")
+    ap.add_argument("--model", required=True, action="append",
+                    help="model dir written by `mimicsearch export`; repeat to compare "
+                         "several exports (e.g. two int8 recipes), the first sets the prompts")
     ap.add_argument("--st-model", required=True, help="the source sentence-transformers dir")
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--mix", choices=["full", "mimic"], default="full")
@@ -84,7 +86,7 @@ def main() -> None:
     threads = args.threads or physical_cores()
     torch.set_num_threads(threads)
     texts = synthetic_notes(args.n, args.mix)
-    manifest = ModelManifest.load(args.model)
+    manifest = ModelManifest.load(args.model[0])
     prompt = "document" if "document" in manifest.prompts else None
 
     st = SentenceTransformer(args.st_model, device="cpu")
@@ -109,12 +111,14 @@ def main() -> None:
         engines[f"b: ST onnx int8 ({config})"] = lambda xs: st_q.encode(
             xs, batch_size=args.st_batch_size, prompt_name=prompt, normalize_embeddings=True)
 
-    for v in manifest.variants:
-        if v.usable:
-            enc = Encoder(args.model, threads=threads, precision=v.precision,
-                          max_length=max_length)
-            engines[f"c: ours {v.precision.value}"] = (
-                lambda xs, enc=enc: enc.encode(xs, prompt=prompt))
+    for model_dir in args.model:
+        label = f" ({Path(model_dir).name})" if len(args.model) > 1 else ""
+        for v in ModelManifest.load(model_dir).variants:
+            if v.usable:
+                enc = Encoder(model_dir, threads=threads, precision=v.precision,
+                              max_length=max_length)
+                engines[f"c: ours {v.precision.value}{label}"] = (
+                    lambda xs, enc=enc: enc.encode(xs, prompt=prompt))
 
     for fn in engines.values():  # warm-up: first-call allocations, lazy init
         fn(texts[:16])
