@@ -30,6 +30,11 @@ from mimicsearch.encoder import Encoder
 def kb(field):
     return int(re.search(field + r":\\s+(\\d+)", Path("/proc/self/status").read_text())[1])
 
+if int(sys.argv[4]):  # cap private writable memory (heap, anonymous maps): over it, MemoryError
+    import resource
+    cap = int(sys.argv[4]) * 2**20
+    resource.setrlimit(resource.RLIMIT_DATA, (cap, cap))
+
 def sample(peaks, stop):
     while not stop.wait(0.2):
         for f in ("RssAnon", "RssFile"):
@@ -81,6 +86,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True, help="exported model directory, or tiny")
     ap.add_argument("--rows", default="50000,500000,2000000")
+    ap.add_argument("--limit-mb", type=int, default=0,
+                    help="run each encode under RLIMIT_DATA of this many MB (Linux), so a run "
+                         "whose corpus would not fit there in Python objects must stream")
     args = ap.parse_args()
     per_row = python_bytes_per_row()
     results = []
@@ -93,11 +101,14 @@ def main() -> None:
                 w.writerow(["note_id", "text"])
                 w.writerows(note(i) for i in range(n))
             r = subprocess.run([sys.executable, "-c", RUN, str(src), model,
-                                str(Path(tmp) / f"out-{n}")],
-                               check=True, capture_output=True, text=True)
+                                str(Path(tmp) / f"out-{n}"), str(args.limit_mb)],
+                               check=False, capture_output=True, text=True)
+            if r.returncode:
+                raise SystemExit(f"encode of {n:,} rows failed (limit {args.limit_mb} MB):\n"
+                                 + r.stderr[-2000:])
             got = json.loads(r.stdout)
             assert got["encoded"] == n and got["rejected"] == 0, got
-            got.update(rows=n, csv_mb=src.stat().st_size / 1e6,
+            got.update(rows=n, csv_mb=src.stat().st_size / 1e6, limit_mb=args.limit_mb,
                        python_objects_mb=n * per_row / 1e6)
             results.append(got)
             print(json.dumps(got), file=sys.stderr, flush=True)

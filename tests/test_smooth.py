@@ -52,6 +52,8 @@ def test_smooth_recipe_refuses_bad_settings():
 def test_int8_export_records_the_smoothing(tiny_gemma_onnx, minilm_onnx):
     gemma = ModelManifest.load(tiny_gemma_onnx).variant("int8").recipe
     assert gemma["smooth"] == "auto" and gemma["smoothed"]["folds"] == ["qkv", "gate_up", "v_o"]
+    # Dense layers see one pooled row per text: fp32 costs nothing there
+    assert {"/2/linear/MatMul", "/3/linear/MatMul"} <= set(gemma["kept_fp32"])
     assert ModelManifest.load(minilm_onnx).variant("int8").recipe["smoothed"] is None
 
 
