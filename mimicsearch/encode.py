@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -95,6 +96,8 @@ def _clean(out: Path) -> None:
     for p in out.iterdir():
         if p.name.startswith(".") and ".tmp." in p.name:
             p.unlink()
+        elif p.name.startswith(".ids-") and p.is_dir():  # a killed run's spilled id map
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def _block_table(batch: RecordBatch, enc: Encoded, schema: pa.Schema) -> pa.Table:
@@ -176,7 +179,7 @@ def encode_corpus(input: str | Path, model_dir: str | Path, out_dir: str | Path,
             n for n in schema.names if n != "embedding"), id_type_v, long.value,
             settings=settings)
     skip = m.shards[-1].records_through if m.shards else 0
-    seen = IdSet() if m.complete else _seen_ids(out, m)
+    seen = IdSet(spill_dir=out) if m.complete else _seen_ids(out, m)
     shards = list(m.shards)
 
     reader = Reader(input, text_col, id_col, keep, id_type, input_format, batch_size,
@@ -256,7 +259,7 @@ def _remove_outputs(out: Path) -> None:
 
 def _seen_ids(out: Path, m: EmbeddingsManifest) -> IdSet:
     """Ids (to their line) of the complete shards, checking each shard's hash."""
-    seen = IdSet()
+    seen = IdSet(spill_dir=out)
     for s in m.shards:
         path = safe_child(out, s.file)
         if not path.is_file() or sha256_file(path) != s.sha256:

@@ -6,10 +6,13 @@ long encode was bounded by its corpus, not its batch. Here recent ids sit in a s
 every `buffer` ids they are sorted into a numpy run (16 bytes an id: key, line), runs of like
 size merge (log-structured, so an id is moved O(log n) times), and a run that reaches
 `spill_rows` goes to a memory-mapped file in a private temporary directory, which the OS pages
-in and out as needed, and is never merged again. Measured with 5M string ids: anonymous
-memory peaks at 47 MB (merges included) at 1M, 3M and 5M ids alike; the price is one binary
-search per spilled run on each lookup (16 runs at 5M ids: about 16 us an id). String ids are keyed by a 128-bit BLAKE2b digest (two int64, 24 bytes an id); two
-different ids collide with probability about n^2 / 2^129, nil at any corpus size.
+in and out as needed, and is never merged again. String ids are keyed by a 128-bit BLAKE2b
+digest (two int64, 24 bytes an id); two different ids collide with probability about
+n^2 / 2^129, nil at any corpus size.
+
+Measured with 5M string ids: anonymous memory peaks at 47 MB (merges included) at 1M, 3M and
+5M ids alike; the price is one binary search per spilled run on each lookup (16 runs at 5M
+ids: about 16 µs an id).
 """
 from __future__ import annotations
 
@@ -44,11 +47,14 @@ class _Run:
 class IdSet:
     """Mapping-like: `get(id)` -> first line or None, `ids[id] = line`, `update(ids, lines)`.
 
-    Ids are all ints (int64 range, which the Reader checks) or all strings.
+    Ids are all ints (int64 range, which the Reader checks) or all strings. Spilled runs go
+    to a `.ids-*` directory under `spill_dir` (default: the system's temporary directory,
+    which may be RAM-backed tmpfs; `encode` puts them beside its output).
     """
 
-    def __init__(self, buffer: int = 1 << 16, spill_rows: int = 1 << 18):
-        self.buffer, self.spill_rows = buffer, spill_rows
+    def __init__(self, buffer: int = 1 << 16, spill_rows: int = 1 << 18,
+                 spill_dir: str | Path | None = None):
+        self.buffer, self.spill_rows, self.spill_dir = buffer, spill_rows, spill_dir
         self._recent: dict = {}
         self._runs: list[_Run] = []
         self._strings: bool | None = None
@@ -136,7 +142,7 @@ class IdSet:
 
     def _spill(self, run: _Run) -> _Run:
         if self._tmp is None:
-            self._tmp = Path(tempfile.mkdtemp(prefix="mimicsearch-ids-"))
+            self._tmp = Path(tempfile.mkdtemp(prefix=".ids-", dir=self.spill_dir))
         arrays = []
         for a in (run.keys, run.check, run.lines):
             if a is None:

@@ -39,13 +39,14 @@ def test_idset_finds_every_duplicate_like_a_dict(ids):
     seen.close()
 
 
-def test_idset_memory_is_bounded_and_spilled_runs_are_files():
-    seen = IdSet(buffer=1000, spill_rows=20_000)
+def test_idset_memory_is_bounded_and_spilled_runs_are_files(tmp_path):
+    seen = IdSet(buffer=1000, spill_rows=20_000, spill_dir=tmp_path)
     n = 200_000
     ids = np.random.default_rng(0).permutation(n * 3)[:n]
     seen.update(ids.tolist(), range(n))
     assert len(seen) == n
-    assert seen._tmp is not None and len(list(seen._tmp.glob("*.npy"))) >= 2 * (n // 40_000)
+    assert seen._tmp.parent == tmp_path and seen._tmp.name.startswith(".ids-")
+    assert len(list(seen._tmp.glob("*.npy"))) >= 2 * (n // 40_000)
     assert seen.nbytes() <= 3 * 20_000 * 16  # in RAM: only the runs not yet spilled
     assert seen.get(int(ids[12345])) == 12345 and seen.get(n * 3 + 1) is None
     tmp = seen._tmp
