@@ -53,9 +53,11 @@ def _variants(ctx, param, value: str) -> tuple[str, ...]:
 @click.option("--quantize-embeddings/--fp32-embeddings", default=True, show_default=True,
               help="int8: quantize the token embedding table too.")
 @click.option("--keep-fp32", "keep_fp32", multiple=True, metavar="REGEX",
-              help="int8: MatMul node names (regex) left in fp32; repeatable. Default: the MLP "
-                   "down projections. '' quantizes all; 'auto' keeps the fewest most "
-                   "int8-sensitive MatMuls that pass the gate (several quantize+parity runs).")
+              help="int8: MatMul node names (regex) left in fp32; repeatable; replaces the "
+                   "default (the MLP down projections and sentence-transformers Dense layers, "
+                   "e.g. '^/\\d+/linear/MatMul$'). '' quantizes all; 'auto' keeps the fewest "
+                   "most int8-sensitive MatMuls that pass the gate (several quantize+parity "
+                   "runs).")
 @click.option("--smooth", type=click.Choice(["auto", "on", "off"]), default="auto",
               show_default=True,
               help="int8: fold SmoothQuant scales (activation outliers moved into the weights, "
