@@ -609,7 +609,7 @@ def sweep_orphans(index_dir: Path, m: IndexManifest | None) -> list[str]:
     return sorted(removed)
 
 
-def _index_writer(position: int):
+def index_writer(position: int):
     """Run the decorated function under the writer lock of its index directory argument."""
     def wrap(fn):
         @functools.wraps(fn)
@@ -631,7 +631,7 @@ def check_build_args(out: Path, recall_target: float, shard_size: int | None) ->
         raise ValueError(f"shard size must be positive, got {shard_size}")
 
 
-@_index_writer(1)
+@index_writer(1)
 def build_index(source: VectorSource, out_dir: str | Path, *, model_fingerprint: str,
                 model_dir: str = "", memory_bytes: int | None = None,
                 index_key: str | None = None, shard_size: int | None = None,
@@ -768,7 +768,7 @@ def _without(rows: np.ndarray, row: int, k: int) -> list[int]:
     return [int(r) for r in rows if r != row and r >= 0][:k]
 
 
-@_index_writer(0)
+@index_writer(0)
 def merge_shards(index_dir: str | Path) -> IndexManifest:
     """Merge all IVF shards into one on-disk index whose lists are memory-mapped."""
     index_dir = Path(index_dir)
@@ -808,7 +808,7 @@ def _unlink_replaced(index_dir: Path, old: IndexManifest, new: IndexManifest) ->
 # Incremental changes
 
 
-@_index_writer(0)
+@index_writer(0)
 def add_to_index(index_dir: str | Path, vectors: np.ndarray, metadata: pa.Table) -> IndexManifest:
     """Append rows without retraining: they fill the last shard up to the shard size, then
     go to new shards cloned from the trained index. Note ids must be new."""
@@ -861,7 +861,7 @@ class RemoveResult:
     manifest: IndexManifest
 
 
-@_index_writer(0)
+@index_writer(0)
 def remove_from_index(index_dir: str | Path, ids: Sequence) -> RemoveResult:
     """Delete notes by id: natively from shards that support it (Flat, IVF), as tombstones
     elsewhere (HNSW, merged on-disk shards); the store marks every removed row."""
@@ -988,7 +988,7 @@ def open_input(input_path: str | Path, model_dir: str | Path | None, embeddings_
             _model_fingerprint(model_dir))
 
 
-@_index_writer(1)
+@index_writer(1)
 def build_index_from(input_path: str | Path, out_dir: str | Path,
                      model_dir: str | Path | None = None, *, text_col: str | None = None,
                      id_col: str | None = None, dim: int | None = None,
@@ -1010,7 +1010,7 @@ def build_index_from(input_path: str | Path, out_dir: str | Path,
                        progress=progress, **build)
 
 
-@_index_writer(0)
+@index_writer(0)
 def add_notes(index_dir: str | Path, input_path: str | Path,
               model_dir: str | Path | None = None, *, text_col: str | None = None,
               id_col: str | None = None, threads: int | None = None,

@@ -526,7 +526,7 @@ def _add_task(emb_dir: str, out_dir: str, piece: Piece, trained: np.ndarray,
     return piece.first_row, shard.to_dict(), part.to_dict(), heap.D, heap.I
 
 
-@ix._index_writer(1)
+@ix.index_writer(1)
 def build_index_spark(embeddings_dir: str | Path, out_dir: str | Path, *,
                       model_dir: str = "", memory_bytes: int | None = None,
                       index_key: str | None = None, shard_size: int | None = None,

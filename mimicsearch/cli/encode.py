@@ -56,8 +56,8 @@ from ._extras import import_stage
 @click.option("--master", help="Spark master URL with --engine spark (default: spark-submit's, "
               "else local[*]).")
 def encode(input, model_dir, out_dir, text_col, id_col, keep, no_keep, id_type, input_format,
-           prompt, dim, long, max_length, precision, threads, shard_size, batch_size, npy, show_text,
-           overwrite, no_progress, as_json, engine, master):
+           prompt, dim, long, max_length, precision, threads, shard_size, batch_size, npy,
+           show_text, overwrite, no_progress, as_json, engine, master):
     """Encode every note of INPUT (NOTEEVENTS.csv, CSV/TSV, Parquet, JSONL) into OUT.
 
     Rows that cannot be encoded go to OUT/rejects.csv with line and reason. Interrupted,
