@@ -81,7 +81,7 @@ def main() -> None:
     from sentence_transformers import SentenceTransformer
 
     from mimicsearch.encoder import Encoder, physical_cores
-    from mimicsearch.manifest import ModelManifest
+    from mimicsearch.model_manifest import ModelManifest
 
     threads = args.threads or physical_cores()
     torch.set_num_threads(threads)

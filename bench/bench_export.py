@@ -6,8 +6,9 @@
 For the sentence-transformers model in MODEL_DIR and each variant of its export: size on
 disk, peak RAM to load a session (a fresh subprocess each: peak RSS minus RSS before
 loading), cosine min/mean and top-10 overlap against PyTorch on synthetic notes the gate
-never saw, and throughput at 256 tokens (every text truncated there, batch 16) of the
-bare ONNX session vs the PyTorch model, same thread count. Throughput is reported twice:
+never saw, and throughput at 256 tokens (every text cut there) of the runtime Encoder (the
+one ONNX runner: its tokenizer, batching and session) vs the PyTorch model (batch 16),
+same thread count. Throughput is reported twice:
 texts per wall-second (best of --repeat, engines interleaved) and texts per CPU-second of
 the process, which stays meaningful on a machine shared with other jobs. Prints a Markdown
 table for BENCHMARKS.md; --json writes a record.
@@ -23,20 +24,17 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 # VmHWM, not ru_maxrss: ru_maxrss survives exec, so a child of a big parent would report
 # the parent's peak.
 _RSS_PROBE = """
 import sys
-import onnxruntime as ort
+from mimicsearch.session import open_session
 def kb(key):
     return int(open("/proc/self/status").read().split(key + ":")[1].split()[0])
-so = ort.SessionOptions(); so.intra_op_num_threads = 1
 before = kb("VmRSS")
-s = ort.InferenceSession(sys.argv[1], so, providers=["CPUExecutionProvider"])
+s = open_session(sys.argv[1], 1)
 print(kb("VmHWM") - before)
 """
 
@@ -61,14 +59,13 @@ def main() -> None:
     ap.add_argument("--json", dest="json_out")
     args = ap.parse_args()
 
-    import onnxruntime as ort
     import torch
     from mimicsearch.export.package import export_model
     from mimicsearch.export.parity import build_parity_set, measure_parity, sample_texts
     from mimicsearch.export.source import load_source
-    from tokenizers import Tokenizer
 
-    from mimicsearch.manifest import ModelManifest
+    from mimicsearch.encoder import Encoder
+    from mimicsearch.model_manifest import ModelManifest
 
     torch.set_num_threads(args.threads)
     export_s = None
@@ -79,41 +76,16 @@ def main() -> None:
     model_dir = Path(args.out or args.exported)
     manifest = ModelManifest.load(model_dir)
     model = load_source(args.model_dir)
-    tok = Tokenizer.from_file(str(model_dir / manifest.tokenizer_file))
-
-    def sessions():
-        for v in manifest.variants:
-            so = ort.SessionOptions()
-            so.intra_op_num_threads = args.threads
-            yield v, ort.InferenceSession(str(model_dir / v.file), so,
-                                          providers=["CPUExecutionProvider"])
-
-    def onnx_embedder(session):
-        def embed(texts, prompt):
-            out = []
-            for i in range(0, len(texts), 16):
-                enc = tok.encode_batch([prompt + t for t in texts[i:i + 16]])
-                out.append(session.run([manifest.output_name], {
-                    "input_ids": np.array([e.ids for e in enc], dtype=np.int64),
-                    "attention_mask": np.array([e.attention_mask for e in enc],
-                                               dtype=np.int64)})[0])
-            return np.concatenate(out)
-        return embed
 
     def torch_embed(texts, prompt):
-        return model.encode(list(texts), prompt=prompt or None, batch_size=16,
-                            convert_to_numpy=True, normalize_embeddings=True)
+        return model.encode(list(texts), prompt=manifest.prompts.get(prompt) or None,
+                            batch_size=16, convert_to_numpy=True, normalize_embeddings=True)
 
     held_out = sample_texts(args.texts, seed=2024)
-    ps = build_parity_set(torch_embed, held_out, manifest.prompts)
+    ps = build_parity_set(torch_embed, held_out)
 
     tokens = min(args.tokens, manifest.max_seq_length)
     long_texts = [" ".join([t] * 8) for t in sample_texts(args.speed_texts, seed=7)]
-    speed_tok = Tokenizer.from_file(str(model_dir / manifest.tokenizer_file))
-    speed_tok.enable_truncation(tokens)  # the parity tokenizer keeps the manifest's length
-    enc = speed_tok.encode_batch(long_texts)
-    ids = np.array([e.ids for e in enc], dtype=np.int64)            # (n, tokens)
-    mask = np.array([e.attention_mask for e in enc], dtype=np.int64)
     model.max_seq_length = tokens
     features = model.preprocess(long_texts)
 
@@ -125,18 +97,16 @@ def main() -> None:
 
     engines = {"torch fp32": run_torch}
     rows = {"torch fp32": {"size_mb": None, "load_ram_mb": None}}
-    for v, session in sessions():
+    for v in manifest.variants:
         name = f"onnx {v.precision.value}"
-        parity = measure_parity(ps, onnx_embedder(session))
+        gate = Encoder(model_dir, threads=args.threads, precision=v.precision.value)
+        parity = measure_parity(ps, lambda texts, prompt, e=gate: e.encode(list(texts), prompt))
         rows[name] = {"size_mb": v.size_bytes / 1e6, "load_ram_mb": load_ram_mb(model_dir / v.file),
                       "cosine_min": parity.cosine_min, "cosine_mean": parity.cosine_mean,
                       "top10_overlap": parity.top10_overlap, "usable": v.usable}
-
-        def run(session=session):
-            for i in range(0, len(ids), 16):
-                session.run([manifest.output_name],
-                            {"input_ids": ids[i:i + 16], "attention_mask": mask[i:i + 16]})
-        engines[name] = run
+        fast = Encoder(model_dir, threads=args.threads, precision=v.precision.value,
+                       max_length=tokens)
+        engines[name] = lambda e=fast: e.encode(long_texts)
 
     wall = {k: [] for k in engines}
     cpu = {k: [] for k in engines}
@@ -152,7 +122,7 @@ def main() -> None:
                        texts_per_cpu_s=max(cpu[k]), x_torch_cpu=max(cpu[k]) / base_cpu)
 
     print(f"model {args.model_dir} -> {model_dir} | {platform.processor() or platform.machine()}"
-          f", {args.threads} threads, {tokens} tokens, batch 16"
+          f", {args.threads} threads, {tokens} tokens"
           + (f", export {export_s:.0f}s" if export_s else ""))
     print("| engine | size MB | load RAM MB | cos min | cos mean | top-10 | texts/s | x torch "
           "| texts/CPU-s | x torch (CPU) |")

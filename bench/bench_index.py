@@ -20,7 +20,7 @@ import faiss
 import numpy as np
 import pyarrow as pa
 
-from mimicsearch.index import ArraySource, build_index, open_index, parse_bytes
+from mimicsearch.index import ArraySource, BuildOptions, build_index, open_index, parse_bytes
 
 
 def clustered(n: int, dim: int, clusters: int, seed: int) -> np.ndarray:
@@ -89,7 +89,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             t = time.perf_counter()
             m = build_index(ArraySource(x, meta), Path(tmp) / "ix", model_fingerprint="bench",
-                            memory_bytes=memory, progress=False)
+                            options=BuildOptions(memory_bytes=memory), progress=False)
             build_s = time.perf_counter() - t
             ix = open_index(Path(tmp) / "ix")
             ms_1, _ = timed_search(ix, q[:200], k, True)

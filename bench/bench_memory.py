@@ -25,7 +25,7 @@ from pathlib import Path
 RUN = """
 import json, re, sys, threading
 from pathlib import Path
-from mimicsearch.encode import encode_corpus
+from mimicsearch.corpus import encode_corpus
 from mimicsearch.encoder import Encoder
 
 def kb(field):

@@ -17,7 +17,8 @@ import tempfile
 import time
 
 import numpy as np
-import onnxruntime as ort
+
+from mimicsearch.session import open_session
 
 
 def main() -> None:
@@ -30,12 +31,8 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=25)
     args = ap.parse_args()
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = args.threads
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.enable_profiling = True
-    so.profile_file_prefix = os.path.join(tempfile.mkdtemp(prefix="ortprof-"), "p")
-    session = ort.InferenceSession(args.model, so, providers=["CPUExecutionProvider"])
+    session = open_session(args.model, args.threads, profile_prefix=os.path.join(
+        tempfile.mkdtemp(prefix="ortprof-"), "p"))
     rng = np.random.default_rng(0)
     shape = (args.batch, args.tokens)
     feed = {"input_ids": rng.integers(10, 20000, shape).astype(np.int64),

@@ -7,7 +7,7 @@ tokenizer.json and the shipped (optimized) ONNX file, never through PyTorch's to
 """
 from __future__ import annotations
 
-import copy
+import dataclasses
 import logging
 import os
 import tempfile
@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from mimicsearch.encoder import default_token_budget, length_batches
-from mimicsearch.fileio import sha256_file
-from mimicsearch.manifest import MANIFEST, ModelManifest, Precision, Variant
+from mimicsearch.encoder import Encoder
+from mimicsearch.fileio import MANIFEST, sha256_file
+from mimicsearch.model_manifest import ModelManifest, Precision, Variant
 
 from .graph import INPUT_NAMES, OUTPUT_NAME, check_graph, export_graph
 from .parity import Thresholds, build_parity_set, gate, measure_parity, read_texts, sample_texts
@@ -81,8 +81,17 @@ def export_model(model_dir: str | os.PathLike, out_dir: str | os.PathLike,
     steps.update()
 
     steps.set_postfix_str("reference vectors")
-    parity_set = build_parity_set(_torch_embedder(model, batch_size), texts, info.prompts)
+    parity_set = build_parity_set(_torch_embedder(model, batch_size, info.prompts), texts)
     steps.update()
+    # Everything but the variants: the runtime Encoder measures each variant with it.
+    provisional = ModelManifest(
+        source_model=info.path, source_sha256=info.sha256, dimension=info.dimension,
+        max_seq_length=info.max_seq_length, variants=(),
+        matryoshka_dims=info.matryoshka_dims, prompts=info.prompts, normalize=True,
+        pooling=info.pooling, tokenizer_file=TOKENIZER_FILE,
+        tokenizer_sha256=sha256_file(out / TOKENIZER_FILE), pad_token_id=info.pad_token_id,
+        padding_side=info.padding_side, default_prompt_name=info.default_prompt_name,
+        input_names=INPUT_NAMES, output_name=OUTPUT_NAME)
 
     written = []
     with tempfile.TemporaryDirectory(prefix="mimicsearch-export-") as tmp:
@@ -101,8 +110,8 @@ def export_model(model_dir: str | os.PathLike, out_dir: str | os.PathLike,
 
             def measure(path=path, precision=precision):
                 check_graph(path, info.dimension)
-                parity = measure_parity(parity_set,
-                                        _onnx_embedder(path, tok, info.max_seq_length))
+                parity = measure_parity(parity_set, _runtime_embedder(
+                    path, out / TOKENIZER_FILE, provisional))
                 return parity, gate(precision, parity, thresholds)
 
             if precision is Precision.FP32:
@@ -130,15 +139,7 @@ def export_model(model_dir: str | os.PathLike, out_dir: str | os.PathLike,
             steps.update()
     steps.close()
 
-    manifest = ModelManifest(
-        source_model=info.path, source_sha256=info.sha256, dimension=info.dimension,
-        max_seq_length=info.max_seq_length, variants=tuple(written),
-        matryoshka_dims=info.matryoshka_dims, prompts=info.prompts, normalize=True,
-        pooling=info.pooling, tokenizer_file=TOKENIZER_FILE,
-        tokenizer_sha256=sha256_file(out / TOKENIZER_FILE), pad_token_id=info.pad_token_id,
-        padding_side=info.padding_side, default_prompt_name=info.default_prompt_name,
-        input_names=INPUT_NAMES, output_name=OUTPUT_NAME)
-    manifest.save(out)
+    dataclasses.replace(provisional, variants=tuple(written)).save(out)
     return ExportResult(out, ModelManifest.load(out))
 
 
@@ -241,35 +242,20 @@ def _remove_previous_export(out: Path) -> None:
         (out / name).unlink(missing_ok=True)
 
 
-def _torch_embedder(model, batch_size: int):
+def _torch_embedder(model, batch_size: int, prompts: dict[str, str]):
     def embed(texts: Sequence[str], prompt: str) -> np.ndarray:
-        return model.encode(list(texts), prompt=prompt or None, batch_size=batch_size,
-                            convert_to_numpy=True, normalize_embeddings=True,
-                            show_progress_bar=False).astype(np.float32)
+        return model.encode(list(texts), prompt=prompts.get(prompt) or None,
+                            batch_size=batch_size, convert_to_numpy=True,
+                            normalize_embeddings=True, show_progress_bar=False
+                            ).astype(np.float32)
     return embed
 
 
-def _onnx_embedder(path: Path, tok, max_seq_length: int):
-    """Embed with plain onnxruntime and the shipped tokenizer, batched as the runtime's
-    Encoder batches (longest first, under its token budget)."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    budget = default_token_budget(max_seq_length)
-    plain = copy.deepcopy(tok)
-    plain.no_padding()
+def _runtime_embedder(path: Path, tokenizer: Path, provisional: ModelManifest):
+    """The runtime Encoder over the variant file: the gate measures what users run (its
+    tokenizer, padding, pad id, inputs and length batching)."""
+    encoder = Encoder.from_files(path, tokenizer, provisional)
 
     def embed(texts: Sequence[str], prompt: str) -> np.ndarray:
-        texts = [prompt + t for t in texts]
-        lengths = np.array([len(e.ids) for e in plain.encode_batch(texts)])
-        out = np.empty((len(texts), 0), dtype=np.float32)
-        for idx in length_batches(lengths, budget):
-            enc = tok.encode_batch([texts[i] for i in idx])
-            feed = {"input_ids": np.array([e.ids for e in enc], dtype=np.int64),
-                    "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64)}
-            vectors = session.run([OUTPUT_NAME], feed)[0]           # (batch, dim)
-            if out.shape[1] == 0:
-                out = np.empty((len(texts), vectors.shape[1]), dtype=np.float32)
-            out[idx] = vectors
-        return out
+        return encoder.encode(list(texts), prompt=prompt)
     return embed

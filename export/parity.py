@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mimicsearch.manifest import Parity, Precision
+from mimicsearch.model_manifest import Parity, Precision
 
 TOP_K = 10
 
@@ -105,31 +105,29 @@ class ParitySet:
 
     documents: list[str]
     queries: list[str]
-    doc_prompt: str
-    query_prompt: str
     doc_ref: np.ndarray    # (n_docs, dim) float32, unit rows
     query_ref: np.ndarray  # (n_queries, dim) float32, unit rows
 
 
-# (texts, prompt) -> (n, dim) unit vectors
+# (texts, prompt name: "document" or "query") -> (n, dim) unit vectors; each embedder maps
+# the name to the model's prompt string itself, as the runtime Encoder does.
 Embed = Callable[[Sequence[str], str], np.ndarray]
 
 
-def build_parity_set(embed_torch: Embed, texts: Sequence[str], prompts: dict[str, str],
-                     query_words: int = 8, max_queries: int = 32) -> ParitySet:
+def build_parity_set(embed_torch: Embed, texts: Sequence[str], query_words: int = 8,
+                     max_queries: int = 32) -> ParitySet:
     if len(texts) < 2 * TOP_K:
         raise ValueError(f"{len(texts)} parity texts; need at least {2 * TOP_K}")
     documents = list(texts)
     step = max(1, len(documents) // max_queries)
     queries = [" ".join(t.split()[:query_words]) for t in documents[::step][:max_queries]]
-    doc_prompt, query_prompt = prompts.get("document", ""), prompts.get("query", "")
-    return ParitySet(documents, queries, doc_prompt, query_prompt,
-                     embed_torch(documents, doc_prompt), embed_torch(queries, query_prompt))
+    return ParitySet(documents, queries, embed_torch(documents, "document"),
+                     embed_torch(queries, "query"))
 
 
 def measure_parity(ps: ParitySet, embed: Embed, tie_tol: float = 1e-4) -> Parity:
-    docs = embed(ps.documents, ps.doc_prompt)
-    queries = embed(ps.queries, ps.query_prompt)
+    docs = embed(ps.documents, "document")
+    queries = embed(ps.queries, "query")
     cos = np.concatenate([_row_cosine(docs, ps.doc_ref), _row_cosine(queries, ps.query_ref)])
     return Parity(cosine_min=float(cos.min()), cosine_mean=float(cos.mean()),
                   top10_overlap=topk_overlap(ps.query_ref @ ps.doc_ref.T, queries @ docs.T,

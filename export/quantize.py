@@ -28,6 +28,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from mimicsearch.fileio import atomic_path
+from mimicsearch.session import open_session
 
 log = logging.getLogger(__name__)
 
@@ -79,19 +80,12 @@ def optimize_graph(src: str | os.PathLike, dst: str | os.PathLike, level: str = 
     "extended" fusions (attention, layer norm, GELU) are CPU-provider ops that any onnxruntime
     build runs; "all" would add layout changes tied to the exporting machine, so it is refused.
     """
-    import onnxruntime as ort
-
-    levels = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED}
-    if level not in levels:
-        raise ValueError(f"optimization level {level!r}; valid: {sorted(levels)} (\"all\" "
+    if level not in ("basic", "extended"):
+        raise ValueError(f"optimization level {level!r}; valid: ['basic', 'extended'] (\"all\" "
                          "writes machine-specific layouts and is not portable)")
     dst = Path(dst)
     with atomic_path(dst) as tmp:
-        so = ort.SessionOptions()
-        so.graph_optimization_level = levels[level]
-        so.optimized_model_filepath = str(tmp)
-        ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
+        open_session(src, level=level, optimized_path=tmp)
     return dst
 
 
@@ -148,7 +142,6 @@ def rank_matmuls(src: str | os.PathLike, batches: Iterable[dict[str, np.ndarray]
     on real activations from `batches` (feeds of input_ids/attention_mask). On MiniLM it
     ranks the same three MLP down projections first as quantizing one node at a time does.
     """
-    import onnxruntime as ort
 
     with tempfile.TemporaryDirectory(prefix="mimicsearch-rank-") as tmp:
         basic = Path(tmp) / "basic.onnx"
@@ -164,7 +157,7 @@ def rank_matmuls(src: str | os.PathLike, batches: Iterable[dict[str, np.ndarray]
                                   for x in inputs if x not in known)
         probe = Path(tmp) / "probe.onnx"
         onnx.save(model, str(probe))
-        session = ort.InferenceSession(str(probe), providers=["CPUExecutionProvider"])
+        session = open_session(probe)
     qmax = 63 if reduce_range else 127
     err = {n.name: np.zeros(2) for n in nodes}                            # (diff², ref²)
     for feed in batches:

@@ -1,1 +1,1 @@
-"""Runtime toolkit."""
+"""mimicsearch runtime: encode clinical notes with an exported model and search them (no torch)."""

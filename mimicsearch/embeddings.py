@@ -4,6 +4,7 @@ Layout::
 
     OUT/manifest.json            EmbeddingsManifest (below)
     OUT/shard-00000.parquet      columns: id, line, [window], kept metadata..., embedding
+    OUT/snippets-00000.parquet   column `snippet`: each row's note opening, for hit display
     OUT/rejects.csv              line, id, reason[, text]: every input row not encoded
     OUT/embeddings.npy           optional: all embeddings in manifest row order
 
@@ -12,10 +13,13 @@ Layout::
 Metadata columns are strings (null when empty), named as in the source. In `windows` mode
 each row is one window of a long note: `id` is the parent note's id and `window` its index.
 Shards are listed in order; rows are in input order. A shard is complete or absent (atomic
-writes) and its sha256 is checked on read.
+writes) and its sha256 is checked on read. Snippets are cut once, while encoding (both
+engines), into a file beside each shard, so no later stage reads the notes file again.
 """
 from __future__ import annotations
 
+import dataclasses
+import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,15 +28,35 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .fileio import read_manifest, safe_child, sha256_file, write_json
+from .fileio import MANIFEST, check_kind, read_manifest, safe_child, sha256_file, write_json
 
 FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
+KIND = "mimicsearch-embeddings"
 EMBEDDING = "embedding"
+SNIPPET = "snippet"
+SNIPPET_CHARS = 200
+_SPACES = re.compile(r"\s+")
+
+
+def snippet(text: str) -> str:
+    """The start of a note on one line, whitespace collapsed."""
+    return _SPACES.sub(" ", text[: SNIPPET_CHARS * 2]).strip()[:SNIPPET_CHARS].rstrip()
+
+
+def snippets_table(texts: list[str]) -> pa.Table:
+    return pa.table({SNIPPET: pa.array([snippet(t) for t in texts], pa.string())})
+
+
+def shard_name(i: int) -> str:
+    return f"shard-{i:05d}.parquet"
+
+
+def snippets_name(i: int) -> str:
+    return f"snippets-{i:05d}.parquet"
 
 
 @dataclass(frozen=True)
-class Shard:
+class EmbeddingsShard:
     file: str
     rows: int
     sha256: str
@@ -41,12 +65,16 @@ class Shard:
     records_through: int = 0
     rejected: int = 0
     truncated: int = 0
+    # The shard's snippets file ("" when encoded without snippets) and its hash.
+    snippets: str = ""
+    snippets_sha256: str = ""
 
     @classmethod
-    def from_dict(cls, d: dict) -> Shard:
+    def from_dict(cls, d: dict) -> EmbeddingsShard:
         return cls(str(d["file"]), int(d["rows"]), str(d["sha256"]),
                    int(d.get("records_through", 0)), int(d.get("rejected", 0)),
-                   int(d.get("truncated", 0)))
+                   int(d.get("truncated", 0)), str(d.get("snippets", "")),
+                   str(d.get("snippets_sha256", "")))
 
 
 @dataclass(frozen=True)
@@ -54,7 +82,7 @@ class EmbeddingsManifest:
     model_fingerprint: str
     dim: int
     rows: int
-    shards: tuple[Shard, ...]
+    shards: tuple[EmbeddingsShard, ...]
     columns: tuple[str, ...]
     id_type: str = "int64"
     long: str = "truncate"
@@ -63,6 +91,7 @@ class EmbeddingsManifest:
     settings: dict = field(default_factory=dict)
     rejected: int = 0
     truncated: int = 0
+    kind: str = KIND
     format_version: int = FORMAT_VERSION
 
     def to_dict(self) -> dict:
@@ -73,6 +102,7 @@ class EmbeddingsManifest:
 
     @classmethod
     def from_dict(cls, d: dict) -> EmbeddingsManifest:
+        check_kind(d, KIND, "mimicsearch encode")
         version = d.get("format_version")
         if version != FORMAT_VERSION:
             raise ValueError(f"embeddings format_version {version!r} is not supported "
@@ -82,7 +112,7 @@ class EmbeddingsManifest:
                 model_fingerprint=str(d["model_fingerprint"]),
                 dim=int(d["dim"]),
                 rows=int(d["rows"]),
-                shards=tuple(Shard.from_dict(s) for s in d["shards"]),
+                shards=tuple(EmbeddingsShard.from_dict(s) for s in d["shards"]),
                 columns=tuple(str(c) for c in d["columns"]),
                 id_type=str(d.get("id_type", "int64")),
                 long=str(d.get("long", "truncate")),
@@ -108,7 +138,23 @@ class EmbeddingsManifest:
     @classmethod
     def load(cls, out_dir: str | Path) -> EmbeddingsManifest:
         return read_manifest(out_dir, cls.from_dict, "mimicsearch encode",
-                             lambda m: [s.file for s in m.shards])
+                             lambda m: [f for s in m.shards for f in (s.file, s.snippets) if f])
+
+    def replace(self, **changes) -> EmbeddingsManifest:
+        return dataclasses.replace(self, **changes)
+
+    def encode_options(self) -> dict:
+        """The encode options the run was given (EncodeOptions.to_dict()), dim resolved."""
+        return {**self.settings.get("options", {}), "dim": self.dim, "long": self.long}
+
+
+def is_embeddings_dir(path: str | Path) -> bool:
+    """Whether `path` holds an embeddings manifest (not a model's or an index's)."""
+    try:
+        EmbeddingsManifest.load(path)
+    except (FileNotFoundError, ValueError):
+        return False
+    return True
 
 
 def shard_schema(dim: int, id_type: str, metadata: list[str], windows: bool) -> pa.Schema:
@@ -133,28 +179,61 @@ def embedding_matrix(table: pa.Table) -> np.ndarray:
     return col.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)  # [rows, dim]
 
 
-def iter_shards(out_dir: str | Path, verify: bool = True,
-                columns: list[str] | None = None) -> Iterator[tuple[pa.Table, np.ndarray]]:
-    """Yield (table without the embedding column, float32 [rows, dim]) per shard, in order.
+def verify_shard(out_dir: str | Path, s: EmbeddingsShard) -> None:
+    """Check a shard (and its snippets file) against the manifest's sha256."""
+    for name, sha in ((s.file, s.sha256), (s.snippets, s.snippets_sha256)):
+        if not name:
+            continue
+        path = safe_child(out_dir, name)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} listed in {Path(out_dir) / MANIFEST} is missing "
+                                    "(or not visible here: Spark executors need a shared "
+                                    "filesystem)")
+        if sha256_file(path) != sha:
+            raise ValueError(f"{path} is corrupted or was modified (sha256 differs from "
+                             f"the manifest); re-run `mimicsearch encode`")
 
-    Refuses an unfinished run and a shard whose sha256 differs from the manifest.
-    """
+
+def read_shard(out_dir: str | Path, s: EmbeddingsShard, columns: list[str] | None = None,
+               snippets: bool = False) -> tuple[pa.Table, np.ndarray]:
+    """(table without the embedding column, float32 [rows, dim]) of one shard, unverified;
+    `snippets` appends the shard's `snippet` column where it has one."""
+    path = safe_child(out_dir, s.file)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} listed in {Path(out_dir) / MANIFEST} is missing")
+    want = None if columns is None else list(dict.fromkeys([*columns, EMBEDDING]))
+    table = pq.read_table(path, columns=want)
+    if table.num_rows != s.rows:
+        raise ValueError(f"{path} has {table.num_rows} rows, manifest says {s.rows}")
+    mat = embedding_matrix(table)
+    table = table.drop_columns([EMBEDDING])
+    if snippets and s.snippets:
+        text = pq.read_table(safe_child(out_dir, s.snippets)).column(SNIPPET)
+        if len(text) != s.rows:
+            raise ValueError(f"{out_dir}/{s.snippets} has {len(text)} rows, manifest says "
+                             f"{s.rows}")
+        table = table.append_column(SNIPPET, text)
+    return table, mat
+
+
+def complete_manifest(out_dir: str | Path) -> EmbeddingsManifest:
     m = EmbeddingsManifest.load(out_dir)
     if not m.complete:
         raise ValueError(f"{out_dir} holds an unfinished `encode` run "
                          f"({m.rows} rows so far); re-run the same command to finish it")
-    for s in m.shards:
-        path = safe_child(out_dir, s.file)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} listed in {out_dir}/{MANIFEST} is missing")
-        if verify and sha256_file(path) != s.sha256:
-            raise ValueError(f"{path} is corrupted or was modified (sha256 differs from "
-                             f"the manifest); re-run `mimicsearch encode`")
-        want = None if columns is None else list(dict.fromkeys([*columns, EMBEDDING]))
-        table = pq.read_table(path, columns=want)
-        if table.num_rows != s.rows:
-            raise ValueError(f"{path} has {table.num_rows} rows, manifest says {s.rows}")
-        yield table.drop_columns([EMBEDDING]), embedding_matrix(table)
+    return m
+
+
+def iter_shards(out_dir: str | Path, verify: bool = True, columns: list[str] | None = None,
+                snippets: bool = False) -> Iterator[tuple[pa.Table, np.ndarray]]:
+    """Yield (table without the embedding column, float32 [rows, dim]) per shard, in order.
+
+    Refuses an unfinished run and a shard whose sha256 differs from the manifest.
+    """
+    for s in complete_manifest(out_dir).shards:
+        if verify:
+            verify_shard(out_dir, s)
+        yield read_shard(out_dir, s, columns, snippets)
 
 
 def load_embeddings(out_dir: str | Path, verify: bool = True) -> tuple[pa.Table, np.ndarray]:

@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
-import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from .manifest import ModelManifest, Precision, verify_file
+from .model_manifest import ModelManifest, Precision, Variant, verify_file
+from .session import open_session
 
 T = TypeVar("T")
 KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -107,7 +107,7 @@ def _normalize(x: np.ndarray) -> np.ndarray:
 
 
 class Encoder:
-    """Encode texts with an exported model directory (see mimicsearch/manifest.py).
+    """Encode texts with an exported model directory (see mimicsearch/model_manifest.py).
 
     threads: ORT intra-op threads (default: physical cores). precision: the variant to load
     (default: the most compact usable one). token_budget: padded tokens per session call
@@ -122,9 +122,34 @@ class Encoder:
                  precision: str | Precision | None = None, token_budget: int | None = None,
                  max_batch: int = MAX_BATCH, block_size: int = 1024, overlap: int | None = None,
                  max_length: int | None = None):
-        self.model_dir = Path(model_dir)
-        self.manifest = m = ModelManifest.load(model_dir)
-        self.variant = m.variant(precision)
+        m = ModelManifest.load(model_dir)
+        variant = m.variant(precision)
+        self._load(Path(model_dir), m, variant,
+                   verify_file(model_dir, variant.file, variant.sha256),
+                   verify_file(model_dir, m.tokenizer_file, m.tokenizer_sha256),
+                   threads, token_budget, max_batch, block_size, overlap, max_length)
+
+    @classmethod
+    def from_files(cls, onnx_path: str | Path, tokenizer_path: str | Path,
+                   manifest: ModelManifest, threads: int | None = None,
+                   token_budget: int | None = None, max_batch: int = MAX_BATCH,
+                   block_size: int = 1024, overlap: int | None = None,
+                   max_length: int | None = None) -> Encoder:
+        """An Encoder over files no manifest lists yet: the export's parity gate measures
+        each variant with it before the manifest is written, so the gate runs exactly what
+        users run. `manifest` supplies everything but the variants; `variant` is None."""
+        self = cls.__new__(cls)
+        self._load(Path(onnx_path).parent, manifest, None, Path(onnx_path),
+                   Path(tokenizer_path), threads, token_budget, max_batch, block_size, overlap,
+                   max_length)
+        return self
+
+    def _load(self, model_dir: Path, m: ModelManifest, variant: Variant | None,
+              onnx_path: Path, tok_path: Path, threads: int | None, token_budget: int | None,
+              max_batch: int, block_size: int, overlap: int | None,
+              max_length: int | None) -> None:
+        self.model_dir, self.manifest, self.variant = model_dir, m, variant
+        self.file = onnx_path.name
         if max_length is not None and not 8 <= max_length <= m.max_seq_length:
             raise ValueError(f"max_length={max_length}: must be between 8 and the model's "
                              f"max_seq_length {m.max_seq_length}")
@@ -137,8 +162,6 @@ class Encoder:
                              f"{self.max_length}: one full-length text must fit a batch")
         self.token_budget, self.max_batch, self.block_size = token_budget, max_batch, block_size
         self.threads = threads or physical_cores()
-        onnx_path = verify_file(model_dir, self.variant.file, self.variant.sha256)
-        tok_path = verify_file(model_dir, m.tokenizer_file, m.tokenizer_sha256)
 
         self._tok = Tokenizer.from_file(str(tok_path))
         self._tok.no_padding()
@@ -153,20 +176,7 @@ class Encoder:
         self._prefix = np.asarray(probe.ids[:n_pre], dtype=np.int64)
         self._suffix = np.asarray(probe.ids[len(probe.ids) - n_post:], dtype=np.int64)
         self.overlap = self.max_length // 4 if overlap is None else overlap
-
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.intra_op_num_threads = self.threads
-        so.inter_op_num_threads = 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        # The token budget bounds every tensor's size, so the arena stops growing after the
-        # first few batches (measured: RSS flat at ~418 MB over 30 mixed-shape MiniLM batches).
-        # Without it each batch maps fresh pages: 33x the page faults, 20x the system time,
-        # and a higher peak (745 vs 418 MB).
-        so.enable_cpu_mem_arena = True
-        so.log_severity_level = 3
-        self.session = ort.InferenceSession(str(onnx_path), so,
-                                            providers=["CPUExecutionProvider"])
+        self.session = open_session(onnx_path, self.threads)
         self._check_graph()
 
     def _check_graph(self) -> None:
@@ -174,16 +184,16 @@ class Encoder:
         names = [i.name for i in self.session.get_inputs()]
         unknown = [n for n in names if n not in KNOWN_INPUTS]
         if unknown or "input_ids" not in names:
-            raise ValueError(f"{self.model_dir}/{self.variant.file} takes inputs {names}; "
+            raise ValueError(f"{self.model_dir}/{self.file} takes inputs {names}; "
                              f"this runtime feeds {list(KNOWN_INPUTS)} (input_ids required)")
         self._inputs = names
         outputs = [o.name for o in self.session.get_outputs()]
         if m.output_name not in outputs:
-            raise ValueError(f"{self.model_dir}/{self.variant.file} has outputs {outputs}, "
+            raise ValueError(f"{self.model_dir}/{self.file} has outputs {outputs}, "
                              f"not the manifest's {m.output_name!r}; re-export the model")
         got = self._run_tokens(self._tokenize(["dimension check"], "", LongMode.TRUNCATE))
         if got.shape[1] != m.dimension:
-            raise ValueError(f"{self.model_dir}/{self.variant.file} returns {got.shape[1]}-d "
+            raise ValueError(f"{self.model_dir}/{self.file} returns {got.shape[1]}-d "
                              f"vectors, the manifest says {m.dimension}; re-export the model")
 
     @property

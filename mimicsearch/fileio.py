@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
+import inspect
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -10,6 +12,7 @@ from pathlib import Path
 from typing import IO, TypeVar
 
 T = TypeVar("T")
+MANIFEST = "manifest.json"  # every stage directory's contract file
 
 
 @contextlib.contextmanager
@@ -55,11 +58,21 @@ def read_json(path: str | os.PathLike) -> dict:
     return data
 
 
+def check_kind(d: dict, kind: str, written_by: str) -> None:
+    """Refuse a manifest of another directory kind (a model directory given where an
+    embeddings directory is expected, say). Manifests written before kinds existed have none
+    and are judged by their fields alone."""
+    got = d.get("kind")
+    if got is not None and got != kind:
+        raise ValueError(f"kind is {got!r}, expected {kind!r}: not a directory written by "
+                         f"`{written_by}`")
+
+
 def read_manifest(directory: str | os.PathLike, parse: Callable[[dict], T],
                   written_by: str, files: Callable[[T], Iterable[str]]) -> T:
     """Parse `directory/manifest.json`; errors name the file, and no listed file may escape
     the directory (stages meet only through such directories)."""
-    path = Path(directory) / "manifest.json"
+    path = Path(directory) / MANIFEST
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: is {directory} a directory written by "
                                 f"`{written_by}`?")
@@ -125,3 +138,21 @@ def writer_lock(directory: str | os.PathLike) -> Iterator[None]:
         finally:
             _held.discard(key)
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def writer(param: str):
+    """Run the decorated function under the writer lock of its directory argument `param`,
+    however it is passed (positionally or by keyword)."""
+    def wrap(fn):
+        signature = inspect.signature(fn)
+        if param not in signature.parameters:
+            raise TypeError(f"{fn.__qualname__} has no parameter {param!r} to lock")
+
+        @functools.wraps(fn)
+        def locked(*args, **kwargs):
+            bound = signature.bind(*args, **kwargs)
+            with writer_lock(bound.arguments[param]):
+                return fn(*args, **kwargs)
+        locked.locks = param
+        return locked
+    return wrap

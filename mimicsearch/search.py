@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .index import NoteIndex, open_index
-from .index_manifest import check_model
+from .fileio import MANIFEST
+from .index import NoteIndex, check_model, open_index
 
 __all__ = ["Filters", "Hit", "Searcher", "check_model"]
 
@@ -70,20 +70,21 @@ class Searcher:
                 raise ValueError("this index records no model (it was built from embeddings "
                                  "without --model): pass --model to encode text queries")
 
-            if not (self.model_dir / "manifest.json").is_file():
+            if not (self.model_dir / MANIFEST).is_file():
                 raise FileNotFoundError(
                     f"model directory {self.model_dir} not found (the index records the model "
                     "it was built with; pass --model if it moved)")
-            from .manifest import ModelManifest
+            from .model_manifest import ModelManifest
 
             check_model(self.index.manifest, ModelManifest.load(self.model_dir).fingerprint,
                         self.model_dir)
-            self._encoder = Encoder(self.model_dir, threads=self.threads)
+            self._encoder = Encoder(self.model_dir, threads=self.threads,
+                                    precision=self.index.manifest.encode.get("precision"))
         return self._encoder
 
-    def _query_dim(self) -> int | None:
-        dim = self.index.dim
-        return None if dim == self.encoder.manifest.dimension else dim
+    def _query_dim(self) -> int:
+        """Queries are cut to the dimension the index's notes were encoded at."""
+        return self.index.manifest.encode.get("dim") or self.index.dim
 
     def search_texts(self, texts: Sequence[str], k: int = 10, filters: Filters = Filters(),
                      batch_size: int = 64) -> list[list[Hit]]:

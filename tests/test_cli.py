@@ -17,7 +17,7 @@ def test_help_lists_commands():
 def test_runtime_imports_without_torch():
     code = (
         "import sys; sys.modules['torch'] = None\n"
-        "import mimicsearch, mimicsearch.cli, mimicsearch.manifest, mimicsearch.fileio\n"
+        "import mimicsearch, mimicsearch.cli, mimicsearch.model_manifest, mimicsearch.fileio\n"
         "import importlib, pkgutil\n"
         "for m in pkgutil.iter_modules(mimicsearch.__path__):\n"
         "    if m.name != 'spark':\n"

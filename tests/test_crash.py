@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from mimicsearch.index import open_index
-from mimicsearch.index_manifest import IndexManifest
+from mimicsearch.index.manifest import IndexManifest
 
 SEEDS = int(os.environ.get("MIMICSEARCH_CRASH_SEEDS", "2"))
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}

@@ -7,7 +7,7 @@ import pytest
 from fixtures.models import TINY_GEMMA_WORDS
 
 from mimicsearch.encoder import Encoder, LongMode
-from mimicsearch.manifest import ModelManifest
+from mimicsearch.model_manifest import ModelManifest
 
 WORDS = [w for w in TINY_GEMMA_WORDS if w.isalpha()]
 

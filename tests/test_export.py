@@ -2,6 +2,7 @@
 compared with PyTorch sentence-transformers."""
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -14,7 +15,7 @@ from mimicsearch.export.tokenizer import build_tokenizer, check_tokenizer
 from tokenizers import Tokenizer
 
 from mimicsearch.cli import main
-from mimicsearch.manifest import ModelManifest, Precision, verify_file
+from mimicsearch.model_manifest import ModelManifest, Precision, verify_file
 
 MODELS = ["minilm", "tiny_gemma"]
 # Floors for texts the parity gate never saw (the gate's own thresholds).
@@ -227,7 +228,10 @@ def test_cli_export_wiring(tiny_gemma_dir, tmp_path):
     auto = runner.invoke(main, ["export", str(tiny_gemma_dir), "--out", str(tmp_path / "d"),
                                 "--variants", "int8", "--parity-texts", "24", "--no-progress",
                                 "--keep-fp32", "auto", "--no-reduce-range", "--json"])
-    assert auto.exit_code == 0, auto.output
+    # Without reduce-range, u8s8 int8 saturates on CPUs without VNNI (AVX2 only); the gate
+    # may then refuse the variant, but the flags must reach the recipe either way.
+    vnni = "vnni" in Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else True
+    assert auto.exit_code == 0 if vnni else auto.exit_code in (0, 1), auto.output
     recipe = json.loads(auto.stdout)["variants"][0]["recipe"]
     assert recipe["auto"] is True and recipe["reduce_range"] is False
 

@@ -13,6 +13,7 @@ from faiss.contrib.evaluation import check_ref_knn_with_draws
 
 from mimicsearch.index import (
     ArraySource,
+    BuildOptions,
     Family,
     add_to_index,
     build_index,
@@ -20,13 +21,13 @@ from mimicsearch.index import (
     choose_index,
     index_info,
     merge_shards,
-    nlist_for,
     open_index,
     parse_bytes,
     remove_from_index,
 )
-from mimicsearch.index_manifest import IndexManifest
-from mimicsearch.store import store_table
+from mimicsearch.index.choice import nlist_for
+from mimicsearch.index.manifest import IndexManifest
+from mimicsearch.index.store import store_table
 
 N, DIM, NQ, K = 2000, 32, 20, 10
 GiB = 2**30
@@ -67,8 +68,10 @@ def build(tmp_path, corpus, name="ix", rows=None, **kw):
     if rows is not None:
         x, meta = x[rows], meta.take(pa.array(rows))
     kw.setdefault("progress", False)
+    progress = kw.pop("progress", True)
     build_index(ArraySource(x, meta, batch_rows=300), tmp_path / name,
-                model_fingerprint="fp-test", model_dir="/models/x", **kw)
+                model_fingerprint="fp-test", model_dir="/models/x",
+                options=BuildOptions(**kw), progress=progress)
     return tmp_path / name
 
 
@@ -461,7 +464,7 @@ def test_window_rows_show_each_note_once(tmp_path, corpus):
 
 def test_exact_subset_search_in_blocks(tmp_path, corpus, monkeypatch):
     """Filtered search decodes allowed rows block by block; block size must not matter."""
-    import mimicsearch.index as index_mod
+    import mimicsearch.index.loaded as index_mod
 
     x, q, _ = corpus
     ix = open_index(build(tmp_path, corpus, index_key="IVF32,Flat"))

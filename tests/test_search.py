@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from mimicsearch.index import ArraySource, build_index, remove_from_index
+from mimicsearch.index import ArraySource, BuildOptions, build_index, remove_from_index
 from mimicsearch.search import Filters, Searcher, check_model
 
 N, DIM = 600, 16
@@ -43,7 +43,8 @@ def corpus():
 def index_dir(tmp_path, corpus):
     x, meta = corpus
     build_index(ArraySource(x, meta), tmp_path / "ix", model_fingerprint="fp-a",
-                model_dir="/nowhere/model", index_key="HNSW32,Flat", progress=False)
+                model_dir="/nowhere/model", options=BuildOptions(index_key="HNSW32,Flat"),
+                progress=False)
     return tmp_path / "ix"
 
 
@@ -113,18 +114,25 @@ def write_embeddings(out, notes_csv, fingerprint="fp-emb", dim=DIM, skip_ids=())
     the notes `Reader` accepts (minus `skip_ids`, as if the encoder had rejected them)."""
     import pyarrow.parquet as pq
 
-    from mimicsearch.embeddings import EmbeddingsManifest, Shard, embedding_column, shard_schema
+    from mimicsearch.embeddings import (
+        EmbeddingsManifest,
+        EmbeddingsShard,
+        embedding_column,
+        shard_schema,
+        snippets_table,
+    )
     from mimicsearch.fileio import sha256_file
     from mimicsearch.readers import Reader
 
     reader = Reader(notes_csv)
-    ids, lines, meta = [], [], {k: [] for k in reader.columns.keep}
+    ids, lines, texts, meta = [], [], [], {k: [] for k in reader.columns.keep}
     for b in reader:
         for j, i in enumerate(b.ids):
             if i in skip_ids:
                 continue
             ids.append(i)
             lines.append(int(b.lines[j]))
+            texts.append(b.texts[j])
             for k, values in meta.items():
                 values.append(b.metadata[k][j])
     vecs = unit(np.random.default_rng(3).standard_normal((len(ids), dim)))
@@ -133,11 +141,14 @@ def write_embeddings(out, notes_csv, fingerprint="fp-emb", dim=DIM, skip_ids=())
                      schema=schema)
     out.mkdir(parents=True)
     pq.write_table(table, out / "shard-00000.parquet")
+    pq.write_table(snippets_table(texts), out / "snippets-00000.parquet")
     st = notes_csv.stat()
     settings = {"input": str(notes_csv), "input_bytes": st.st_size,
                 "input_mtime_ns": st.st_mtime_ns, "text_col": "TEXT", "id_col": "ROW_ID"}
-    EmbeddingsManifest(fingerprint, dim, len(ids), (Shard(
-        "shard-00000.parquet", len(ids), sha256_file(out / "shard-00000.parquet")),),
+    EmbeddingsManifest(fingerprint, dim, len(ids), (EmbeddingsShard(
+        "shard-00000.parquet", len(ids), sha256_file(out / "shard-00000.parquet"),
+        snippets="snippets-00000.parquet",
+        snippets_sha256=sha256_file(out / "snippets-00000.parquet")),),
         tuple(c for c in table.column_names if c != "embedding"), complete=True,
         settings=settings).save(out)
     return vecs, ids
@@ -159,37 +170,32 @@ def notes_csv(synth_dir, tmp_path_factory):
     return path
 
 
-def test_snippets_follow_notes_by_line(tmp_path, notes_csv):
-    import pandas as pd
-
-    from mimicsearch.index import EmbeddingsSource, NoteTexts, open_index
-
-    write_embeddings(tmp_path / "emb", notes_csv, skip_ids={7, 8})
-    src = EmbeddingsSource(tmp_path / "emb", NoteTexts(notes_csv))
-    build_index(src, tmp_path / "ix", model_fingerprint="fp-emb", progress=False)
-    store = open_index(tmp_path / "ix").store
-    df = pd.read_csv(notes_csv, dtype=str).set_index("ROW_ID")
-    assert len(store) == 298 and store.records([0])[0]["id"] == 1
-    for rec in store.records(np.arange(0, 298, 37)):
-        note = df.loc[str(rec["id"])]
-        assert rec["snippet"] == " ".join(note.TEXT.split())[:200].rstrip()
-        assert (rec["SUBJECT_ID"], rec["CATEGORY"]) == (note.SUBJECT_ID, note.CATEGORY)
-
-
-def test_snippets_only_from_the_unchanged_notes_file(tmp_path, notes_csv):
-    import os
+def test_snippets_are_cut_while_encoding(tmp_path, notes_csv, minilm_onnx):
+    """encode writes each row's snippet beside its shard; building the index reads them
+    there, so the notes file is not read again (here it is gone by then)."""
     import shutil
 
-    from mimicsearch.index import _source_notes
+    import pandas as pd
+
+    from mimicsearch.corpus import encode_corpus
+    from mimicsearch.index import EmbeddingsSource, open_index
+    from mimicsearch.options import EncodeOptions
 
     notes = tmp_path / "notes.csv"
     shutil.copy(notes_csv, notes)
-    write_embeddings(tmp_path / "emb", notes)
-    assert _source_notes(tmp_path / "emb") is not None
-    os.utime(notes, ns=(0, 0))  # the file changed since it was encoded: lines may not match
-    assert _source_notes(tmp_path / "emb") is None
+    s = encode_corpus(notes, minilm_onnx, tmp_path / "emb", EncodeOptions(max_length=32, snippets=True),
+                      shard_size=120, batch_size=100, progress=False)
+    assert s.rejected == 1 and len(list((tmp_path / "emb").glob("snippets-*.parquet"))) == 2
     notes.unlink()
-    assert _source_notes(tmp_path / "emb") is None
+    build_index(EmbeddingsSource(tmp_path / "emb"), tmp_path / "ix", model_fingerprint="x",
+                progress=False)
+    store = open_index(tmp_path / "ix").store
+    df = pd.read_csv(notes_csv, dtype=str).set_index("ROW_ID")
+    assert len(store) == 300 and store.records([0])[0]["id"] == 1
+    for rec in store.records(np.arange(0, 300, 37)):
+        note = df.loc[str(rec["id"])]
+        assert rec["snippet"] == " ".join(note.TEXT.split())[:200].rstrip()
+        assert (rec["SUBJECT_ID"], rec["CATEGORY"]) == (note.SUBJECT_ID, note.CATEGORY)
 
 
 def test_cli_from_embeddings(tmp_path, notes_csv):
@@ -338,7 +344,8 @@ def test_cli_end_to_end_from_notes(tmp_path, minilm_onnx, notes_csv):
 def test_add_embeddings_and_model_checks(tmp_path, notes_csv, synth_dir, minilm_onnx):
     import csv
 
-    from mimicsearch.index import add_notes, build_index_from, open_index
+    from mimicsearch.index import open_index
+    from mimicsearch.pipeline import add_notes, build_index_from
 
     write_embeddings(tmp_path / "emb", notes_csv)
     with pytest.raises(ValueError, match="was encoded by model fp-emb, not by"):

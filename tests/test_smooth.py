@@ -11,7 +11,7 @@ from mimicsearch.export.smooth import SmoothRecipe, input_absmax, smooth_gemma3
 from mimicsearch.export.source import load_source
 
 from mimicsearch.cli import main
-from mimicsearch.manifest import ModelManifest
+from mimicsearch.model_manifest import ModelManifest
 
 
 def spread(stats, name):

@@ -20,12 +20,13 @@ pytestmark = pytest.mark.filterwarnings(
 from mimicsearch import index as ix
 from mimicsearch.embeddings import (
     EmbeddingsManifest,
-    Shard,
+    EmbeddingsShard,
     embedding_column,
     load_embeddings,
     shard_schema,
 )
 from mimicsearch.encoder import Encoder
+from mimicsearch.options import EncodeOptions
 from mimicsearch.fileio import sha256_file
 from mimicsearch.readers import Reader
 
@@ -101,13 +102,13 @@ def test_embed_dataframe_equals_local_in_any_partitioning(spark, minilm_onnx, no
 
 
 def test_encode_corpus_spark_equals_local_encode(spark, minilm_onnx, notes_csv, tmp_path):
-    from mimicsearch.encode import encode_corpus
+    from mimicsearch.corpus import encode_corpus
     from mimicsearch.spark import encode_corpus_spark
 
-    local = encode_corpus(notes_csv, minilm_onnx, tmp_path / "local", precision="fp32",
-                          threads=1, progress=False)
-    dist = encode_corpus_spark(notes_csv, minilm_onnx, tmp_path / "spark", precision="fp32",
-                               partitions=3, spark=spark)
+    local = encode_corpus(notes_csv, minilm_onnx, tmp_path / "local",
+                          EncodeOptions(precision="fp32"), threads=1, progress=False)
+    dist = encode_corpus_spark(notes_csv, minilm_onnx, tmp_path / "spark",
+                               EncodeOptions(precision="fp32"), partitions=3, spark=spark)
     for field in ("rows_read", "encoded", "rejected", "truncated", "rows_written", "dim"):
         assert getattr(dist, field) == getattr(local, field), field
     assert (dist.rows_read, dist.rejected) == (NOTES + 4, 3)
@@ -151,7 +152,7 @@ def _embeddings_dir(path, n=900, dim=32, files=3, seed=0):
              embedding_column(x[rows])], schema=schema)
         name = f"shard-{i:05d}.parquet"
         pq.write_table(table, path / name)
-        shards.append(Shard(name, len(rows), sha256_file(path / name)))
+        shards.append(EmbeddingsShard(name, len(rows), sha256_file(path / name)))
     EmbeddingsManifest("test-fp", dim, n, tuple(shards), ("id", "line", "SUBJECT_ID"),
                        complete=True).save(path)
     return x
@@ -163,11 +164,13 @@ def test_build_index_spark_equals_local(spark, tmp_path, key, shard_size, merge)
 
     x = _embeddings_dir(tmp_path / "emb")
     local = ix.build_index(ix.EmbeddingsSource(tmp_path / "emb"), tmp_path / "local",
-                           model_fingerprint="test-fp", index_key=key, shard_size=shard_size,
-                           seed=3, progress=False)
-    dist = build_index_spark(tmp_path / "emb", tmp_path / "spark", index_key=key,
-                             shard_size=shard_size, merge=merge, seed=3, partitions=3,
-                             spark=spark)
+                           model_fingerprint="test-fp",
+                           options=ix.BuildOptions(index_key=key, shard_size=shard_size,
+                                                   seed=3), progress=False)
+    dist = build_index_spark(tmp_path / "emb", tmp_path / "spark",
+                             options=ix.BuildOptions(index_key=key, shard_size=shard_size,
+                                                     merge=merge, seed=3),
+                             partitions=3, spark=spark)
     assert dist.trained.sha256 == local.trained.sha256  # same sample, same quantizer
     assert (dist.rows, dist.ntotal, dist.index_key) == (local.rows, local.ntotal, key)
     assert len(dist.shards) == (1 if merge else 3)

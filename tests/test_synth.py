@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from mimicsearch.cli import main
-from mimicsearch.clinical_vocab import ICD9
+from mimicsearch.synth.vocab import ICD9
 from mimicsearch.synth import (
     CATEGORY_COUNTS,
     DIAGNOSIS_COLUMNS,

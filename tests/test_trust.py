@@ -15,11 +15,12 @@ import pyarrow as pa
 import pytest
 
 from mimicsearch.embeddings import EmbeddingsManifest, iter_shards
-from mimicsearch.encode import encode_corpus
+from mimicsearch.corpus import encode_corpus
 from mimicsearch.encoder import Encoder
-from mimicsearch.index import ArraySource, add_to_index, build_index, open_index
-from mimicsearch.index_manifest import IndexManifest
-from mimicsearch.manifest import ModelManifest
+from mimicsearch.index import ArraySource, BuildOptions, add_to_index, build_index, open_index
+from mimicsearch.options import EncodeOptions
+from mimicsearch.index.manifest import IndexManifest
+from mimicsearch.model_manifest import ModelManifest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("mimicsearch", "train", "export")
@@ -119,7 +120,8 @@ def model_dir(tiny_gemma_onnx):
 def emb_dir(model_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("emb")
     src = write_notes(tmp / "notes.csv", 30)
-    encode_corpus(src, model_dir, tmp / "emb", shard_size=10, progress=False, precision="fp32")
+    encode_corpus(src, model_dir, tmp / "emb", EncodeOptions(precision="fp32"), shard_size=10,
+                  progress=False)
     return tmp / "emb"
 
 
@@ -131,8 +133,8 @@ def index_dir(tmp_path_factory):
     meta = pa.table({"id": np.arange(300, dtype=np.int64),
                      "SUBJECT_ID": [str(i % 7) for i in range(300)]})
     out = tmp_path_factory.mktemp("ix") / "ix"
-    build_index(ArraySource(x, meta), out, model_fingerprint="fp", index_key="IVF8,Flat",
-                shard_size=150, progress=False)
+    build_index(ArraySource(x, meta), out, model_fingerprint="fp",
+                options=BuildOptions(index_key="IVF8,Flat", shard_size=150), progress=False)
     return out
 
 
@@ -302,7 +304,8 @@ def test_malformed_input_error_names_line_not_text(model_dir, tmp_path):
 
 RSS_SCRIPT = """
 import csv, json, resource, sys
-from mimicsearch.encode import encode_corpus
+from mimicsearch.corpus import encode_corpus
+from mimicsearch.options import EncodeOptions
 src, model, out, rows, big, long = sys.argv[1:7]
 with open(src, "w", newline="") as f:
     w = csv.writer(f)
@@ -311,7 +314,7 @@ with open(src, "w", newline="") as f:
         w.writerow([i, f"patient {i} stable, denies chest pain and fever"])
     if int(big):
         w.writerow([0, ("the patient denies chest pain and fever " * 30000)[:int(big)]])
-s = encode_corpus(src, model, out, long=long, progress=False, precision="fp32",
+s = encode_corpus(src, model, out, EncodeOptions(long=long, precision="fp32"), progress=False,
                   shard_size=5000, batch_size=256)
 print(json.dumps({"encoded": s.encoded, "truncated": s.truncated,
                   "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))

@@ -14,12 +14,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mimicsearch.fileio import atomic_path, read_json, safe_child, sha256_file, write_json
+from mimicsearch.fileio import (
+    MANIFEST,
+    atomic_path,
+    check_kind,
+    read_json,
+    safe_child,
+    sha256_file,
+    write_json,
+)
 
 from .icd9 import chapters
 
 FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
+KIND = "mimicsearch-pairs"
 NOTE_COLUMNS = ("ROW_ID", "SUBJECT_ID", "HADM_ID", "CHARTDATE", "CHARTTIME", "CATEGORY",
                 "ISERROR", "TEXT")
 DIAGNOSIS_COLUMNS = ("SUBJECT_ID", "HADM_ID", "ICD9_CODE")
@@ -71,15 +79,18 @@ class PairsManifest:
     sources: dict[str, str]             # input file name -> sha256
     files: dict[str, str]               # output file name -> sha256
     counts: dict[str, dict[str, int]]   # split -> {"patients", "notes", "pairs"}
+    kind: str = KIND
     format_version: int = FORMAT_VERSION
 
     def to_dict(self) -> dict:
-        return {"format_version": self.format_version, "options": self.options.to_dict(),
+        return {"kind": self.kind, "format_version": self.format_version,
+                "options": self.options.to_dict(),
                 "sources": dict(self.sources), "files": dict(self.files),
                 "counts": {k: dict(v) for k, v in self.counts.items()}}
 
     @classmethod
     def from_dict(cls, d: dict) -> PairsManifest:
+        check_kind(d, KIND, "mimicsearch pairs")
         if d.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"pairs manifest format_version {d.get('format_version')!r} is not "
                              f"supported (expected {FORMAT_VERSION}); rebuild it with "

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 BEST_METRIC = "recall@10_excluded"
 
 
-class Precision(str, enum.Enum):
+class TrainPrecision(str, enum.Enum):
     AUTO = "auto"  # bf16 autocast on GPU, fp32 on CPU
     FP32 = "fp32"
     BF16 = "bf16"  # fp16 is deliberately absent: Gemma3 activations overflow it
@@ -57,7 +57,7 @@ class TrainConfig:
     prompt: str | None = None          # name of a model prompt prepended to every note
     distinct_patients: bool = True     # no two pairs of one patient in a batch
     gradient_checkpointing: bool = False
-    precision: Precision = Precision.AUTO
+    precision: TrainPrecision = TrainPrecision.AUTO
     max_steps: int = 0                 # > 0: stop after this many steps; the schedule still
                                        # spans all epochs, so --resume continues the same run
     max_train_pairs: int = 0           # > 0: train on a seeded sample of this many pairs
@@ -69,7 +69,7 @@ class TrainConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "loss", _enum(LossKind, self.loss, "loss"))
-        object.__setattr__(self, "precision", _enum(Precision, self.precision, "precision"))
+        object.__setattr__(self, "precision", _enum(TrainPrecision, self.precision, "precision"))
         for name in ("epochs", "batch_size", "max_seq_length"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -262,9 +262,9 @@ def _model_max_length(model) -> int | None:
     return min(limits) if limits else None
 
 
-def _autocast_dtype(precision: Precision, device: str) -> torch.dtype | None:
+def _autocast_dtype(precision: TrainPrecision, device: str) -> torch.dtype | None:
     is_cuda = torch.device(device).type == "cuda"
-    if precision is Precision.FP32 or (precision is Precision.AUTO and not is_cuda):
+    if precision is TrainPrecision.FP32 or (precision is TrainPrecision.AUTO and not is_cuda):
         return None
     if not is_cuda:
         raise ValueError(f"precision=bf16 needs a GPU (device {device!r}); use fp32 or auto")

@@ -44,6 +44,10 @@ from ._extras import import_stage
 @click.option("--batch-size", type=int, default=1024, show_default=True,
               help="Records read, tokenized and encoded together (bounds memory).")
 @click.option("--npy", is_flag=True, help="Also write embeddings.npy (rows in shard order).")
+@click.option("--snippets", is_flag=True,
+              help="Keep each note's opening (200 characters, clinical text) beside the shards, "
+                   "so an index built from this directory shows it in hits (build-index from "
+                   "notes always does).")
 @click.option("--show-text", is_flag=True,
               help="Put rejected notes' text into rejects.csv (PHI: off by default).")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier run in --out with "
@@ -52,35 +56,32 @@ from ._extras import import_stage
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--engine", type=click.Choice(["local", "spark"]), default="local",
               show_default=True, help="spark: read, encode and write with Spark, one shard "
-              "per partition (the [spark] extra; no resume, --npy or --show-text).")
+              "per partition (the [spark] extra; no resume, --npy, --show-text, --long "
+              "windows, --shard-size or --batch-size).")
 @click.option("--master", help="Spark master URL with --engine spark (default: spark-submit's, "
               "else local[*]).")
 def encode(input, model_dir, out_dir, text_col, id_col, keep, no_keep, id_type, input_format,
            prompt, dim, long, max_length, precision, threads, shard_size, batch_size, npy,
-           show_text, overwrite, no_progress, as_json, engine, master):
+           snippets, show_text, overwrite, no_progress, as_json, engine, master):
     """Encode every note of INPUT (NOTEEVENTS.csv, CSV/TSV, Parquet, JSONL) into OUT.
 
     Rows that cannot be encoded go to OUT/rejects.csv with line and reason. Interrupted,
     the same command resumes from the last complete shard.
     """
-    from ..encode import encode_corpus
+    from ..options import EncodeOptions
+    from ..pipeline import encode_notes
 
-    run, extra = encode_corpus, {"shard_size": shard_size, "batch_size": batch_size,
-                                 "show_text": show_text, "npy": npy, "max_length": max_length}
     if engine == "spark":
-        if npy or show_text or max_length:
-            raise click.UsageError("--npy, --show-text and --max-length need --engine local")
-        run = import_stage("mimicsearch.spark", "spark").encode_corpus_spark
-        extra = {"master": master}
-    elif master:
-        raise click.UsageError("--master needs --engine spark")
+        import_stage("mimicsearch.spark", "spark")
     try:
-        s = run(
-            input, model_dir, out_dir, text_col=text_col, id_col=id_col,
-            keep=[] if no_keep else (list(keep) or None), id_type=id_type,
-            input_format=input_format, prompt=None if prompt == "none" else prompt, dim=dim,
-            long=long, precision=precision, threads=threads, overwrite=overwrite,
-            progress=not no_progress, **extra)
+        options = EncodeOptions(
+            text_col=text_col, id_col=id_col, keep=() if no_keep else (tuple(keep) or None),
+            id_type=id_type, input_format=input_format,
+            prompt=None if prompt == "none" else prompt, dim=dim, long=long,
+            max_length=max_length, precision=precision, snippets=snippets)
+        s = encode_notes(input, model_dir, out_dir, options, engine=engine, threads=threads,
+                         overwrite=overwrite, progress=not no_progress, shard_size=shard_size,
+                         batch_size=batch_size, show_text=show_text, npy=npy, master=master)
     except (MalformedInputError, ValueError, FileNotFoundError, FileExistsError) as e:
         raise click.ClickException(str(e)) from None
     if as_json:

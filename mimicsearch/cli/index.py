@@ -7,6 +7,8 @@ from pathlib import Path
 import click
 
 from .. import index as ix
+from ..options import EncodeOptions
+from ..pipeline import add_notes, build_index_from
 from ..search import Filters, Searcher
 from ._extras import import_stage
 
@@ -55,19 +57,20 @@ def build_index_cmd(input_path, model_dir, out_dir, memory, index_key, shard_siz
                     merge_on_disk, recall_target, text_col, id_col, dim, long_mode, threads,
                     seed, no_progress, as_json, engine, master):
     """Build a search index from notes (encoded with --model) or an embeddings directory."""
-    build, extra = ix.build_index_from, {}
     if engine == "spark":
-        build = import_stage("mimicsearch.spark", "spark").build_index_from_spark
-        extra = {"master": master}
+        import_stage("mimicsearch.spark", "spark")
     elif master:
         raise click.UsageError("--master needs --engine spark")
     try:
         budget = ix.parse_bytes(memory) if memory else ix.default_memory_budget()
-        m = build(
-            input_path, out_dir, model_dir, text_col=text_col, id_col=id_col, dim=dim,
-            long=long_mode, threads=threads, progress=not no_progress, memory_bytes=budget,
-            index_key=index_key, shard_size=shard_size, merge=merge_on_disk,
-            recall_target=recall_target, seed=seed, **extra)
+        m = build_index_from(
+            input_path, out_dir, model_dir,
+            encode=EncodeOptions(text_col=text_col, id_col=id_col, dim=dim, long=long_mode,
+                                 snippets=True),
+            build=ix.BuildOptions(memory_bytes=budget, index_key=index_key,
+                                  shard_size=shard_size, merge=merge_on_disk,
+                                  recall_target=recall_target, seed=seed),
+            engine=engine, threads=threads, progress=not no_progress, master=master)
     except (ValueError, FileNotFoundError, FileExistsError) as e:
         raise _fail(e) from None
     if as_json:
@@ -167,8 +170,8 @@ def add_cmd(index_dir, new_notes, model_dir, text_col, id_col, threads, no_progr
     """Append notes (or an embeddings directory) to an index without retraining it."""
     try:
         before = ix.IndexManifest.load(index_dir).rows
-        m = ix.add_notes(index_dir, new_notes, model_dir, text_col=text_col, id_col=id_col,
-                         threads=threads, progress=not no_progress)
+        m = add_notes(index_dir, new_notes, model_dir, text_col=text_col, id_col=id_col,
+                      threads=threads, progress=not no_progress)
     except (ValueError, FileNotFoundError) as e:
         raise _fail(e) from None
     summary = {"added": m.rows - before, "rows": m.rows, "live_rows": m.live_rows,

@@ -27,8 +27,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from . import clinical_vocab as V
-from .fileio import atomic_open
+from ..fileio import atomic_open
+from . import vocab as V
 
 NOTE_COLUMNS = ("ROW_ID", "SUBJECT_ID", "HADM_ID", "CHARTDATE", "CHARTTIME", "STORETIME",
                 "CATEGORY", "DESCRIPTION", "CGID", "ISERROR", "TEXT")

@@ -1,7 +1,7 @@
 """Clinical vocabulary for the synthetic MIMIC-III generator: real ICD-9-CM codes, admission
 problems, chronic conditions, medications, labs and caregiver phrasing.
 
-Data only; `synth.py` turns it into patients and notes. Templates use `{slot}` names filled
+Data only; `generator.py` turns it into patients and notes. Templates use `{slot}` names filled
 from one admission's story (side, lobe, vessel, organism, ...), so the same specifics recur in
 every note written about that admission.
 """

@@ -1,4 +1,4 @@
-"""Encoding a corpus file into an embeddings directory: streaming, accounted, resumable.
+"""A notes file to an embeddings directory: streaming, accounted, resumable.
 
 Memory is bounded by one block of records (`batch_size`): each block is encoded and
 appended to the open Parquet shard as a row group. A shard is closed after the block that
@@ -23,17 +23,20 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from .embeddings import (
-    MANIFEST,
     EmbeddingsManifest,
-    Shard,
+    EmbeddingsShard,
     embedding_column,
     embedding_matrix,
+    shard_name,
     shard_schema,
+    snippets_name,
+    snippets_table,
 )
 from .encoder import Encoded, Encoder, LongMode
-from .fileio import atomic_open, atomic_path, safe_child, sha256_file
+from .fileio import MANIFEST, atomic_open, atomic_path, safe_child, sha256_file, writer
 from .idset import IdSet
-from .readers import IdType, InputFormat, Reader, RecordBatch, Reject
+from .options import EncodeOptions
+from .readers import IdType, Reader, RecordBatch, Reject
 
 REJECTS = "rejects.csv"
 NPY = "embeddings.npy"
@@ -58,10 +61,6 @@ class EncodeSummary:
         return asdict(self)
 
 
-def _shard_name(i: int) -> str:
-    return f"shard-{i:05d}.parquet"
-
-
 def _rejects_part(i: int) -> str:
     return f".rejects-{i:05d}.csv"
 
@@ -79,15 +78,16 @@ def _read_rejects(path: Path) -> list[list[str]]:
         return list(csv.reader(f))[1:]
 
 
-def _settings(input_path: Path, encoder: Encoder, reader: Reader, **kw) -> dict:
+def _settings(input_path: Path, encoder: Encoder, reader: Reader, options: EncodeOptions,
+              **kw) -> dict:
     st = input_path.stat()
     c = reader.columns
     return {
-        "input": str(input_path.resolve()), "input_bytes": st.st_size,
+        "engine": "local", "input": str(input_path.resolve()), "input_bytes": st.st_size,
         "input_mtime_ns": st.st_mtime_ns, "format": reader.format.value,
         "text_col": c.text, "id_col": c.id, "keep": list(c.keep), "id_type": c.id_type.value,
         "model_fingerprint": encoder.fingerprint, "model_file_sha256": encoder.variant.sha256,
-        **kw,
+        "options": options.to_dict(), **kw,
     }
 
 
@@ -98,6 +98,10 @@ def _clean(out: Path) -> None:
             p.unlink()
         elif p.name.startswith(".ids-") and p.is_dir():  # a killed run's spilled id map
             shutil.rmtree(p, ignore_errors=True)
+
+
+def _block_snippets(batch: RecordBatch, enc: Encoded) -> pa.Table:
+    return snippets_table([batch.texts[p] for p in enc.parents])
 
 
 def _block_table(batch: RecordBatch, enc: Encoded, schema: pa.Schema) -> pa.Table:
@@ -113,58 +117,68 @@ def _block_table(batch: RecordBatch, enc: Encoded, schema: pa.Schema) -> pa.Tabl
 
 
 class _ShardWriter:
-    """One shard being written: a temp Parquet file that becomes the shard when closed."""
+    """One shard being written (and its snippets file): temp Parquet files that become the
+    shard when closed."""
 
-    def __init__(self, out: Path, index: int, schema: pa.Schema):
-        self.name = _shard_name(index)
+    def __init__(self, out: Path, index: int, schema: pa.Schema, snippets: bool):
+        self.name = shard_name(index)
+        self.snippets = snippets_name(index) if snippets else ""
         self._stack = contextlib.ExitStack()
         tmp = self._stack.enter_context(atomic_path(out / self.name))
-        self._writer = pq.ParquetWriter(tmp, schema, compression="zstd")
+        self._writers = [pq.ParquetWriter(tmp, schema, compression="zstd")]
+        if snippets:
+            tmp = self._stack.enter_context(atomic_path(out / self.snippets))
+            self._writers.append(pq.ParquetWriter(tmp, snippets_table([]).schema,
+                                                  compression="zstd"))
         self.rows = self.records = self.truncated = 0
         self.rejects: list[Reject] = []
 
-    def write(self, table: pa.Table) -> None:
+    def write(self, table: pa.Table, snippets: pa.Table) -> None:
         if table.num_rows:
-            self._writer.write_table(table)
+            self._writers[0].write_table(table)
+            if self.snippets:
+                self._writers[1].write_table(snippets)
         self.rows += table.num_rows
 
     def close(self) -> None:
-        self._writer.close()
+        for w in self._writers:
+            w.close()
         self._stack.close()
 
     def abort(self, exc: BaseException) -> None:
-        self._writer.close()
+        for w in self._writers:
+            w.close()
         self._stack.__exit__(type(exc), exc, exc.__traceback__)
 
 
-def encode_corpus(input: str | Path, model_dir: str | Path, out_dir: str | Path, *,
-                  text_col: str | None = None, id_col: str | None = None,
-                  keep: list[str] | None = None, id_type: IdType | str = IdType.AUTO,
-                  input_format: InputFormat | str | None = None,
-                  prompt: str | None = "document", dim: int | None = None,
-                  long: LongMode | str = LongMode.TRUNCATE, precision: str | None = None,
-                  threads: int | None = None, shard_size: int = 50_000,
-                  batch_size: int = 1024, show_text: bool = False, npy: bool = False,
-                  overwrite: bool = False, progress: bool = True,
-                  max_length: int | None = None, encoder: Encoder | None = None
-                  ) -> EncodeSummary:
+@writer("out_dir")
+def encode_corpus(input: str | Path, model_dir: str | Path, out_dir: str | Path,
+                  options: EncodeOptions | None = None, *, threads: int | None = None,
+                  shard_size: int = 50_000, batch_size: int = 1024, show_text: bool = False,
+                  npy: bool = False, overwrite: bool = False, progress: bool = True,
+                  encoder: Encoder | None = None) -> EncodeSummary:
     """Encode every note of `input` into `out_dir` (see mimicsearch/embeddings.py).
 
     Rejected rows go to `out_dir/rejects.csv` (note text only with `show_text`). Re-running
     the same call resumes an interrupted run; different arguments need `overwrite`.
+    `encoder` reuses a loaded model (it must be `model_dir`'s, loaded with the options'
+    precision and max_length).
     """
     t0 = time.perf_counter()
     input, out = Path(input), Path(out_dir)
     if shard_size < 1:
         raise ValueError(f"shard_size={shard_size}: must be >= 1")
-    long = LongMode(long)
-    encoder = encoder or Encoder(model_dir, threads=threads, precision=precision,
-                                 max_length=max_length)
-    dim = encoder.check_dim(dim)
+    o = options or EncodeOptions()
+    long, prompt = LongMode(o.long), o.prompt
+    encoder = encoder or Encoder(model_dir, threads=threads, precision=o.precision,
+                                 max_length=o.max_length)
+    dim = encoder.check_dim(o.dim)
     encoder.prompt_text(prompt)
+    keep = None if o.keep is None else list(o.keep)
+    text_col, id_col, id_type, input_format = o.text_col, o.id_col, o.id_type, o.input_format
     probe = Reader(input, text_col, id_col, keep, id_type, input_format, batch_size)
     probe.close()
-    settings = _settings(input, encoder, probe, prompt=prompt, dim=dim, long=long.value,
+    settings = _settings(input, encoder, probe, o, prompt=prompt, dim=dim, long=long.value,
                          shard_size=shard_size, batch_size=batch_size, show_text=show_text,
                          max_length=encoder.max_length)
     columns = probe.columns
@@ -194,8 +208,8 @@ def encode_corpus(input: str | Path, model_dir: str | Path, out_dir: str | Path,
     try:
         for batch, enc in stream:
             if shard is None:
-                shard = _ShardWriter(out, len(shards), schema)
-            shard.write(_block_table(batch, enc, schema))
+                shard = _ShardWriter(out, len(shards), schema, o.snippets)
+            shard.write(_block_table(batch, enc, schema), _block_snippets(batch, enc))
             shard.records += batch.records
             shard.truncated += int(enc.truncated.sum())
             shard.rejects.extend(batch.rejects)
@@ -242,8 +256,7 @@ def _resume_point(out: Path, settings: dict, overwrite: bool) -> EmbeddingsManif
     if m.settings == settings:
         return m
     if not overwrite:
-        diff = sorted(k for k in set(m.settings) | set(settings)
-                      if m.settings.get(k) != settings.get(k))
+        diff = _differences(m.settings, settings)
         raise ValueError(
             f"{out} holds a run with other arguments (differs in {diff}); re-run with the "
             "same arguments to resume it, or pass --overwrite / another --out")
@@ -251,8 +264,17 @@ def _resume_point(out: Path, settings: dict, overwrite: bool) -> EmbeddingsManif
     return None
 
 
+def _differences(old: dict, new: dict) -> list[str]:
+    """Settings that differ; an option also recorded at the top level is named once."""
+    top = sorted(k for k in set(old) | set(new) if k != "options" and old.get(k) != new.get(k))
+    a, b = old.get("options") or {}, new.get("options") or {}
+    return top + sorted(f"options.{k}" for k in set(a) | set(b)
+                        if a.get(k) != b.get(k) and k not in top)
+
+
 def _remove_outputs(out: Path) -> None:
-    for pattern in ("shard-*.parquet", ".rejects-*.csv", REJECTS, NPY, MANIFEST):
+    for pattern in ("shard-*.parquet", "snippets-*.parquet", ".rejects-*.csv", REJECTS, NPY,
+                    MANIFEST):
         for p in out.glob(pattern):
             p.unlink()
 
@@ -275,12 +297,13 @@ def _close_shard(out: Path, shard: _ShardWriter, m: EmbeddingsManifest, shards: 
     shard.close()
     index = len(shards)
     _write_rejects(out / _rejects_part(index), shard.rejects, show_text)
-    shards.append(Shard(shard.name, shard.rows, sha256_file(out / shard.name), records,
-                        len(shard.rejects), shard.truncated))
-    m = EmbeddingsManifest(
-        m.model_fingerprint, m.dim, m.rows + shard.rows, tuple(shards), m.columns, m.id_type,
-        m.long, False, m.settings, m.rejected + len(shard.rejects),
-        m.truncated + shard.truncated)
+    shards.append(EmbeddingsShard(
+        shard.name, shard.rows, sha256_file(out / shard.name), records, len(shard.rejects),
+        shard.truncated, shard.snippets,
+        sha256_file(out / shard.snippets) if shard.snippets else ""))
+    m = m.replace(rows=m.rows + shard.rows, shards=tuple(shards), complete=False,
+                  rejected=m.rejected + len(shard.rejects),
+                  truncated=m.truncated + shard.truncated)
     m.save(out)
     return m
 
@@ -294,8 +317,7 @@ def _finish(out: Path, m: EmbeddingsManifest, show_text: bool, npy: bool) -> Emb
             w.writerows(_read_rejects(out / _rejects_part(i)))
     if npy:
         _write_npy(out, m)
-    done = EmbeddingsManifest(m.model_fingerprint, m.dim, m.rows, m.shards, m.columns,
-                              m.id_type, m.long, True, m.settings, m.rejected, m.truncated)
+    done = m.replace(complete=True)
     done.save(out)
     for i in range(len(m.shards)):
         (out / _rejects_part(i)).unlink(missing_ok=True)

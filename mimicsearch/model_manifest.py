@@ -9,10 +9,10 @@ import enum
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .fileio import read_manifest, safe_child, sha256_file, write_json
+from .fileio import MANIFEST, check_kind, read_manifest, safe_child, sha256_file, write_json
 
 FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
+KIND = "mimicsearch-model"
 
 
 class Precision(str, enum.Enum):
@@ -94,6 +94,7 @@ class ModelManifest:
     default_prompt_name: str = ""
     input_names: tuple[str, ...] = ("input_ids", "attention_mask")
     output_name: str = "sentence_embedding"
+    kind: str = KIND
     format_version: int = FORMAT_VERSION
 
     @property
@@ -129,6 +130,7 @@ class ModelManifest:
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelManifest:
+        check_kind(d, KIND, "mimicsearch export")
         version = d.get("format_version")
         if version != FORMAT_VERSION:
             raise ValueError(f"manifest format_version {version!r} is not supported "

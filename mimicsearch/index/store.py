@@ -7,7 +7,6 @@ snippet. Metadata values are strings (null when absent), as the embeddings stage
 """
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -17,24 +16,19 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .fileio import atomic_path
-from .index_manifest import FileRef, IndexManifest, StorePart
+from ..embeddings import SNIPPET, snippet
+from ..fileio import atomic_path
+from .manifest import FileRef, IndexManifest, StorePart
 
 STORE_DIR = "store"
 METADATA = ("SUBJECT_ID", "HADM_ID", "CATEGORY", "CHARTDATE")
-SNIPPET_CHARS = 200
-_SPACES = re.compile(r"\s+")
-
-
-def snippet(text: str) -> str:
-    """The start of a note on one line, whitespace collapsed."""
-    return _SPACES.sub(" ", text[: SNIPPET_CHARS * 2]).strip()[:SNIPPET_CHARS].rstrip()
 
 
 def store_table(metadata: pa.Table, first_row: int, id_type: str,
                 text_col: str = "TEXT") -> pa.Table:
-    """Normalise an encoder metadata table (id, [window], any metadata, maybe text) to the
-    store's columns, numbering rows from `first_row`. Column names match case-insensitively."""
+    """Normalise an encoder metadata table (id, [window], any metadata, a snippet or the
+    text) to the store's columns, numbering rows from `first_row`. Column names match
+    case-insensitively."""
     by_name = {c.upper(): c for c in metadata.column_names}
     if "ID" not in by_name:
         raise ValueError(f"metadata has no 'id' column (columns: {metadata.column_names})")
@@ -53,13 +47,13 @@ def store_table(metadata: pa.Table, first_row: int, id_type: str,
     for name in METADATA:
         cols[name] = (metadata.column(by_name[name]).cast(pa.string()) if name in by_name
                       else pa.nulls(n, pa.string()))
-    text = by_name.get(text_col.upper())
-    if text is not None:
-        cols["snippet"] = pa.array([None if t is None else snippet(t) for t in
-                                    metadata.column(text).cast(pa.string()).to_pylist()],
-                                   pa.string())
+    if SNIPPET.upper() in by_name:  # cut while encoding
+        cols[SNIPPET] = metadata.column(by_name[SNIPPET.upper()]).cast(pa.string())
+    elif text_col.upper() in by_name:  # in-memory tables with their full text
+        texts = metadata.column(by_name[text_col.upper()]).cast(pa.string()).to_pylist()
+        cols[SNIPPET] = pa.array([None if t is None else snippet(t) for t in texts], pa.string())
     else:
-        cols["snippet"] = pa.nulls(n, pa.string())
+        cols[SNIPPET] = pa.nulls(n, pa.string())
     return pa.table(cols)
 
 

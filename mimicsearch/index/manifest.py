@@ -19,10 +19,9 @@ import enum
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from .fileio import read_manifest, safe_child, sha256_file, write_json
+from ..fileio import MANIFEST, read_manifest, safe_child, sha256_file, write_json
 
 FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
 KIND = "mimicsearch-index"
 
 
@@ -71,7 +70,7 @@ class FileRef:
 
 
 @dataclass(frozen=True)
-class Shard:
+class IndexShard:
     """One faiss index file holding the rows [first_row, end_row) minus removed ones."""
 
     index: FileRef
@@ -92,7 +91,7 @@ class Shard:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> Shard:
+    def from_dict(cls, d: dict) -> IndexShard:
         return cls(FileRef.from_dict(d["index"]), int(d["ntotal"]), int(d["first_row"]),
                    int(d["end_row"]), FileRef.from_dict(d["data"]) if d.get("data") else None)
 
@@ -140,6 +139,7 @@ class BuildParams:
     seed: int
     source: str
     seconds: float = 0.0
+    options: dict = field(default_factory=dict)  # the BuildOptions given
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -153,7 +153,7 @@ class BuildParams:
                    int(d["estimated_bytes"]),
                    None if d.get("shard_size") is None else int(d["shard_size"]),
                    int(d["nlist"]), int(d["train_rows"]), int(d["seed"]), str(d["source"]),
-                   float(d.get("seconds", 0.0)))
+                   float(d.get("seconds", 0.0)), dict(d.get("options") or {}))
 
 
 @dataclass(frozen=True)
@@ -177,7 +177,7 @@ class IndexManifest:
     index_key: str
     family: Family
     trained: FileRef
-    shards: tuple[Shard, ...]
+    shards: tuple[IndexShard, ...]
     store_parts: tuple[StorePart, ...]
     rows: int  # store rows ever added = next row number; removed rows keep their number
     build: BuildParams
@@ -190,6 +190,9 @@ class IndexManifest:
     search_params: dict = field(default_factory=dict)
     quality: Quality | None = None
     metric: str = "inner_product"
+    # The encode options the vectors were made with (EncodeOptions.to_dict(), dim resolved);
+    # `add` and `query` encode new text the same way. Empty for in-memory vectors.
+    encode: dict = field(default_factory=dict)
     kind: str = KIND
     format_version: int = FORMAT_VERSION
 
@@ -239,7 +242,7 @@ class IndexManifest:
                 index_key=str(d["index_key"]),
                 family=_family(d["family"]),
                 trained=FileRef.from_dict(d["trained"]),
-                shards=tuple(Shard.from_dict(s) for s in d["shards"]),
+                shards=tuple(IndexShard.from_dict(s) for s in d["shards"]),
                 store_parts=tuple(StorePart.from_dict(p) for p in d["store_parts"]),
                 rows=int(d["rows"]),
                 build=BuildParams.from_dict(d["build"]),
@@ -250,6 +253,7 @@ class IndexManifest:
                 search_params=dict(d.get("search_params", {})),
                 quality=Quality.from_dict(d["quality"]) if d.get("quality") else None,
                 metric=str(d.get("metric", "inner_product")),
+                encode=dict(d.get("encode") or {}),
             )
         except KeyError as e:
             raise ValueError(f"index manifest is missing the field {e.args[0]!r}") from None

@@ -1,0 +1,38 @@
+"""FAISS indexes over note embeddings, one job a module.
+
+choice       which index a corpus gets (memory budget, size)
+faiss_ops    faiss helpers: create, read, write, clone, search knobs
+sources      where a build reads vectors: arrays or an embeddings directory
+build        plan -> train quantizer -> add pieces -> finish (both engines)
+tune         recall@10 against exact neighbours; the cheapest search setting
+loaded       an opened index directory and its filtered search
+edit         add, remove, merge on disk, sweep orphans, describe
+store        the metadata store beside the shards (faiss id = store row)
+manifest     the index directory contract
+
+Vectors are L2-normalised and compared by inner product (cosine). This package never
+imports the encoding pipeline: `mimicsearch.pipeline` joins notes -> embeddings -> index.
+"""
+from .build import BuildOptions, BuildPlan, Piece, build_index, claim_out_dir
+from .choice import IndexChoice, choose_index, default_memory_budget, parse_bytes
+from .edit import (
+    RemoveResult,
+    add_to_index,
+    index_info,
+    merge_shards,
+    remove_from_index,
+    sweep_orphans,
+)
+from .loaded import NoteIndex, open_index
+from .manifest import Family, IndexManifest, check_model
+from .sources import ArraySource, EmbeddingsSource, VectorSource, check_vectors
+from .store import MetadataStore
+from .tune import measure_quality
+
+__all__ = [
+    "ArraySource", "BuildOptions", "BuildPlan", "EmbeddingsSource", "Family", "IndexChoice",
+    "IndexManifest", "MetadataStore", "NoteIndex", "Piece", "RemoveResult", "VectorSource",
+    "add_to_index", "build_index", "check_model", "check_vectors", "choose_index",
+    "claim_out_dir", "default_memory_budget", "index_info", "measure_quality", "merge_shards",
+    "open_index", "parse_bytes", "remove_from_index", "sweep_orphans",
+]

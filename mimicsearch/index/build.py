@@ -1,0 +1,236 @@
+"""Building an index directory in four steps: plan, train the quantizer, add pieces, finish.
+
+Both engines run exactly these steps. The local loop calls them in turn; on Spark the driver
+plans, trains and finishes while executors read the samples (`VectorSource.take`) and run
+`add_piece`, one piece of consecutive rows each. Same seed, same plan, same trained
+quantizer, same files. IVF-type indexes are trained once on a sample; every shard is a copy
+of the trained empty index, so shards share their quantizer and can be merged on disk.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pyarrow as pa
+from tqdm import tqdm
+
+from ..fileio import MANIFEST, writer
+from .choice import IndexChoice, choose_index, train_rows_for
+from .edit import merge_shards, sweep_orphans
+from .faiss_ops import new_index, write_index
+from .loaded import open_index
+from .manifest import BuildParams, FileRef, IndexManifest, IndexShard, StorePart
+from .sources import VectorSource, check_vectors
+from .store import store_table, write_part
+from .tune import EVAL_K, EVAL_QUERIES, measure_quality
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """How to build: shared by both engines and recorded in the index manifest."""
+
+    memory_bytes: int | None = None  # RAM budget for choose_index (None: no budget)
+    index_key: str | None = None  # a faiss factory string overriding the choice
+    shard_size: int | None = None  # vectors per shard (None: one shard, or one per task)
+    merge: bool = False  # IVF only: merge the shards into one on-disk index
+    recall_target: float = 0.95
+    seed: int = 0
+    eval_queries: int = EVAL_QUERIES
+
+    def __post_init__(self):
+        if not 0 < self.recall_target <= 1:
+            raise ValueError(f"recall target {self.recall_target} must be in (0, 1]")
+        if self.shard_size is not None and self.shard_size <= 0:
+            raise ValueError(f"shard size must be positive, got {self.shard_size}")
+        if self.eval_queries < 1:
+            raise ValueError(f"eval_queries={self.eval_queries}: must be >= 1")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Consecutive corpus rows [first_row, end_row), built into one shard."""
+
+    first_row: int
+    end_row: int
+
+    def rows_in(self, rows: np.ndarray) -> np.ndarray:
+        """The sorted `rows` that fall in this piece."""
+        lo, hi = np.searchsorted(rows, [self.first_row, self.end_row])
+        return rows[lo:hi]
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """Everything decided before any vector is added."""
+
+    choice: IndexChoice
+    rows: int
+    dim: int
+    id_type: str
+    train_rows: np.ndarray  # int64, sorted
+    eval_rows: np.ndarray  # int64, sorted
+    rows_per_piece: int
+    pieces: tuple[Piece, ...]
+    options: BuildOptions
+
+    @property
+    def sample_rows(self) -> np.ndarray:
+        """The rows the driver needs before adding: training and evaluation vectors."""
+        return np.union1d(self.train_rows, self.eval_rows)
+
+    @property
+    def k(self) -> int:
+        return min(EVAL_K + 1, self.rows)
+
+
+@dataclass(frozen=True)
+class Trained:
+    """The trained empty index, serialized so it travels to executors, and the evaluation
+    queries every piece scores exactly."""
+
+    ref: FileRef
+    blob: np.ndarray
+    eval_queries: np.ndarray  # float32 [n_eval, dim]
+
+
+@dataclass(frozen=True)
+class PieceResult:
+    shard: IndexShard
+    part: StorePart
+    exact_scores: np.ndarray  # float32 [n_eval, k]: this piece's exact top-k per eval query
+    exact_rows: np.ndarray  # int64 [n_eval, k]
+
+
+def claim_out_dir(out: Path) -> None:
+    """The one rule for an --out that already holds something: a finished index is refused;
+    a build killed before its tuning step (a manifest without quality) is built again."""
+    if (out / MANIFEST).exists():
+        if IndexManifest.load(out).quality is not None:
+            raise FileExistsError(f"{out} already holds an index; use `mimicsearch add` to "
+                                  "extend it or choose another --out")
+        (out / MANIFEST).unlink()
+    if out.is_dir():
+        sweep_orphans(out, None)  # no manifest: every such file is from a killed build
+
+
+def plan_build(source: VectorSource, options: BuildOptions,
+               rows_per_piece: int | None = None) -> BuildPlan:
+    """Choose the index and draw the samples (one seed, one order of draws); cut the corpus
+    into pieces of `rows_per_piece` rows (default: the shard size, else one piece)."""
+    n, dim = source.rows, source.dim
+    choice = choose_index(n, dim, options.memory_bytes, options.index_key)
+    if options.merge and "IVF" not in choice.key.upper():
+        raise ValueError(f"only IVF indexes can be merged on disk; this one is "
+                         f"{choice.key!r} (build with an IVF --index-key to merge)")
+    rng = np.random.default_rng(options.seed)
+    n_train = train_rows_for(choice, n, dim)
+    eval_rows = np.sort(rng.choice(n, min(options.eval_queries, n), replace=False))
+    train_rows = np.sort(rng.choice(n, n_train, replace=False)) if n_train else eval_rows[:0]
+    per = max(1, rows_per_piece or options.shard_size or n)
+    pieces = tuple(Piece(a, min(a + per, n)) for a in range(0, n, per))
+    return BuildPlan(choice, n, dim, source.id_type, train_rows.astype(np.int64),
+                     eval_rows.astype(np.int64), per, pieces, options)
+
+
+def train_quantizer(out: Path, plan: BuildPlan, sample: np.ndarray) -> Trained:
+    """Train the empty index on the sampled rows (`sample` is float32 [len(sample_rows),
+    dim], in sample_rows order) and write it."""
+    both = plan.sample_rows
+    train = check_vectors(sample[np.searchsorted(both, plan.train_rows)], plan.dim,
+                          "training vectors")
+    eval_q = check_vectors(sample[np.searchsorted(both, plan.eval_rows)], plan.dim, "vectors")
+    index = new_index(plan.choice.key, plan.dim)
+    if not index.is_trained:
+        index.train(train)
+    out.mkdir(parents=True, exist_ok=True)
+    return Trained(write_index(index, out, "trained"), faiss.serialize_index(index), eval_q)
+
+
+def add_piece(out: Path, plan: BuildPlan, trained: Trained, piece: Piece,
+              batches: Iterable[tuple[np.ndarray, pa.Table]],
+              on_rows: Callable[[int], object] | None = None) -> PieceResult:
+    """Add one piece's rows (global ids = corpus row numbers) to a copy of the trained
+    index; write it as a shard with its store part, and score the piece exactly against the
+    evaluation queries."""
+    index = faiss.deserialize_index(trained.blob)
+    eval_q = trained.eval_queries
+    heap = faiss.ResultHeap(len(eval_q), plan.k, keep_max=True)
+    tables, row = [], piece.first_row
+    for vecs, meta in batches:
+        vecs = check_vectors(vecs, plan.dim)
+        ids = np.arange(row, row + len(vecs), dtype=np.int64)
+        index.add_with_ids(vecs, ids)
+        heap.add_result(eval_q @ vecs.T, np.broadcast_to(ids, (len(eval_q), len(ids))))
+        tables.append(store_table(meta, row, plan.id_type))
+        row += len(vecs)
+        if on_rows is not None:
+            on_rows(len(vecs))
+    if row != piece.end_row:
+        raise ValueError(f"rows {piece.first_row}..{piece.end_row} of the source yielded "
+                         f"{row - piece.first_row} vectors")
+    heap.finalize()
+    shard = IndexShard(write_index(index, out, "shard"), int(index.ntotal), piece.first_row, row)
+    return PieceResult(shard, write_part(out, pa.concat_tables(tables)), heap.D, heap.I)
+
+
+def finish_build(out: Path, plan: BuildPlan, trained: Trained,
+                 results: Sequence[PieceResult], *, model_fingerprint: str, model_dir: str,
+                 source: str, encode: dict | None = None,
+                 started: float | None = None) -> IndexManifest:
+    """Write the manifest, merge on disk if asked, then measure recall and tune the search
+    knob; the manifest is rewritten with the quality last, so a build killed before tuning
+    is recognisable (see claim_out_dir)."""
+    results = sorted(results, key=lambda r: r.shard.first_row)
+    exact = faiss.ResultHeap(len(plan.eval_rows), plan.k, keep_max=True)
+    for r in results:
+        exact.add_result(r.exact_scores, r.exact_rows)
+    exact.finalize()
+    o, c = plan.options, plan.choice
+    build = BuildParams(c.key, c.family, c.reason, o.memory_bytes, c.estimated_bytes,
+                        plan.rows_per_piece if len(plan.pieces) > 1 else o.shard_size,
+                        c.nlist, len(plan.train_rows), o.seed, source, options=o.to_dict())
+    manifest = IndexManifest(
+        model_fingerprint=model_fingerprint, model_dir=str(model_dir), dimension=plan.dim,
+        index_key=c.key, family=c.family, trained=trained.ref,
+        shards=tuple(r.shard for r in results), store_parts=tuple(r.part for r in results),
+        rows=plan.rows, build=build, id_type=plan.id_type, encode=dict(encode or {}))
+    manifest.validate()
+    manifest.save(out)
+    if o.merge:
+        manifest = merge_shards(out)
+    quality = measure_quality(open_index(out, verify=False), trained.eval_queries,
+                              plan.eval_rows, exact.I, o.recall_target)
+    seconds = 0.0 if started is None else round(time.perf_counter() - started, 3)
+    manifest = manifest.with_(quality=quality, search_params=quality.search_params,
+                              build=dataclasses.replace(build, seconds=seconds))
+    manifest.save(out)
+    return manifest
+
+
+@writer("out_dir")
+def build_index(source: VectorSource, out_dir: str | Path, *, model_fingerprint: str,
+                model_dir: str = "", options: BuildOptions | None = None,
+                encode: dict | None = None, progress: bool = True) -> IndexManifest:
+    """Build an index directory from `source` on this machine, then measure and tune its
+    recall. `encode` records the encode options the vectors were made with."""
+    t0 = time.perf_counter()
+    out = Path(out_dir)
+    claim_out_dir(out)
+    plan = plan_build(source, options or BuildOptions())
+    trained = train_quantizer(out, plan, source.take(plan.sample_rows))
+    with tqdm(total=plan.rows, desc="indexing", unit="vec", disable=not progress,
+              file=sys.stderr) as bar:
+        results = [add_piece(out, plan, trained, p, source.read(p.first_row, p.end_row),
+                             bar.update) for p in plan.pieces]
+    return finish_build(out, plan, trained, results, model_fingerprint=model_fingerprint,
+                        model_dir=model_dir, source=source.description, encode=encode,
+                        started=t0)

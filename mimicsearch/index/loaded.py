@@ -1,0 +1,177 @@
+"""A loaded index directory: its shards searched together, with filters, by store row."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from .faiss_ops import faiss_message, ivf_of, merge_topk, omp_threads, read_faiss, search_knob
+from .manifest import IndexManifest
+from .store import MetadataStore
+
+# A filter passing at most this many rows is answered exactly from reconstructed vectors;
+# above it, over-fetch and filter (and fall back to exact up to SUBSET_FALLBACK_ROWS).
+EXACT_SUBSET_ROWS = 8192
+SUBSET_FALLBACK_ROWS = 262_144
+SUBSET_BLOCK_ROWS = 16_384
+FEW_QUERIES = 16  # below this many queries a search runs on one thread
+
+
+class NoteIndex:
+    """The shards of an index directory, searched together with a global top-k."""
+
+    def __init__(self, index_dir: str | Path, manifest: IndexManifest,
+                 shards: list[faiss.Index], store: MetadataStore):
+        self.dir = Path(index_dir)
+        self.manifest = manifest
+        self.shards = shards
+        self.store = store
+        self._first_rows = np.array([s.first_row for s in manifest.shards], dtype=np.int64)
+        self.knob = search_knob(shards[0]) if shards else None
+        self.set_search_params(manifest.search_params)
+
+    @property
+    def dim(self) -> int:
+        return self.manifest.dimension
+
+    @property
+    def ntotal(self) -> int:
+        return sum(s.ntotal for s in self.shards)
+
+    def set_search_params(self, params: dict) -> None:
+        ps = faiss.ParameterSpace()
+        for name, value in params.items():
+            for s in self.shards:
+                try:
+                    ps.set_index_parameter(s, name, int(value))
+                except RuntimeError:
+                    raise ValueError(f"search parameter {name}={value} does not apply to "
+                                     f"index {self.manifest.index_key!r}") from None
+
+    def exhaustive_params(self) -> dict:
+        return {self.knob[0]: self.knob[1]} if self.knob else {}
+
+    def search(self, queries: np.ndarray, k: int,
+               allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores, rows) over all shards; rows -1 where fewer than k exist.
+
+        `allowed` (bool per store row) restricts hits: small sets are searched exactly on
+        reconstructed vectors, large ones by over-fetching and filtering.
+        """
+        q = np.ascontiguousarray(queries, dtype=np.float32)  # [nq, dim]
+        if k <= 0:
+            raise ValueError(f"k must be positive, got {k}")
+        if allowed is None:
+            return self._search_all(q, k)
+        allowed = np.asarray(allowed, dtype=bool)
+        n_allowed = int(allowed.sum())
+        if n_allowed == 0:
+            return (np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1))
+        if n_allowed <= EXACT_SUBSET_ROWS and self._can_reconstruct():
+            return self._search_subset(q, k, np.flatnonzero(allowed))
+        return self._search_filtered(q, k, allowed, n_allowed)
+
+    def _search_all(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        Ds, Is = [], []
+        with omp_threads(1 if len(q) < FEW_QUERIES else None):
+            for s in self.shards:
+                if s.ntotal:
+                    D, I = s.search(q, k)
+                    Ds.append(D)
+                    Is.append(I)
+        if not Ds:
+            return (np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1))
+        D, I = merge_topk(np.hstack(Ds), np.hstack(Is), k)
+        return D, I
+
+    def _search_filtered(self, q, k, allowed, n_allowed):
+        ntotal = max(self.ntotal, 1)
+        fetch = min(ntotal, max(2 * k, math.ceil(1.5 * k * ntotal / n_allowed)))
+        while True:
+            D, I = self._search_all(q, fetch)
+            ok = (I >= 0) & allowed[np.clip(I, 0, None)]
+            D = np.where(ok, D, -np.inf)
+            D, I = merge_topk(D, np.where(ok, I, -1), k)
+            short = (I < 0).any(axis=1) if n_allowed >= k else np.zeros(len(q), bool)
+            if not short.any() or fetch >= ntotal:
+                break
+            fetch = min(ntotal, fetch * 4)
+        if short.any() and n_allowed <= SUBSET_FALLBACK_ROWS and self._can_reconstruct():
+            # Approximate indexes only look at part of the data (nprobe lists, efSearch
+            # nodes); when that part holds too few allowed rows, score the allowed rows.
+            D2, I2 = self._search_subset(q[short], k, np.flatnonzero(allowed))
+            D[short], I[short] = D2, I2
+        return D, I
+
+    def _can_reconstruct(self) -> bool:
+        if not hasattr(self, "_reconstructable"):
+            try:
+                if self.shards and self.ntotal:
+                    self.reconstruct(np.array([self._some_row()], dtype=np.int64))
+                self._reconstructable = True
+            except (RuntimeError, ValueError):
+                self._reconstructable = False
+        return self._reconstructable
+
+    def _some_row(self) -> int:
+        live = np.flatnonzero(self.store.live)
+        return int(live[0]) if len(live) else 0
+
+    def reconstruct(self, rows: np.ndarray) -> np.ndarray:
+        """Stored vectors of `rows` (decoded from PQ codes for compressed indexes)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.empty((len(rows), self.dim), np.float32)
+        shard_of = np.searchsorted(self._first_rows, rows, side="right") - 1
+        for si in np.unique(shard_of):
+            sel = np.flatnonzero(shard_of == si)
+            index = self.shards[si]
+            ivf = ivf_of(index)
+            if ivf is not None and ivf.direct_map.type == faiss.DirectMap.NoMap:
+                ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
+            try:
+                out[sel] = index.reconstruct_batch(rows[sel])
+            except RuntimeError as e:
+                raise ValueError(f"cannot read stored vectors of rows {rows[sel][:5].tolist()} "
+                                 f"({faiss_message(e)})") from None
+        return out
+
+    def _search_subset(self, q, k, rows):
+        """Exact top-k over `rows`, decoding their stored vectors a block at a time."""
+        heap = faiss.ResultHeap(len(q), k, keep_max=True)
+        for start in range(0, len(rows), SUBSET_BLOCK_ROWS):
+            block = rows[start:start + SUBSET_BLOCK_ROWS]
+            scores = q @ self.reconstruct(block).T  # [nq, block]
+            heap.add_result(scores, np.broadcast_to(block, scores.shape))
+        heap.finalize()
+        D, I = heap.D, heap.I
+        D[I < 0] = -np.inf
+        return D, I
+
+
+def open_index(index_dir: str | Path, verify: bool = True, mmap: bool = False) -> NoteIndex:
+    """Load an index directory, checking every file against the manifest's sha256 first."""
+    index_dir = Path(index_dir)
+    manifest = IndexManifest.load(index_dir)
+    shards = []
+    for s in manifest.shards:
+        path = s.index.verify(index_dir) if verify else index_dir / s.index.file
+        if s.data is not None:
+            if verify:
+                s.data.verify(index_dir)
+            index = read_faiss(path, faiss.IO_FLAG_ONDISK_SAME_DIR)
+        else:
+            index = read_faiss(path, faiss.IO_FLAG_MMAP if mmap and _is_ivf_key(manifest)
+                               else 0)
+        if index.d != manifest.dimension or index.ntotal != s.ntotal:
+            raise ValueError(f"{path} holds {index.ntotal} vectors of dim {index.d}; the "
+                             f"manifest says {s.ntotal} of dim {manifest.dimension}")
+        shards.append(index)
+    store = MetadataStore.load(index_dir, manifest, verify=verify)
+    return NoteIndex(index_dir, manifest, shards, store)
+
+
+def _is_ivf_key(manifest: IndexManifest) -> bool:
+    return "IVF" in manifest.index_key.upper()
+
