@@ -495,23 +495,13 @@ def test_orphans_of_killed_writers_are_swept_by_the_next_one(tmp_path, corpus):
 
 
 def test_a_second_writer_is_refused_while_the_first_holds_the_lock(tmp_path, corpus):
-    import subprocess
-    import sys
-
+    from fixtures.locks import lock_held_elsewhere
     from mimicsearch.fileio import DirectoryBusy
 
     x, _, meta = corpus
     ix_dir = build(tmp_path, corpus, rows=np.arange(1500), index_key="Flat")
-    hold = ("import sys, time\nfrom mimicsearch.fileio import writer_lock\n"
-            "with writer_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(60)")
-    holder = subprocess.Popen([sys.executable, "-c", hold, str(ix_dir)], stdout=subprocess.PIPE,
-                              text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(DirectoryBusy, match="being written by another process"):
-            add_to_index(ix_dir, x[1500:1600], meta.slice(1500, 100))
-    finally:
-        holder.kill()
-        holder.wait()
+    with lock_held_elsewhere(ix_dir), pytest.raises(DirectoryBusy,
+                                                    match="being written by another process"):
+        add_to_index(ix_dir, x[1500:1600], meta.slice(1500, 100))
     m = add_to_index(ix_dir, x[1500:1600], meta.slice(1500, 100))  # the OS freed the lock
     assert m.rows == 1600

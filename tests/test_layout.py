@@ -4,8 +4,6 @@ import ast
 import csv
 import importlib
 import inspect
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +19,7 @@ def _writers(module) -> set[str]:
 
 
 def test_every_public_writer_locks_its_directory_when_called_by_keyword(tmp_path):
+    from fixtures.locks import lock_held_elsewhere
     from mimicsearch import corpus, pipeline
     from mimicsearch.fileio import DirectoryBusy
     from mimicsearch.index import build, edit
@@ -49,19 +48,10 @@ def test_every_public_writer_locks_its_directory_when_called_by_keyword(tmp_path
     found = {(m, name) for m in modules for name in _writers(m)}
     assert found == set(calls)  # a new writer must be added here
 
-    hold = ("import sys, time\nfrom mimicsearch.fileio import writer_lock\n"
-            "with writer_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(60)")
-    holder = subprocess.Popen([sys.executable, "-c", hold, str(busy)], stdout=subprocess.PIPE,
-                              text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with lock_held_elsewhere(busy):
         for (module, name), kwargs in calls.items():
             with pytest.raises(DirectoryBusy, match="being written by another process"):
                 getattr(module, name)(**kwargs)
-    finally:
-        holder.kill()
-        holder.wait()
-
 
 def test_a_model_directory_is_not_an_embeddings_directory(tmp_path, minilm_onnx):
     from mimicsearch.embeddings import EmbeddingsManifest, is_embeddings_dir
