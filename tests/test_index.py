@@ -496,6 +496,7 @@ def test_orphans_of_killed_writers_are_swept_by_the_next_one(tmp_path, corpus):
 
 def test_a_second_writer_is_refused_while_the_first_holds_the_lock(tmp_path, corpus):
     from fixtures.locks import lock_held_elsewhere
+
     from mimicsearch.fileio import DirectoryBusy
 
     x, _, meta = corpus

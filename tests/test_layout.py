@@ -20,20 +20,21 @@ def _writers(module) -> set[str]:
 
 def test_every_public_writer_locks_its_directory_when_called_by_keyword(tmp_path):
     from fixtures.locks import lock_held_elsewhere
+
     from mimicsearch import corpus, pipeline
     from mimicsearch.fileio import DirectoryBusy
     from mimicsearch.index import build, edit
 
     busy = tmp_path / "busy"
     calls = {
-        (corpus, "encode_corpus"): dict(input=tmp_path / "n.csv", model_dir=tmp_path,
-                                        out_dir=busy),
-        (pipeline, "build_index_from"): dict(input_path=tmp_path / "n.csv", out_dir=busy),
-        (pipeline, "add_notes"): dict(index_dir=busy, input_path=tmp_path / "n.csv"),
-        (build, "build_index"): dict(source=None, out_dir=busy, model_fingerprint="f"),
-        (edit, "add_to_index"): dict(index_dir=busy, vectors=None, metadata=None),
-        (edit, "remove_from_index"): dict(index_dir=busy, ids=[1]),
-        (edit, "merge_shards"): dict(index_dir=busy),
+        (corpus, "encode_corpus"): {"input": tmp_path / "n.csv", "model_dir": tmp_path,
+                                        "out_dir": busy},
+        (pipeline, "build_index_from"): {"input_path": tmp_path / "n.csv", "out_dir": busy},
+        (pipeline, "add_notes"): {"index_dir": busy, "input_path": tmp_path / "n.csv"},
+        (build, "build_index"): {"source": None, "out_dir": busy, "model_fingerprint": "f"},
+        (edit, "add_to_index"): {"index_dir": busy, "vectors": None, "metadata": None},
+        (edit, "remove_from_index"): {"index_dir": busy, "ids": [1]},
+        (edit, "merge_shards"): {"index_dir": busy},
     }
     modules = [corpus, pipeline, build, edit]
     try:
@@ -42,9 +43,9 @@ def test_every_public_writer_locks_its_directory_when_called_by_keyword(tmp_path
         spark = None
     if spark is not None:
         modules.append(spark)
-        calls[(spark, "encode_corpus_spark")] = dict(input_path=tmp_path / "n.csv",
-                                                     model_dir=tmp_path, out_dir=busy)
-        calls[(spark, "build_index_spark")] = dict(embeddings_dir=tmp_path, out_dir=busy)
+        calls[(spark, "encode_corpus_spark")] = {"input_path": tmp_path / "n.csv",
+                                                     "model_dir": tmp_path, "out_dir": busy}
+        calls[(spark, "build_index_spark")] = {"embeddings_dir": tmp_path, "out_dir": busy}
     found = {(m, name) for m in modules for name in _writers(m)}
     assert found == set(calls)  # a new writer must be added here
 
