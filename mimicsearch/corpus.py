@@ -9,7 +9,6 @@ uninterrupted run gives.
 """
 from __future__ import annotations
 
-import contextlib
 import csv
 import shutil
 import sys
@@ -25,12 +24,10 @@ from tqdm import tqdm
 from .embeddings import (
     EmbeddingsManifest,
     EmbeddingsShard,
+    ShardWriter,
     embedding_column,
     embedding_matrix,
-    shard_name,
     shard_schema,
-    snippets_name,
-    snippets_table,
 )
 from .encoder import Encoded, Encoder, LongMode
 from .fileio import MANIFEST, atomic_open, atomic_path, safe_child, sha256_file, writer
@@ -40,6 +37,8 @@ from .readers import IdType, Reader, RecordBatch, Reject
 
 REJECTS = "rejects.csv"
 NPY = "embeddings.npy"
+SHARD_SIZE = 50_000  # rows per shard: the resume granularity
+BATCH_SIZE = 1024  # records read, tokenized and encoded together
 
 
 @dataclass(frozen=True)
@@ -100,10 +99,6 @@ def _clean(out: Path) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
-def _block_snippets(batch: RecordBatch, enc: Encoded) -> pa.Table:
-    return snippets_table([batch.texts[p] for p in enc.parents])
-
-
 def _block_table(batch: RecordBatch, enc: Encoded, schema: pa.Schema) -> pa.Table:
     rows = enc.parents  # int64 [rows] index into the batch's accepted records
     cols = {"id": pa.array(batch.ids, schema.field("id").type).take(rows),
@@ -116,45 +111,21 @@ def _block_table(batch: RecordBatch, enc: Encoded, schema: pa.Schema) -> pa.Tabl
     return pa.table(cols, schema=schema)
 
 
-class _ShardWriter:
-    """One shard being written (and its snippets file): temp Parquet files that become the
-    shard when closed."""
+class _ShardWriter(ShardWriter):
+    """A local shard with what its manifest entry counts: records consumed, truncated
+    notes, rejects."""
 
     def __init__(self, out: Path, index: int, schema: pa.Schema, snippets: bool):
-        self.name = shard_name(index)
-        self.snippets = snippets_name(index) if snippets else ""
-        self._stack = contextlib.ExitStack()
-        tmp = self._stack.enter_context(atomic_path(out / self.name))
-        self._writers = [pq.ParquetWriter(tmp, schema, compression="zstd")]
-        if snippets:
-            tmp = self._stack.enter_context(atomic_path(out / self.snippets))
-            self._writers.append(pq.ParquetWriter(tmp, snippets_table([]).schema,
-                                                  compression="zstd"))
-        self.rows = self.records = self.truncated = 0
+        super().__init__(out, index, schema, snippets)
+        self.records = self.truncated = 0
         self.rejects: list[Reject] = []
-
-    def write(self, table: pa.Table, snippets: pa.Table) -> None:
-        if table.num_rows:
-            self._writers[0].write_table(table)
-            if self.snippets:
-                self._writers[1].write_table(snippets)
-        self.rows += table.num_rows
-
-    def close(self) -> None:
-        for w in self._writers:
-            w.close()
-        self._stack.close()
-
-    def abort(self, exc: BaseException) -> None:
-        for w in self._writers:
-            w.close()
-        self._stack.__exit__(type(exc), exc, exc.__traceback__)
 
 
 @writer("out_dir")
 def encode_corpus(input: str | Path, model_dir: str | Path, out_dir: str | Path,
                   options: EncodeOptions | None = None, *, threads: int | None = None,
-                  shard_size: int = 50_000, batch_size: int = 1024, show_text: bool = False,
+                  shard_size: int = SHARD_SIZE, batch_size: int = BATCH_SIZE,
+                  show_text: bool = False,
                   npy: bool = False, overwrite: bool = False, progress: bool = True,
                   encoder: Encoder | None = None) -> EncodeSummary:
     """Encode every note of `input` into `out_dir` (see mimicsearch/embeddings.py).
@@ -209,7 +180,8 @@ def encode_corpus(input: str | Path, model_dir: str | Path, out_dir: str | Path,
         for batch, enc in stream:
             if shard is None:
                 shard = _ShardWriter(out, len(shards), schema, o.snippets)
-            shard.write(_block_table(batch, enc, schema), _block_snippets(batch, enc))
+            shard.write(_block_table(batch, enc, schema),
+                        [batch.texts[p] for p in enc.parents])
             shard.records += batch.records
             shard.truncated += int(enc.truncated.sum())
             shard.rejects.extend(batch.rejects)
@@ -294,13 +266,11 @@ def _seen_ids(out: Path, m: EmbeddingsManifest) -> IdSet:
 
 def _close_shard(out: Path, shard: _ShardWriter, m: EmbeddingsManifest, shards: list,
                  records: int, show_text: bool) -> EmbeddingsManifest:
-    shard.close()
-    index = len(shards)
-    _write_rejects(out / _rejects_part(index), shard.rejects, show_text)
+    sha256, snippets_sha256 = shard.close()
+    _write_rejects(out / _rejects_part(len(shards)), shard.rejects, show_text)
     shards.append(EmbeddingsShard(
-        shard.name, shard.rows, sha256_file(out / shard.name), records, len(shard.rejects),
-        shard.truncated, shard.snippets,
-        sha256_file(out / shard.snippets) if shard.snippets else ""))
+        shard.name, shard.rows, sha256, records, len(shard.rejects), shard.truncated,
+        shard.snippets, snippets_sha256))
     m = m.replace(rows=m.rows + shard.rows, shards=tuple(shards), complete=False,
                   rejected=m.rejected + len(shard.rejects),
                   truncated=m.truncated + shard.truncated)

@@ -18,9 +18,10 @@ engines), into a file beside each shard, so no later stage reads the notes file 
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -28,7 +29,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .fileio import MANIFEST, check_kind, read_manifest, safe_child, sha256_file, write_json
+from .fileio import (
+    MANIFEST,
+    atomic_path,
+    check_kind,
+    read_manifest,
+    safe_child,
+    sha256_file,
+    write_json,
+)
 
 FORMAT_VERSION = 1
 KIND = "mimicsearch-embeddings"
@@ -177,6 +186,46 @@ def embedding_matrix(table: pa.Table) -> np.ndarray:
     col = table.column(EMBEDDING).combine_chunks()
     dim = col.type.list_size
     return col.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)  # [rows, dim]
+
+
+class ShardWriter:
+    """Shard `index` of `out` being written, with its snippets file when `snippets`: temp
+    Parquet files that become the shard on close(). Both engines write shards through it."""
+
+    def __init__(self, out: Path, index: int, schema: pa.Schema, snippets: bool):
+        self.out = Path(out)
+        self.name = shard_name(index)
+        self.snippets = snippets_name(index) if snippets else ""
+        self._stack = contextlib.ExitStack()
+        tmp = self._stack.enter_context(atomic_path(self.out / self.name))
+        self._writers = [pq.ParquetWriter(tmp, schema, compression="zstd")]
+        if snippets:
+            tmp = self._stack.enter_context(atomic_path(self.out / self.snippets))
+            self._writers.append(pq.ParquetWriter(tmp, snippets_table([]).schema,
+                                                  compression="zstd"))
+        self.rows = 0
+
+    def write(self, table: pa.Table, texts: Sequence[str]) -> None:
+        """Append `table` (shard schema) and, with snippets, the openings of `texts` (one
+        per row of `table`)."""
+        if table.num_rows:
+            self._writers[0].write_table(table)
+            if self.snippets:
+                self._writers[1].write_table(snippets_table(texts))
+        self.rows += table.num_rows
+
+    def close(self) -> tuple[str, str]:
+        """Publish the files; (shard sha256, snippets sha256 or "")."""
+        for w in self._writers:
+            w.close()
+        self._stack.close()
+        return (sha256_file(self.out / self.name),
+                sha256_file(self.out / self.snippets) if self.snippets else "")
+
+    def abort(self, exc: BaseException) -> None:
+        for w in self._writers:
+            w.close()
+        self._stack.__exit__(type(exc), exc, exc.__traceback__)
 
 
 def verify_shard(out_dir: str | Path, s: EmbeddingsShard) -> None:

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from .corpus import encode_corpus
-from .embeddings import EmbeddingsManifest, is_embeddings_dir
+from .corpus import BATCH_SIZE, SHARD_SIZE, encode_corpus
+from .embeddings import EmbeddingsManifest
 from .fileio import writer
 from .index import (
     BuildOptions,
@@ -36,34 +36,35 @@ def _spark():
     return spark
 
 
-def _check_engine(engine: str) -> None:
+def _check_engine(engine: str, partitions, master, spark) -> None:
     if engine not in ENGINES:
         raise ValueError(f"engine={engine!r}; valid: {list(ENGINES)}")
+    if engine == "local" and (master or partitions or spark):
+        raise ValueError("--master and partitions need --engine spark")
 
 
 def encode_notes(input_path: str | Path, model_dir: str | Path, out_dir: str | Path,
                  options: EncodeOptions | None = None, *, engine: str = "local",
                  threads: int | None = None, overwrite: bool = False, progress: bool = True,
-                 shard_size: int = 50_000, batch_size: int = 1024, show_text: bool = False,
-                 npy: bool = False, partitions: int | None = None, master: str | None = None,
-                 spark=None):
+                 shard_size: int = SHARD_SIZE, batch_size: int = BATCH_SIZE,
+                 show_text: bool = False, npy: bool = False, partitions: int | None = None,
+                 master: str | None = None, spark=None):
     """`encode`: a notes file to an embeddings directory on `engine`. Only the local engine
     resumes and takes shard_size, batch_size, show_text and npy; only Spark takes
     partitions and master."""
-    _check_engine(engine)
+    _check_engine(engine, partitions, master, spark)
     options = options or EncodeOptions()
     if engine == "spark":
         local_only = [name for name, given in (("--npy", npy), ("--show-text", show_text),
-                                               ("--shard-size", shard_size != 50_000),
-                                               ("--batch-size", batch_size != 1024)) if given]
+                                               ("--shard-size", shard_size != SHARD_SIZE),
+                                               ("--batch-size", batch_size != BATCH_SIZE))
+                      if given]
         if local_only:
             raise ValueError(f"{', '.join(local_only)} need --engine local")
         return _spark().encode_corpus_spark(input_path, model_dir, out_dir, options,
                                             threads=threads, partitions=partitions,
                                             overwrite=overwrite, progress=progress,
                                             master=master, spark=spark)
-    if master or partitions:
-        raise ValueError("--master and partitions need --engine spark")
     return encode_corpus(input_path, model_dir, out_dir, options, threads=threads,
                          shard_size=shard_size, batch_size=batch_size, show_text=show_text,
                          npy=npy, overwrite=overwrite, progress=progress)
@@ -76,20 +77,14 @@ def embeddings_for(input_path: str | Path, model_dir: str | Path | None, embeddi
     `model_dir` when given), else the notes encoded into `embeddings_dir` by `engine`."""
     input_path = Path(input_path)
     if input_path.is_dir():
-        if not is_embeddings_dir(input_path):
-            EmbeddingsManifest.load(input_path)  # raises the reason, naming the file
+        m = EmbeddingsManifest.load(input_path)  # not one: the reason, naming the file
         if model_dir is not None:
-            fingerprint = EmbeddingsManifest.load(input_path).model_fingerprint
-            check_model_dir(fingerprint, model_dir, input_path)
+            check_model_dir(m.model_fingerprint, model_dir, input_path)
         return input_path
     if model_dir is None:
         raise ValueError(f"{input_path} holds notes: pass --model to encode them")
-    if engine == "spark":
-        _spark().encode_corpus_spark(input_path, model_dir, embeddings_dir, options,
-                                     threads=threads, progress=progress, **spark_args)
-    else:
-        encode_corpus(input_path, model_dir, embeddings_dir, options, threads=threads,
-                      progress=progress)
+    encode_notes(input_path, model_dir, embeddings_dir, options, engine=engine,
+                 threads=threads, progress=progress, **spark_args)
     return embeddings_dir
 
 
@@ -110,9 +105,7 @@ def build_index_from(input_path: str | Path, out_dir: str | Path,
     """`build-index`: encode notes into OUT/embeddings (or take an embeddings directory),
     then build the index over them, both steps on `engine` ("local" or "spark"). Notes get
     snippets for the store unless `encode` says otherwise."""
-    _check_engine(engine)
-    if engine == "local" and (master or partitions or spark):
-        raise ValueError("--master and partitions need --engine spark")
+    _check_engine(engine, partitions, master, spark)
     out = Path(out_dir)
     claim_out_dir(out)  # before encoding: a finished index is refused at once
     spark_args = {"partitions": partitions, "master": master, "spark": spark}

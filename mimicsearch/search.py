@@ -84,7 +84,7 @@ class Searcher:
 
     def _query_dim(self) -> int:
         """Queries are cut to the dimension the index's notes were encoded at."""
-        return self.index.manifest.encode.get("dim") or self.index.dim
+        return self.index.dim
 
     def search_texts(self, texts: Sequence[str], k: int = 10, filters: Filters = Filters(),
                      batch_size: int = 64) -> list[list[Hit]]:

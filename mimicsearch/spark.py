@@ -28,7 +28,6 @@ from pathlib import Path
 import faiss
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from pyspark import SparkFiles, TaskContext
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
@@ -39,14 +38,12 @@ from .embeddings import (
     EMBEDDING,
     EmbeddingsManifest,
     EmbeddingsShard,
+    ShardWriter,
     embedding_column,
-    shard_name,
     shard_schema,
-    snippets_name,
-    snippets_table,
 )
 from .encoder import Encoder, LongMode
-from .fileio import MANIFEST, atomic_open, atomic_path, sha256_file, writer
+from .fileio import MANIFEST, atomic_open, writer
 from .index import BuildOptions, EmbeddingsSource, IndexManifest, Piece
 from .index.build import (
     PieceResult,
@@ -408,11 +405,8 @@ def _shard_writer(spec: EncodeSpec, out_dir: str, schema: pa.Schema, keep: list[
 
     def write(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         pid = TaskContext.get().partitionId()
-        name = shard_name(pid)
-        snippets = snippets_name(pid) if spec.options.snippets else ""
-        rows = truncated = last = 0
-        with contextlib.ExitStack() as stack:
-            writers = None
+        shard, truncated, last = None, 0, 0
+        try:
             for batch in batches:
                 if batch.num_rows == 0:
                     continue
@@ -422,26 +416,20 @@ def _shard_writer(spec: EncodeSpec, out_dir: str, schema: pa.Schema, keep: list[
                           batch.column("line")]
                 arrays += [batch.column(k) for k in keep]
                 arrays.append(embedding_column(vectors))
-                table = pa.Table.from_arrays(arrays, schema=schema)
-                if writers is None:
-                    tmp = stack.enter_context(atomic_path(Path(out_dir) / name))
-                    writers = [stack.enter_context(pq.ParquetWriter(tmp, schema,
-                                                                    compression="zstd"))]
-                    if snippets:
-                        tmp = stack.enter_context(atomic_path(Path(out_dir) / snippets))
-                        writers.append(stack.enter_context(pq.ParquetWriter(
-                            tmp, snippets_table([]).schema, compression="zstd")))
-                writers[0].write_table(table)
-                if snippets:
-                    writers[1].write_table(snippets_table(texts))
-                rows += batch.num_rows
+                if shard is None:
+                    shard = ShardWriter(Path(out_dir), pid, schema, spec.options.snippets)
+                shard.write(pa.Table.from_arrays(arrays, schema=schema), texts)
                 truncated += int(trunc.sum())
                 last = int(batch.column("line")[-1].as_py())
-        if rows:
+        except BaseException as e:
+            if shard is not None:
+                shard.abort(e)
+            raise
+        if shard is not None:
+            sha256, snippets_sha256 = shard.close()
             yield pa.RecordBatch.from_pydict(
-                {"pid": [pid], "file": [name], "rows": [rows],
-                 "sha256": [sha256_file(Path(out_dir) / name)], "snippets": [snippets],
-                 "snippets_sha256": [sha256_file(Path(out_dir) / snippets) if snippets else ""],
+                {"pid": [pid], "file": [shard.name], "rows": [shard.rows], "sha256": [sha256],
+                 "snippets": [shard.snippets], "snippets_sha256": [snippets_sha256],
                  "truncated": [truncated], "last_line": [last]},
                 schema=pa.schema([("pid", pa.int32()), ("file", pa.string()),
                                   ("rows", pa.int64()), ("sha256", pa.string()),

@@ -5,6 +5,7 @@ import json
 
 import click
 
+from ..corpus import BATCH_SIZE, SHARD_SIZE
 from ..encoder import LongMode
 from ..readers import IdType, InputFormat, MalformedInputError
 from ._extras import import_stage
@@ -39,9 +40,9 @@ from ._extras import import_stage
 @click.option("--precision", type=click.Choice(["fp32", "int8", "int4"]),
               help="Model variant (default: the most compact one that passed parity).")
 @click.option("--threads", type=int, help="ORT threads (default: physical cores).")
-@click.option("--shard-size", type=int, default=50_000, show_default=True,
+@click.option("--shard-size", type=int, default=SHARD_SIZE, show_default=True,
               help="Rows per Parquet shard (the resume granularity).")
-@click.option("--batch-size", type=int, default=1024, show_default=True,
+@click.option("--batch-size", type=int, default=BATCH_SIZE, show_default=True,
               help="Records read, tokenized and encoded together (bounds memory).")
 @click.option("--npy", is_flag=True, help="Also write embeddings.npy (rows in shard order).")
 @click.option("--snippets", is_flag=True,
