@@ -42,8 +42,7 @@ Path("/proc/self/clear_refs").write_text("5")  # peak RSS from here on: the corp
 start, peaks, stop = kb("VmRSS"), {}, threading.Event()
 sampler = threading.Thread(target=sample, args=(peaks, stop), daemon=True)
 sampler.start()
-s = encode_corpus(sys.argv[1], sys.argv[2], sys.argv[3], progress=False, shard_size=50000,
-                  batch_size=1024, encoder=encoder)
+s = encode_corpus(sys.argv[1], model_dir=sys.argv[2], out_dir=sys.argv[3], progress=False, shard_size=50000, batch_size=1024, encoder=encoder)
 stop.set()
 sampler.join()
 print(json.dumps({"encoded": s.encoded, "rejected": s.rejected, "seconds": s.seconds,

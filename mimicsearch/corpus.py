@@ -22,18 +22,20 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from .embeddings import (
+    TEXT_HASH,
     EmbeddingsManifest,
     EmbeddingsShard,
     ShardWriter,
     embedding_column,
     embedding_matrix,
     shard_schema,
+    text_hash_column,
 )
 from .encoder import Encoded, Encoder, LongMode
 from .fileio import MANIFEST, atomic_open, atomic_path, safe_child, sha256_file, writer
 from .idset import IdSet
 from .options import EncodeOptions
-from .readers import IdType, Reader, RecordBatch, Reject
+from .readers import IdType, InputFormat, Reader, RecordBatch, Reject, arrow_stream, is_table
 
 REJECTS = "rejects.csv"
 NPY = "embeddings.npy"
@@ -44,14 +46,14 @@ BATCH_SIZE = 1024  # records read, tokenized and encoded together
 @dataclass(frozen=True)
 class EncodeSummary:
     input: str
-    out: str
-    rows_read: int  # input records: encoded + rejected
+    out_dir: str
+    read: int  # input records: encoded + rejected
     encoded: int  # notes encoded
     rejected: int
     truncated: int  # notes longer than max_seq_length (cut, or split into windows)
     rows_written: int  # embedding rows (== encoded unless long="windows")
     shards: int
-    dim: int
+    dimension: int
     resumed_at: int  # records already done by an earlier run (0 for a fresh run)
     seconds: float  # this run
     notes_per_s: float  # this run
@@ -77,13 +79,17 @@ def _read_rejects(path: Path) -> list[list[str]]:
         return list(csv.reader(f))[1:]
 
 
-def _settings(input_path: Path, encoder: Encoder, reader: Reader, options: EncodeOptions,
+def _settings(input_path, encoder: Encoder, reader: Reader, options: EncodeOptions,
               **kw) -> dict:
-    st = input_path.stat()
+    if reader.format is InputFormat.TABLE:
+        where = {"input": reader.path, "input_bytes": None, "input_mtime_ns": None}
+    else:
+        st = input_path.stat()
+        where = {"input": str(input_path.resolve()), "input_bytes": st.st_size,
+                 "input_mtime_ns": st.st_mtime_ns}
     c = reader.columns
     return {
-        "engine": "local", "input": str(input_path.resolve()), "input_bytes": st.st_size,
-        "input_mtime_ns": st.st_mtime_ns, "format": reader.format.value,
+        "engine": "local", **where, "format": reader.format.value,
         "text_col": c.text, "id_col": c.id, "keep": list(c.keep), "id_type": c.id_type.value,
         "model_fingerprint": encoder.fingerprint, "model_file_sha256": encoder.variant.sha256,
         "options": options.to_dict(), **kw,
@@ -99,7 +105,9 @@ def _clean(out: Path) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
-def _block_table(batch: RecordBatch, enc: Encoded, schema: pa.Schema) -> pa.Table:
+def _block_table(batch: RecordBatch, enc: Encoded, schema: pa.Schema,
+                 texts: list[str]) -> pa.Table:
+    """One encoded block in the shard schema; `texts` are its rows' note texts."""
     rows = enc.parents  # int64 [rows] index into the batch's accepted records
     cols = {"id": pa.array(batch.ids, schema.field("id").type).take(rows),
             "line": pa.array(batch.lines[rows], pa.int64())}
@@ -107,6 +115,7 @@ def _block_table(batch: RecordBatch, enc: Encoded, schema: pa.Schema) -> pa.Tabl
         cols["window"] = pa.array(enc.windows, pa.int32())
     for k, values in batch.metadata.items():
         cols[k] = pa.array(values, pa.string()).take(rows)
+    cols[TEXT_HASH] = text_hash_column(texts)
     cols["embedding"] = embedding_column(enc.vectors)
     return pa.table(cols, schema=schema)
 
@@ -122,21 +131,26 @@ class _ShardWriter(ShardWriter):
 
 
 @writer("out_dir")
-def encode_corpus(input: str | Path, model_dir: str | Path, out_dir: str | Path,
-                  options: EncodeOptions | None = None, *, threads: int | None = None,
+def encode_corpus(input, *, model_dir: str | Path, out_dir: str | Path,
+                  options: EncodeOptions | None = None, threads: int | None = None,
                   shard_size: int = SHARD_SIZE, batch_size: int = BATCH_SIZE,
                   show_text: bool = False,
                   npy: bool = False, overwrite: bool = False, progress: bool = True,
                   encoder: Encoder | None = None) -> EncodeSummary:
     """Encode every note of `input` into `out_dir` (see mimicsearch/embeddings.py).
 
+    `input`: a notes file (CSV, TSV, JSONL, optionally .gz, Parquet) or an in-memory table
+    (pyarrow, pandas, polars: anything with `__arrow_c_stream__`).
     Rejected rows go to `out_dir/rejects.csv` (note text only with `show_text`). Re-running
-    the same call resumes an interrupted run; different arguments need `overwrite`.
-    `encoder` reuses a loaded model (it must be `model_dir`'s, loaded with the options'
-    precision and max_length).
+    the same call on a file resumes an interrupted run; different arguments, or a table,
+    need `overwrite`. `encoder` reuses a loaded model (it must be `model_dir`'s, loaded with
+    the options' precision and max_length).
+    Returns an `EncodeSummary` (read = encoded + rejected). Raises ValueError (bad input,
+    naming file and line), FileNotFoundError, DirectoryBusy (another writer holds out_dir).
     """
     t0 = time.perf_counter()
-    input, out = Path(input), Path(out_dir)
+    table = is_table(input)
+    input, out = arrow_stream(input) if table else Path(input), Path(out_dir)
     if shard_size < 1:
         raise ValueError(f"shard_size={shard_size}: must be >= 1")
     o = options or EncodeOptions()
@@ -157,7 +171,7 @@ def encode_corpus(input: str | Path, model_dir: str | Path, out_dir: str | Path,
     schema = shard_schema(dim, id_type_v, list(columns.keep), long is LongMode.WINDOWS)
 
     out.mkdir(parents=True, exist_ok=True)
-    m = _resume_point(out, settings, overwrite)
+    m = _resume_point(out, settings, overwrite, resumable=not table)
     _clean(out)
     if m is None:
         m = EmbeddingsManifest(encoder.fingerprint, dim, 0, (), tuple(
@@ -180,8 +194,8 @@ def encode_corpus(input: str | Path, model_dir: str | Path, out_dir: str | Path,
         for batch, enc in stream:
             if shard is None:
                 shard = _ShardWriter(out, len(shards), schema, o.snippets)
-            shard.write(_block_table(batch, enc, schema),
-                        [batch.texts[p] for p in enc.parents])
+            texts = [batch.texts[p] for p in enc.parents]
+            shard.write(_block_table(batch, enc, schema, texts), texts)
             shard.records += batch.records
             shard.truncated += int(enc.truncated.sum())
             shard.rejects.extend(batch.rejects)
@@ -212,20 +226,25 @@ def encode_corpus(input: str | Path, model_dir: str | Path, out_dir: str | Path,
         _write_npy(out, m)
     seconds = time.perf_counter() - t0
     return EncodeSummary(
-        input=str(input), out=str(out), rows_read=records,
+        input=probe.path if table else str(input), out_dir=str(out), read=records,
         encoded=records - m.rejected, rejected=m.rejected, truncated=m.truncated,
-        rows_written=m.rows, shards=len(m.shards), dim=m.dim, resumed_at=skip,
+        rows_written=m.rows, shards=len(m.shards), dimension=m.dim, resumed_at=skip,
         seconds=round(seconds, 3), notes_per_s=round(encoded / seconds, 1) if seconds else 0.0)
 
 
-def _resume_point(out: Path, settings: dict, overwrite: bool) -> EmbeddingsManifest | None:
-    """The manifest of an earlier run with the same settings, or None to start fresh."""
+def _resume_point(out: Path, settings: dict, overwrite: bool,
+                  resumable: bool = True) -> EmbeddingsManifest | None:
+    """The manifest of an earlier run with the same settings, or None to start fresh.
+    A table is never resumed: nothing tells whether it still holds the same rows."""
     if not (out / MANIFEST).is_file():
         if any(out.glob("shard-*.parquet")):
             _remove_outputs(out)  # killed before its first manifest: nothing to keep
         return None
     m = EmbeddingsManifest.load(out)
-    if m.settings == settings:
+    if not resumable and not overwrite:
+        raise ValueError(f"{out} holds an earlier encode run and an in-memory table cannot "
+                         "resume one; pass overwrite=True or another out_dir")
+    if resumable and m.settings == settings:
         return m
     if not overwrite:
         diff = _differences(m.settings, settings)

@@ -3,14 +3,17 @@
 Layout::
 
     OUT/manifest.json            EmbeddingsManifest (below)
-    OUT/shard-00000.parquet      columns: id, line, [window], kept metadata..., embedding
+    OUT/shard-00000.parquet      columns: id, line, [window], kept metadata..., text_hash,
+                                 embedding
     OUT/snippets-00000.parquet   column `snippet`: each row's note opening, for hit display
     OUT/rejects.csv              line, id, reason[, text]: every input row not encoded
     OUT/embeddings.npy           optional: all embeddings in manifest row order
 
 `embedding` is `fixed_size_list<float32>[dim]`, L2-normalised. `id` is int64 or string
 (`id_type`); `line` is the row's first line in the source file (its row number for Parquet).
-Metadata columns are strings (null when empty), named as in the source. In `windows` mode
+Metadata columns are strings (null when empty), named as in the source; `text_hash` is the
+first 128 bits of the sha256 of the note's text (hex), so `sync` can tell an edited note
+without keeping its text. In `windows` mode
 each row is one window of a long note: `id` is the parent note's id and `window` its index.
 Shards are listed in order; rows are in input order. A shard is complete or absent (atomic
 writes) and its sha256 is checked on read. Snippets are cut once, while encoding (both
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -43,6 +47,7 @@ FORMAT_VERSION = 1
 KIND = "mimicsearch-embeddings"
 EMBEDDING = "embedding"
 SNIPPET = "snippet"
+TEXT_HASH = "text_hash"
 SNIPPET_CHARS = 200
 _SPACES = re.compile(r"\s+")
 
@@ -50,6 +55,14 @@ _SPACES = re.compile(r"\s+")
 def snippet(text: str) -> str:
     """The start of a note on one line, whitespace collapsed."""
     return _SPACES.sub(" ", text[: SNIPPET_CHARS * 2]).strip()[:SNIPPET_CHARS].rstrip()
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def text_hash_column(texts: Sequence[str]) -> pa.Array:
+    return pa.array([text_hash(t) for t in texts], pa.string())
 
 
 def snippets_table(texts: list[str]) -> pa.Table:
@@ -172,6 +185,7 @@ def shard_schema(dim: int, id_type: str, metadata: list[str], windows: bool) -> 
     if windows:
         fields.append(pa.field("window", pa.int32()))
     fields += [pa.field(c, pa.string()) for c in metadata]
+    fields.append(pa.field(TEXT_HASH, pa.string()))
     fields.append(pa.field(EMBEDDING, pa.list_(pa.float32(), dim)))
     return pa.schema(fields)
 

@@ -1,33 +1,76 @@
-"""Notes to a searchable index: encode (either engine), then build or extend the index.
+"""Notes to a searchable index: encode (either engine), then build, extend or sync it.
 
 The one module that joins the encoding pipeline (corpus, spark) to the index package; the
-index package itself never encodes. `build-index` and `add` are these functions.
+index package itself never encodes. `build-index`, `add` and `sync` are these functions.
+
+One contract for all of them: the notes come first (a notes file, an embeddings directory,
+or an in-memory table), directories are keyword-only (`out_dir` for a new one, `index_dir`
+for an existing one, then `model_dir`), and each returns an `IndexSummary` whose counts add
+up: read = encoded + rejected (+ unchanged, for sync).
 """
 from __future__ import annotations
 
+import csv
 import shutil
 import uuid
+import warnings
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-from .corpus import BATCH_SIZE, SHARD_SIZE, encode_corpus
-from .embeddings import EmbeddingsManifest
-from .fileio import writer
+from .corpus import BATCH_SIZE, REJECTS, SHARD_SIZE, EncodeSummary, encode_corpus
+from .embeddings import TEXT_HASH, EmbeddingsManifest, text_hash
+from .fileio import atomic_open, writer
 from .index import (
     BuildOptions,
     EmbeddingsSource,
     IndexManifest,
-    add_to_index,
+    MetadataStore,
+    apply_changes,
     build_index,
     check_model,
     claim_out_dir,
 )
 from .model_manifest import ModelManifest
 from .options import EncodeOptions
+from .readers import IdType, Reader, is_table
 
 ENGINES = ("local", "spark")
+# Warn when more than this share of the notes was cut at the model's token limit.
+TRUNCATION_WARNING = 0.5
+
+
+class TruncationWarning(UserWarning):
+    """Most notes were longer than the model's limit and only their start was embedded."""
+
+
+@dataclass(frozen=True)
+class IndexSummary:
+    """What build-index, add or sync did. Notes: read = encoded + rejected + unchanged."""
+
+    command: str
+    index_dir: str
+    read: int  # input rows (0 when the input was an embeddings directory)
+    encoded: int
+    rejected: int
+    truncated: int
+    unchanged: int  # sync: notes already indexed with the same text
+    added: int  # notes new to the index
+    edited: int  # sync: notes re-encoded because their text changed
+    removed: int  # notes removed (sync with remove_missing)
+    absent: int  # sync: indexed notes missing from the snapshot (kept unless remove_missing)
+    live_notes: int
+    rows: int
+    shards: int
+    rejects_file: str | None  # every rejected row with its line and reason
+    warnings: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["warnings"] = list(self.warnings)
+        return d
 
 
 def _spark():
@@ -43,15 +86,15 @@ def _check_engine(engine: str, partitions, master, spark) -> None:
         raise ValueError("--master and partitions need --engine spark")
 
 
-def encode_notes(input_path: str | Path, model_dir: str | Path, out_dir: str | Path,
-                 options: EncodeOptions | None = None, *, engine: str = "local",
+def encode_notes(notes, *, model_dir: str | Path, out_dir: str | Path,
+                 options: EncodeOptions | None = None, engine: str = "local",
                  threads: int | None = None, overwrite: bool = False, progress: bool = True,
                  shard_size: int = SHARD_SIZE, batch_size: int = BATCH_SIZE,
                  show_text: bool = False, npy: bool = False, partitions: int | None = None,
-                 master: str | None = None, spark=None):
-    """`encode`: a notes file to an embeddings directory on `engine`. Only the local engine
-    resumes and takes shard_size, batch_size, show_text and npy; only Spark takes
-    partitions and master."""
+                 master: str | None = None, spark=None) -> EncodeSummary:
+    """`encode`: notes (a file, or a table for the local engine) to an embeddings directory
+    on `engine`. Only the local engine resumes and takes shard_size, batch_size, show_text
+    and npy; only Spark takes partitions and master."""
     _check_engine(engine, partitions, master, spark)
     options = options or EncodeOptions()
     if engine == "spark":
@@ -61,31 +104,37 @@ def encode_notes(input_path: str | Path, model_dir: str | Path, out_dir: str | P
                       if given]
         if local_only:
             raise ValueError(f"{', '.join(local_only)} need --engine local")
-        return _spark().encode_corpus_spark(input_path, model_dir, out_dir, options,
-                                            threads=threads, partitions=partitions,
-                                            overwrite=overwrite, progress=progress,
-                                            master=master, spark=spark)
-    return encode_corpus(input_path, model_dir, out_dir, options, threads=threads,
-                         shard_size=shard_size, batch_size=batch_size, show_text=show_text,
-                         npy=npy, overwrite=overwrite, progress=progress)
+        return _spark().encode_corpus_spark(notes, model_dir=model_dir, out_dir=out_dir,
+                                            options=options, threads=threads,
+                                            partitions=partitions, overwrite=overwrite,
+                                            progress=progress, master=master, spark=spark)
+    return encode_corpus(notes, model_dir=model_dir, out_dir=out_dir, options=options,
+                         threads=threads, shard_size=shard_size, batch_size=batch_size,
+                         show_text=show_text, npy=npy, overwrite=overwrite, progress=progress)
 
 
-def embeddings_for(input_path: str | Path, model_dir: str | Path | None, embeddings_dir: Path,
-                   options: EncodeOptions, *, engine: str = "local", threads: int | None = None,
-                   progress: bool = True, **spark_args) -> Path:
-    """The embeddings directory for `input_path`: itself if it is one (checked against
-    `model_dir` when given), else the notes encoded into `embeddings_dir` by `engine`."""
-    input_path = Path(input_path)
-    if input_path.is_dir():
-        m = EmbeddingsManifest.load(input_path)  # not one: the reason, naming the file
+def _is_embeddings(notes) -> bool:
+    return not is_table(notes) and Path(notes).is_dir()
+
+
+def embeddings_for(notes, *, model_dir: str | Path | None, embeddings_dir: Path,
+                   options: EncodeOptions, engine: str = "local", threads: int | None = None,
+                   progress: bool = True, **spark_args) -> tuple[Path, EncodeSummary | None]:
+    """The embeddings directory for `notes`: itself if it is one (checked against
+    `model_dir` when given), else the notes encoded into `embeddings_dir` by `engine`, with
+    the encode summary."""
+    if _is_embeddings(notes):
+        m = EmbeddingsManifest.load(notes)  # not one: the reason, naming the file
         if model_dir is not None:
-            check_model_dir(m.model_fingerprint, model_dir, input_path)
-        return input_path
+            check_model_dir(m.model_fingerprint, model_dir, Path(notes))
+        return Path(notes), None
     if model_dir is None:
-        raise ValueError(f"{input_path} holds notes: pass --model to encode them")
-    encode_notes(input_path, model_dir, embeddings_dir, options, engine=engine,
-                 threads=threads, progress=progress, **spark_args)
-    return embeddings_dir
+        raise ValueError(f"{'the table' if is_table(notes) else notes} holds notes: pass "
+                         "--model (model_dir=) to encode them")
+    summary = encode_notes(notes, model_dir=model_dir, out_dir=embeddings_dir, options=options,
+                           engine=engine, threads=threads, progress=progress,
+                           overwrite=is_table(notes), **spark_args)
+    return embeddings_dir, summary
 
 
 def check_model_dir(fingerprint: str, model_dir: str | Path, encoded: Path) -> None:
@@ -95,64 +144,250 @@ def check_model_dir(fingerprint: str, model_dir: str | Path, encoded: Path) -> N
                          f"{model_dir} ({got})")
 
 
+def _warnings(s: EncodeSummary | None, long: str) -> tuple[str, ...]:
+    if s is None or not s.encoded or long != "truncate":
+        return ()
+    if s.truncated / s.encoded <= TRUNCATION_WARNING:
+        return ()
+    text = (f"{s.truncated} of {s.encoded} notes were longer than the model's token limit "
+            "and only their start was embedded; --long chunk (long='chunk') embeds whole "
+            "notes")
+    warnings.warn(text, TruncationWarning, stacklevel=3)
+    return (text,)
+
+
 @writer("out_dir")
-def build_index_from(input_path: str | Path, out_dir: str | Path,
-                     model_dir: str | Path | None = None, *,
+def build_index_from(notes, *, out_dir: str | Path, model_dir: str | Path | None = None,
                      encode: EncodeOptions | None = None, build: BuildOptions | None = None,
                      engine: str = "local", threads: int | None = None, progress: bool = True,
                      partitions: int | None = None, master: str | None = None,
-                     spark=None) -> IndexManifest:
-    """`build-index`: encode notes into OUT/embeddings (or take an embeddings directory),
-    then build the index over them, both steps on `engine` ("local" or "spark"). Notes get
-    snippets for the store unless `encode` says otherwise."""
+                     spark=None) -> IndexSummary:
+    """`build-index`: encode notes (a file or a table) into OUT/embeddings, or take an
+    embeddings directory, then build the index over them, both on `engine`.
+
+    `encode` says how notes are encoded (columns, metadata to keep, dim, long notes,
+    precision); notes get snippets for the store unless it says otherwise. `build` says
+    which index (memory budget, factory key, shards, recall target).
+    Rejected rows are listed in OUT/embeddings/rejects.csv.
+    Raises ValueError (bad input or options), FileExistsError (OUT holds an index),
+    DirectoryBusy.
+    """
     _check_engine(engine, partitions, master, spark)
     out = Path(out_dir)
     claim_out_dir(out)  # before encoding: a finished index is refused at once
     spark_args = {"partitions": partitions, "master": master, "spark": spark}
-    emb = embeddings_for(input_path, model_dir, out / "embeddings",
-                         encode or EncodeOptions(snippets=True),
-                         engine=engine, threads=threads, progress=progress,
-                         **(spark_args if engine == "spark" else {}))
+    options = encode or EncodeOptions(snippets=True)
+    emb, encoded = embeddings_for(notes, model_dir=model_dir, embeddings_dir=out / "embeddings",
+                                  options=options, engine=engine, threads=threads,
+                                  progress=progress,
+                                  **(spark_args if engine == "spark" else {}))
     recorded_model = str(Path(model_dir).resolve()) if model_dir else ""
     if engine == "spark":
-        return _spark().build_index_spark(emb, out, model_dir=recorded_model, options=build,
-                                          progress=progress, **spark_args)
+        m = _spark().build_index_spark(emb, out_dir=out, model_dir=recorded_model,
+                                       options=build, progress=progress, **spark_args)
+    else:
+        source = EmbeddingsSource(emb).verify()
+        m = build_index(source, out, model_fingerprint=source.manifest.model_fingerprint,
+                        model_dir=recorded_model, options=build,
+                        encode=source.manifest.encode_options(), progress=progress)
+    notes_in = _live_notes(out, m)
+    return IndexSummary(
+        "build-index", str(out), *_counts(encoded), unchanged=0, added=notes_in, edited=0,
+        removed=0, absent=0, live_notes=notes_in, rows=m.rows, shards=len(m.shards),
+        rejects_file=str(emb / REJECTS) if (emb / REJECTS).is_file() else None,
+        warnings=_warnings(encoded, options.long))
+
+
+def _counts(s: EncodeSummary | None) -> tuple[int, int, int, int]:
+    return (0, 0, 0, 0) if s is None else (s.read, s.encoded, s.rejected, s.truncated)
+
+
+def _live_notes(index_dir: Path, m: IndexManifest) -> int:
+    return len(MetadataStore.load(index_dir, m, verify=False).ids())
+
+
+def _index_options(m: IndexManifest, text_col, id_col) -> EncodeOptions:
+    """New notes are encoded as the index's own were; only their column names may differ."""
+    options = EncodeOptions.from_dict(m.encode) if m.encode else EncodeOptions(dim=m.dimension)
+    return options.replace(text_col=text_col, id_col=id_col, input_format=None,
+                           id_type=m.id_type)
+
+
+def _keep_rejects(index_dir: Path, command: str, tmp: Path) -> str | None:
+    """Copy a temporary run's rejects.csv into the index directory (INDEX/rejects-CMD.csv,
+    replaced by the next run of CMD) so the user can read it after the run."""
+    src = tmp / REJECTS
+    if not src.is_file():
+        return None
+    dest = index_dir / f"rejects-{command}.csv"
+    with atomic_open(dest, "w", encoding="utf-8", newline="") as f:
+        f.write(src.read_text(encoding="utf-8"))
+    return str(dest)
+
+
+def _encode_into(tmp: Path, notes, model_dir, options: EncodeOptions, threads, progress
+                 ) -> tuple[np.ndarray, pa.Table, EncodeSummary | None, Path]:
+    emb, summary = embeddings_for(notes, model_dir=model_dir, embeddings_dir=tmp,
+                                  options=options, threads=threads, progress=progress)
     source = EmbeddingsSource(emb).verify()
-    return build_index(source, out, model_fingerprint=source.manifest.model_fingerprint,
-                       model_dir=recorded_model, options=build,
-                       encode=source.manifest.encode_options(), progress=progress)
+    vecs, tables = [], []
+    for v, t in source.read(0, source.rows):
+        vecs.append(v)
+        tables.append(t)
+    if not vecs:
+        return (np.zeros((0, source.dim), np.float32), None, summary, emb)
+    return np.concatenate(vecs), pa.concat_tables(tables), summary, emb
 
 
 @writer("index_dir")
-def add_notes(index_dir: str | Path, input_path: str | Path,
-              model_dir: str | Path | None = None, *, text_col: str | None = None,
-              id_col: str | None = None, threads: int | None = None,
-              progress: bool = True) -> IndexManifest:
-    """`add`: encode new notes as the index's own notes were encoded (the options its
-    manifest records; `text_col`/`id_col` name the new file's columns) and append them; an
-    embeddings directory is appended as it is, if its model matches."""
+def add_notes(notes, *, index_dir: str | Path, model_dir: str | Path | None = None,
+              text_col: str | None = None, id_col: str | None = None,
+              threads: int | None = None, progress: bool = True) -> IndexSummary:
+    """`add`: encode new notes (a file or a table) as the index's own notes were encoded
+    (the options its manifest records; `text_col`/`id_col` name the new columns) and append
+    them; an embeddings directory is appended as it is, if its model matches.
+
+    Ids already in the index are refused before anything is encoded (use `sync_notes` to
+    replace edited notes). Rejected rows are listed in INDEX/rejects-add.csv.
+    """
     index_dir = Path(index_dir)
     m = IndexManifest.load(index_dir)
     model_dir = model_dir or m.model_dir or None
+    options = _index_options(m, text_col, id_col)
+    if not _is_embeddings(notes):
+        if model_dir is None:
+            raise ValueError(f"{_name(notes)} holds notes and this index records no model: "
+                             "pass --model to encode them")
+        _refuse_present(index_dir, m, notes, options)
     for stale in index_dir.glob(".adding-*"):  # from a killed add; we hold the lock
         shutil.rmtree(stale, ignore_errors=True)
     tmp = index_dir / f".adding-{uuid.uuid4().hex[:12]}"
     try:
-        options = EncodeOptions.from_dict(m.encode) if m.encode else EncodeOptions(
-            dim=m.dimension)
-        options = options.replace(text_col=text_col, id_col=id_col, keep=None,
-                                  input_format=None)
-        is_dir = Path(input_path).is_dir()
-        emb = embeddings_for(input_path, None if is_dir else model_dir, tmp, options,
-                             threads=threads, progress=progress)
-        source = EmbeddingsSource(emb).verify()
-        check_model(m, source.manifest.model_fingerprint, input_path if is_dir else model_dir)
-        vecs, tables = [], []
-        for v, t in source.read(0, source.rows):
-            vecs.append(v)
-            tables.append(t)
-        if not vecs:
-            raise ValueError(f"{input_path} holds no notes to add")
-        return add_to_index(index_dir, np.concatenate(vecs), pa.concat_tables(tables))
+        vecs, table, encoded, emb = _encode_into(
+            tmp, notes, None if _is_embeddings(notes) else model_dir, options, threads,
+            progress)
+        check_model(m, EmbeddingsManifest.load(emb).model_fingerprint,
+                    notes if _is_embeddings(notes) else model_dir)
+        rejects = _keep_rejects(index_dir, "add", emb) if encoded is not None else None
+        if table is None:
+            raise ValueError(f"{_name(notes)} holds no notes to add"
+                             + (f" (all {encoded.rejected} rows rejected: see {rejects})"
+                                if encoded and encoded.rejected else ""))
+        r = apply_changes(index_dir=index_dir, vectors=vecs, metadata=table)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    return IndexSummary(
+        "add", str(index_dir), *_counts(encoded), unchanged=0, added=r.added_notes, edited=0,
+        removed=0, absent=0, live_notes=_live_notes(index_dir, r.manifest),
+        rows=r.manifest.rows, shards=len(r.manifest.shards), rejects_file=rejects,
+        warnings=_warnings(encoded, options.long))
+
+
+def _name(notes) -> str:
+    return "the table" if is_table(notes) else str(notes)
+
+
+def _reader(notes, options: EncodeOptions, m: IndexManifest) -> Reader:
+    return Reader(notes, options.text_col, options.id_col,
+                  None if options.keep is None else list(options.keep),
+                  IdType.INT if m.id_type == "int64" else IdType.STR, options.input_format)
+
+
+def _refuse_present(index_dir: Path, m: IndexManifest, notes, options: EncodeOptions) -> None:
+    """Refuse, before encoding, notes whose ids the index already holds."""
+    live = set(MetadataStore.load(index_dir, m).ids().to_pylist())
+    clash = [i for b in _reader(notes, options, m) for i in b.ids if i in live]
+    if clash:
+        raise ValueError(f"{len(clash)} notes of {_name(notes)} have ids already in the index "
+                         f"(e.g. {clash[:5]}); `sync` replaces edited notes, `remove` "
+                         "deletes them")
+
+
+@writer("index_dir")
+def sync_notes(notes, *, index_dir: str | Path, model_dir: str | Path | None = None,
+               remove_missing: bool = False, text_col: str | None = None,
+               id_col: str | None = None, threads: int | None = None,
+               progress: bool = True) -> IndexSummary:
+    """`sync`: make the index hold `notes` (a snapshot: a file or a table with an id
+    column). New ids are encoded and added; notes whose text changed (by the text hash the
+    index stores per row) are re-encoded and replace their old rows; with `remove_missing`
+    ids absent from the snapshot are removed. Unchanged notes are not encoded again.
+
+    All changes land in one commit, so a reader sees the old index or the new one; killed
+    anywhere, a re-run completes the same final index, and a re-run after it finished
+    changes nothing. Rejected rows are listed in INDEX/rejects-sync.csv.
+    """
+    index_dir = Path(index_dir)
+    m = IndexManifest.load(index_dir)
+    model_dir = model_dir or m.model_dir or None
+    if model_dir is None:
+        raise ValueError("this index records no model: pass --model (model_dir=)")
+    if _is_embeddings(notes):
+        raise ValueError(f"{notes} is an embeddings directory; sync reads notes (a file or "
+                         "a table), so it can compare their texts with the index")
+    options = _index_options(m, text_col, id_col)
+    store = MetadataStore.load(index_dir, m)
+    indexed = store.notes_table(["id", TEXT_HASH])
+    stored = dict(zip(indexed.column("id").to_pylist(), indexed.column(TEXT_HASH).to_pylist()))
+    reader = _reader(notes, options, m)
+    if reader.columns.id is None:
+        raise ValueError(f"{_name(notes)} has no id column (looked for ROW_ID, note_id): sync "
+                         "matches notes by id; pass --id-col (id_col=)")
+    cols = reader.columns
+    wanted: dict[str, list] = {c: [] for c in (cols.id, cols.text, *cols.keep)}
+    seen, rejects, read, unchanged, edited = set(), [], 0, 0, []
+    for batch in reader:
+        read += batch.records
+        rejects += batch.rejects
+        for j, note_id in enumerate(batch.ids):
+            seen.add(note_id)
+            if note_id in stored and stored[note_id] == text_hash(batch.texts[j]):
+                unchanged += 1
+                continue
+            if note_id in stored:
+                edited.append(note_id)
+            wanted[cols.id].append(note_id)
+            wanted[cols.text].append(batch.texts[j])
+            for k in cols.keep:
+                wanted[k].append(batch.metadata[k][j])
+    absent = [i for i in stored if i not in seen]
+    rejects_file = _write_sync_rejects(index_dir, rejects)
+    table = pa.table({c: pa.array(v, pa.int64() if c == cols.id and m.id_type == "int64"
+                                  else pa.string()) for c, v in wanted.items()})
+    remove = edited + (absent if remove_missing else [])
+    encoded, vecs, meta = None, None, None
+    tmp = index_dir / f".adding-{uuid.uuid4().hex[:12]}"
+    try:
+        if table.num_rows:
+            for stale in index_dir.glob(".adding-*"):
+                if stale != tmp:
+                    shutil.rmtree(stale, ignore_errors=True)
+            vecs, meta, encoded, emb = _encode_into(
+                tmp, table, model_dir, options.replace(text_col=cols.text, id_col=cols.id,
+                                                       keep=tuple(cols.keep)),
+                threads, progress)
+            check_model(m, EmbeddingsManifest.load(emb).model_fingerprint, model_dir)
+        r = apply_changes(index_dir=index_dir, vectors=vecs, metadata=meta, remove_ids=remove,
+                          missing="ignore")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    n_enc = 0 if encoded is None else encoded.encoded
+    return IndexSummary(
+        "sync", str(index_dir), read, n_enc, len(rejects),
+        0 if encoded is None else encoded.truncated, unchanged=unchanged,
+        added=n_enc - len(edited), edited=len(edited),
+        removed=len(absent) if remove_missing else 0,
+        absent=0 if remove_missing else len(absent),
+        live_notes=_live_notes(index_dir, r.manifest), rows=r.manifest.rows,
+        shards=len(r.manifest.shards), rejects_file=rejects_file,
+        warnings=_warnings(encoded, options.long))
+
+
+def _write_sync_rejects(index_dir: Path, rejects: list) -> str:
+    dest = index_dir / "rejects-sync.csv"
+    with atomic_open(dest, "w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["line", "id", "reason"])
+        for r in rejects:
+            w.writerow([r.line, r.id, r.reason])
+    return str(dest)

@@ -1,7 +1,10 @@
 """Streaming readers for note corpora: batches of records with their source line numbers.
 
-Every input row ends up either in a batch or in its rejects, with its line number and the
-reason, so `read = accepted + rejected` always holds. Rows that make the file itself
+The input is a file (CSV/TSV/JSONL, optionally gzipped, or Parquet) or an in-memory table:
+anything Arrow can read through the C stream interface (pyarrow Table / RecordBatchReader,
+pandas, polars). Every input row ends up either in a batch or in its rejects, with its line
+number (its 1-based row number for Parquet and tables) and the reason, so
+`read = accepted + rejected` always holds. Rows that make the file itself
 unreadable (unbalanced quotes, wrong column count, invalid JSON) raise `MalformedInputError`
 naming file and line: silently skipping them would shift every following row.
 """
@@ -18,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 from .idset import IdSet
 
@@ -36,6 +40,38 @@ class InputFormat(str, enum.Enum):
     TSV = "tsv"
     PARQUET = "parquet"
     JSONL = "jsonl"
+    TABLE = "table"  # an in-memory Arrow-compatible table or stream
+
+
+def is_table(obj) -> bool:
+    """Whether `obj` is an in-memory table the readers take (not a path)."""
+    return (isinstance(obj, (pa.Table, pa.RecordBatchReader)) or _is_pandas(obj)
+            or hasattr(obj, "__arrow_c_stream__"))
+
+
+def _is_pandas(obj) -> bool:
+    return type(obj).__module__.startswith("pandas") and type(obj).__name__ == "DataFrame"
+
+
+def arrow_stream(obj):
+    """A pyarrow Table or RecordBatchReader over `obj` (pandas keeps its nullable integer
+    columns as integers; its index is dropped)."""
+    if isinstance(obj, (pa.Table, pa.RecordBatchReader)):
+        return obj
+    if _is_pandas(obj):
+        return pa.Table.from_pandas(obj, preserve_index=False)
+    if hasattr(obj, "__arrow_c_stream__"):
+        return pa.RecordBatchReader.from_stream(obj)
+    raise TypeError(f"expected a notes file path or an Arrow-compatible table, got "
+                    f"{type(obj).__name__}")
+
+
+def describe_input(obj) -> str:
+    """How messages name an input: its path, or the kind of table."""
+    if is_table(obj):
+        rows = getattr(obj, "num_rows", None)
+        return f"<{type(obj).__name__}{'' if rows is None else f' of {rows} rows'}>"
+    return str(obj)
 
 
 class IdType(str, enum.Enum):
@@ -148,6 +184,18 @@ def _undecodable(s: str) -> bool:
     return False
 
 
+def _as_text(v) -> str:
+    """A metadata value as the text a CSV would hold: integral floats (pandas' nullable
+    integers after a NaN) without ".0", dates and times in ISO form."""
+    if isinstance(v, str):
+        return v
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    if hasattr(v, "isoformat"):
+        return v.isoformat(sep=" ") if hasattr(v, "hour") else v.isoformat()
+    return str(v)
+
+
 class Reader:
     """Iterate over an input file as `RecordBatch`es of `batch_size` records.
 
@@ -155,15 +203,26 @@ class Reader:
     accepted to their line, so duplicates are caught across a resumed run too.
     """
 
-    def __init__(self, path: str | Path, text_col: str | None = None, id_col: str | None = None,
+    def __init__(self, path, text_col: str | None = None, id_col: str | None = None,
                  keep: list[str] | None = None, id_type: IdType | str = IdType.AUTO,
                  input_format: InputFormat | str | None = None, batch_size: int = 1024,
                  skip: int = 0, seen: IdSet | None = None, show_text: bool = False,
                  delimiter: str | None = None):
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise FileNotFoundError(f"input file not found: {self.path}")
-        self.format = InputFormat(input_format) if input_format else detect_format(path)
+        self._table = None
+        if is_table(path):
+            if input_format not in (None, InputFormat.TABLE, InputFormat.TABLE.value):
+                raise ValueError(f"input_format={input_format!r} is for files; this input "
+                                 "is a table")
+            self._table = arrow_stream(path)
+            self.path = describe_input(path)
+            self.format = InputFormat.TABLE
+        else:
+            self.path = Path(path)
+            if not self.path.is_file():
+                raise FileNotFoundError(f"input file not found: {self.path}")
+            self.format = InputFormat(input_format) if input_format else detect_format(path)
+            if self.format is InputFormat.TABLE:
+                raise ValueError(f"{path}: input_format='table' is for in-memory tables")
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size}: must be >= 1")
         self.batch_size = batch_size
@@ -171,7 +230,7 @@ class Reader:
         self.seen = IdSet() if seen is None else seen
         self.show_text = show_text
         self.delimiter = delimiter or ("\t" if self.format is InputFormat.TSV else ",")
-        self._size = max(self.path.stat().st_size, 1)
+        self._size = 1 if self._table is not None else max(self.path.stat().st_size, 1)
         self._raw = None
         self._rows: Iterator | None = None
         self._parquet_rows = 0
@@ -190,8 +249,10 @@ class Reader:
                                 newline="")
 
     def _open(self) -> list[str]:
+        if self.format is InputFormat.TABLE:
+            self._parquet_rows = getattr(self._table, "num_rows", 0)
+            return list(self._table.schema.names)
         if self.format is InputFormat.PARQUET:
-            import pyarrow as pa
             import pyarrow.parquet as pq
 
             try:
@@ -274,11 +335,22 @@ class Reader:
             yield (line_no, obj.get(c.text), obj.get(c.id) if c.id is not None else record,
                    tuple(obj.get(k) for k in c.keep))
 
+    def _batches(self, cols: list[str]):
+        if self.format is InputFormat.PARQUET:
+            yield from self._pq.iter_batches(batch_size=self.batch_size, columns=cols)
+            return
+        table = self._table
+        batches = (table.to_batches(max_chunksize=self.batch_size)
+                   if hasattr(table, "to_batches") else table)
+        for b in batches:
+            for start in range(0, b.num_rows, self.batch_size):
+                yield b.slice(start, self.batch_size).select(cols)
+
     def _parquet_source(self) -> Iterator[tuple]:
         c = self.columns
         cols = list(dict.fromkeys([c.text] + ([c.id] if c.id else []) + list(c.keep)))
         row = 0
-        for batch in self._pq.iter_batches(batch_size=self.batch_size, columns=cols):
+        for batch in self._batches(cols):
             data = batch.to_pydict()
             n = batch.num_rows
             texts = data[c.text]
@@ -288,7 +360,7 @@ class Reader:
             row += n
 
     def _source(self) -> Iterator[tuple]:
-        if self.format is InputFormat.PARQUET:
+        if self.format in (InputFormat.PARQUET, InputFormat.TABLE):
             return self._parquet_source()
         if self.format is InputFormat.JSONL:
             return self._jsonl_rows()
@@ -298,7 +370,7 @@ class Reader:
         """Fraction of the input consumed (by bytes; by rows for Parquet)."""
         if self._done:
             return 1.0
-        if self.format is InputFormat.PARQUET:
+        if self.format in (InputFormat.PARQUET, InputFormat.TABLE):
             return self._consumed / max(self._parquet_rows, 1)
         if self._raw is not None and not self._raw.closed:
             return min(self._raw.tell() / self._size, 1.0)
@@ -306,7 +378,9 @@ class Reader:
 
     @property
     def total_rows(self) -> int | None:
-        """Row count when the format records it (Parquet), else None."""
+        """Row count when the input records it (Parquet, tables), else None."""
+        if self.format is InputFormat.TABLE:
+            return self._parquet_rows or None
         return self._parquet_rows if self.format is InputFormat.PARQUET else None
 
     # -- validation --------------------------------------------------------------------
@@ -352,7 +426,7 @@ class Reader:
             if v is None or v == "":
                 values.append(None)
                 continue
-            v = v if isinstance(v, str) else str(v)
+            v = _as_text(v)
             if _undecodable(v):
                 return Reject(line, id_str, f"column {k} is not valid UTF-8", shown)
             values.append(v)

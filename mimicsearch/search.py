@@ -1,65 +1,129 @@
-"""Querying an index: texts, stored notes or vectors in, plain hit records out.
+"""Querying an index: texts, stored notes or vectors in, hit records out.
 
 Text queries are encoded with the model the index was built with (checked by fingerprint,
 since vectors of another model live in another space and would return nonsense silently).
+A `Searcher` stays current: before each search it compares the index manifest's identity
+(one stat) with the one it loaded and reloads on a change, so a note removed by another
+process is never returned once the remover has returned.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+import os
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 from .fileio import MANIFEST
+from .filters import Filters
 from .index import NoteIndex, check_model, open_index
 
-__all__ = ["Filters", "Hit", "Searcher", "check_model"]
+__all__ = ["Filters", "Hit", "Results", "Searcher", "check_model"]
 
-
-@dataclass(frozen=True)
-class Filters:
-    """Restrict hits to some patients / note categories, or leave some patients out."""
-
-    subjects: tuple[str, ...] = ()
-    categories: tuple[str, ...] = ()
-    exclude_subjects: tuple[str, ...] = ()
-
-    def __bool__(self) -> bool:
-        return bool(self.subjects or self.categories or self.exclude_subjects)
+RELOAD_ATTEMPTS = 5  # a writer may replace files between our manifest read and file reads
 
 
 @dataclass(frozen=True)
 class Hit:
+    """One returned note. `metadata` holds every stored column, typed (ints, dates); the
+    four MIMIC columns are also fields of their own (None where the index lacks them)."""
+
     query: int
     rank: int
     id: int | str
     score: float
-    subject_id: str | None
-    hadm_id: str | None
+    subject_id: int | str | None
+    hadm_id: int | str | None
     category: str | None
-    chartdate: str | None
+    chartdate: object
     snippet: str | None
     row: int
     window: int | None = None
+    metadata: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
+class Results(list):
+    """Hits per query (a list of lists of `Hit`), also as one table: a row per hit with
+    query, rank, id, score, row, window, snippet and every metadata column."""
+
+    def to_arrow(self) -> pa.Table:
+        rows = [{"query": h.query, "rank": h.rank, "id": h.id, "score": h.score,
+                 "row": h.row, "window": h.window, "snippet": h.snippet, **h.metadata}
+                for hits in self for h in hits]
+        return pa.Table.from_pylist(rows) if rows else pa.table(
+            {c: pa.array([], pa.int64() if c != "snippet" else pa.string())
+             for c in ("query", "rank", "id", "score", "row", "window", "snippet")})
+
+    def to_pandas(self):
+        return self.to_arrow().to_pandas(types_mapper=_nullable_ints)
+
+
+def _nullable_ints(t: pa.DataType):
+    import pandas as pd
+
+    return pd.Int64Dtype() if pa.types.is_integer(t) else None
+
+
+def _identity(index_dir: Path) -> tuple:
+    st = os.stat(index_dir / MANIFEST)
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
 class Searcher:
-    """An opened index plus, loaded on first text query, the encoder for its model."""
+    """An opened index plus, loaded on first text query, the encoder for its model.
+
+    `verify` hashes every index file against the manifest when (re)loading; files already
+    verified by this process are not hashed again. `watch` (default) reloads the index
+    when its manifest changes; `reload()` does it explicitly.
+    """
 
     def __init__(self, index_dir: str | Path, model_dir: str | Path | None = None,
                  encoder=None, verify: bool = True, mmap: bool = False,
-                 threads: int | None = None):
-        self.index: NoteIndex = open_index(index_dir, verify=verify, mmap=mmap)
+                 threads: int | None = None, watch: bool = True):
+        self.dir = Path(index_dir)
+        self.verify, self.mmap, self.watch = verify, mmap, watch
+        self.index: NoteIndex = self._open()
         recorded = self.index.manifest.model_dir
         self.model_dir = Path(model_dir) if model_dir else Path(recorded) if recorded else None
         self.threads = threads
         self._encoder = encoder
         if encoder is not None:
             check_model(self.index.manifest, encoder.fingerprint, self.model_dir)
+
+    def _open(self) -> NoteIndex:
+        for attempt in range(RELOAD_ATTEMPTS):
+            before = _identity(self.dir)
+            try:
+                index = open_index(self.dir, verify=self.verify, mmap=self.mmap)
+            except (FileNotFoundError, ValueError):
+                if attempt == RELOAD_ATTEMPTS - 1 or _identity(self.dir) == before:
+                    raise  # not a writer's replacement: a real fault
+                time.sleep(0.05 * (attempt + 1))
+                continue
+            self._loaded = before
+            return index
+        raise AssertionError("unreachable")
+
+    def reload(self) -> bool:
+        """Load the index again if its manifest changed; whether it did."""
+        if _identity(self.dir) == self._loaded:
+            return False
+        index = self._open()
+        if index.manifest.model_fingerprint != self.index.manifest.model_fingerprint:
+            self._encoder = None  # rebuilt with another model: check it again
+        self.index = index
+        return True
+
+    def _fresh(self) -> NoteIndex:
+        if self.watch:
+            self.reload()
+        return self.index
 
     @property
     def encoder(self):
@@ -82,33 +146,53 @@ class Searcher:
                                     precision=self.index.manifest.encode.get("precision"))
         return self._encoder
 
-    def _query_dim(self) -> int:
-        """Queries are cut to the dimension the index's notes were encoded at."""
-        return self.index.dim
+    def ids(self) -> list:
+        """The ids of the notes the index holds now."""
+        return self._fresh().store.ids().to_pylist()
 
-    def search_texts(self, texts: Sequence[str], k: int = 10, filters: Filters = Filters(),
-                     batch_size: int = 64) -> list[list[Hit]]:
+    def allowed(self, filters: Filters | None) -> np.ndarray | None:
+        """The store rows `filters` lets through (None: every row, nothing removed)."""
+        index = self._fresh()
+        store = index.store
+        filters = filters or Filters()
+        if not isinstance(filters, Filters):
+            raise TypeError(f"filters must be a Filters, got {type(filters).__name__}")
+        where = filters.expression(store)
+        if where is None and store.live.all():
+            return None
+        return store.mask(where)
+
+    def search_texts(self, texts: Sequence[str], k: int = 10, filters: Filters | None = None,
+                     batch_size: int = 64) -> Results:
         """Hits per text, encoding and searching `batch_size` texts at a time."""
         if isinstance(texts, str):
             raise TypeError("search_texts() takes a list of texts, got one str")
-        allowed = self._allowed(filters)
-        out: list[list[Hit]] = []
+        texts = list(texts)
+        for i, t in enumerate(texts):
+            if not isinstance(t, str) or not t.strip():
+                raise ValueError(f"query {i} is {'empty' if isinstance(t, str) else repr(t)}: "
+                                 "every query needs some text")
+        allowed = self.allowed(filters)
+        out = Results()
         for start in range(0, len(texts), batch_size):
-            chunk = list(texts[start:start + batch_size])
-            vecs = self.encoder.encode(chunk, prompt="query", dim=self._query_dim())
+            chunk = texts[start:start + batch_size]
+            vecs = self.encoder.encode(chunk, prompt="query", dim=self.index.dim)
             out += self._hits(vecs, k, allowed, first_query=start)
         return out
 
     def search_vectors(self, vectors: np.ndarray, k: int = 10,
-                       filters: Filters = Filters()) -> list[list[Hit]]:
-        return self._hits(np.atleast_2d(vectors), k, self._allowed(filters))
+                       filters: Filters | None = None) -> Results:
+        return self._hits(np.atleast_2d(vectors), k, self.allowed(filters))
 
-    def search_notes(self, note_ids: Sequence, k: int = 10, filters: Filters = Filters(),
-                     exclude_own_subject: bool = False) -> list[list[Hit]]:
+    def search_notes(self, note_ids: Iterable, k: int = 10, filters: Filters | None = None,
+                     exclude_own_subject: bool = False) -> Results:
         """Use stored notes as queries (their stored vectors); the note itself never comes
         back, and `exclude_own_subject` leaves out every note of its patient."""
-        store = self.index.store
-        out = []
+        if isinstance(note_ids, (str, bytes)):
+            raise TypeError("search_notes() takes a list of note ids, got one str")
+        filters = filters or Filters()
+        store = self._fresh().store
+        out = Results()
         for qi, note_id in enumerate(note_ids):
             rows, missing = store.rows_of([note_id])
             if missing:
@@ -117,40 +201,45 @@ class Searcher:
             vec /= np.linalg.norm(vec, axis=1, keepdims=True)
             f = filters
             if exclude_own_subject:
-                subject = store.records(rows[:1])[0]["SUBJECT_ID"]
+                subject = store.records(rows[:1])[0].get("SUBJECT_ID")
                 if subject is None:
                     raise ValueError(f"note {note_id!r} has no SUBJECT_ID to exclude")
-                f = Filters(f.subjects, f.categories, (*f.exclude_subjects, subject))
-            allowed = store.mask(f.subjects, f.categories, f.exclude_subjects)
+                f = f.and_exclude([subject])
+            allowed = store.mask(f.expression(store))
             allowed[rows] = False
             out += self._hits(vec, k, allowed, first_query=qi)
         return out
 
-    def _allowed(self, filters: Filters) -> np.ndarray | None:
-        store = self.index.store
-        if not filters and store.live.all():
-            return None
-        return store.mask(filters.subjects, filters.categories, filters.exclude_subjects)
-
-    def _hits(self, vecs: np.ndarray, k: int, allowed, first_query: int = 0) -> list[list[Hit]]:
-        store = self.index.store
+    def _hits(self, vecs: np.ndarray, k: int, allowed, first_query: int = 0) -> Results:
+        index = self.index
+        store = index.store
         windows = "window" in store.table.column_names
-        # One note may own several window rows: fetch more, keep each note's best window.
+        meta_cols = list(store.metadata_columns)
+        out = Results()
+        # One note may own several window rows: fetch more until k distinct notes or all.
         fetch = 4 * k if windows else k
-        D, I = self.index.search(vecs, fetch, allowed)
-        out = []
-        for qi, (scores, rows) in enumerate(zip(D, I)):
-            keep = rows >= 0
-            recs = store.records(rows[keep])
-            hits, seen = [], set()
-            for score, row, r in zip(scores[keep], rows[keep], recs):
-                if r["id"] in seen:
-                    continue
-                seen.add(r["id"])
-                hits.append(Hit(first_query + qi, len(hits) + 1, r["id"], round(float(score), 6),
-                                r["SUBJECT_ID"], r["HADM_ID"], r["CATEGORY"], r["CHARTDATE"],
-                                r["snippet"], int(row), r.get("window")))
-                if len(hits) == k:
-                    break
-            out.append(hits)
-        return out
+        while True:
+            D, I = index.search(vecs, fetch, allowed)
+            out = Results()
+            short = False
+            for qi, (scores, rows) in enumerate(zip(D, I)):
+                keep = rows >= 0
+                recs = store.records(rows[keep])
+                hits, seen = [], set()
+                for score, row, r in zip(scores[keep], rows[keep], recs):
+                    if r["id"] in seen:
+                        continue
+                    seen.add(r["id"])
+                    meta = {c: r[c] for c in meta_cols}
+                    hits.append(Hit(first_query + qi, len(hits) + 1, r["id"],
+                                    round(float(score), 6), meta.get("SUBJECT_ID"),
+                                    meta.get("HADM_ID"), meta.get("CATEGORY"),
+                                    meta.get("CHARTDATE"), r["snippet"], int(row),
+                                    r.get("window"), meta))
+                    if len(hits) == k:
+                        break
+                short |= len(hits) < k and keep.all()
+                out.append(hits)
+            if not windows or not short or fetch >= index.ntotal:
+                return out
+            fetch = min(index.ntotal, fetch * 4)

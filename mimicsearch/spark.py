@@ -41,6 +41,7 @@ from .embeddings import (
     ShardWriter,
     embedding_column,
     shard_schema,
+    text_hash_column,
 )
 from .encoder import Encoder, LongMode
 from .fileio import MANIFEST, atomic_open, writer
@@ -55,7 +56,7 @@ from .index.build import (
 )
 from .model_manifest import ModelManifest
 from .options import EncodeOptions
-from .readers import Columns, InputFormat, MalformedInputError, detect_format
+from .readers import Columns, InputFormat, MalformedInputError, detect_format, is_table
 
 # ---------------------------------------------------------------------------------------
 # Session
@@ -304,8 +305,8 @@ def _validated(df: DataFrame, text: str, id_col: str | None, int_ids: bool) -> D
 
 
 @writer("out_dir")
-def encode_corpus_spark(input_path: str | Path, model_dir: str | Path, out_dir: str | Path,
-                        options: EncodeOptions | None = None, *,
+def encode_corpus_spark(input_path: str | Path, *, model_dir: str | Path,
+                        out_dir: str | Path, options: EncodeOptions | None = None,
                         threads: int | None = None, partitions: int | None = None,
                         ship_model: bool = False, overwrite: bool = False,
                         progress: bool = True, master: str | None = None,
@@ -318,6 +319,9 @@ def encode_corpus_spark(input_path: str | Path, model_dir: str | Path, out_dir: 
     source lines).
     """
     t0 = time.perf_counter()
+    if is_table(input_path):
+        raise ValueError("the Spark engine reads notes files; encode an in-memory table with "
+                         "the local engine, or a Spark DataFrame with embed_dataframe()")
     out = Path(out_dir).resolve()
     o = options or EncodeOptions()
     if (out / MANIFEST).exists():
@@ -378,14 +382,14 @@ def encode_corpus_spark(input_path: str | Path, model_dir: str | Path, out_dir: 
                 "max_length": o.max_length or manifest.max_seq_length}
     EmbeddingsManifest(
         model_fingerprint=manifest.fingerprint, dim=out_dim, rows=rows, shards=tuple(shards),
-        columns=("id", "line", *cols.keep), id_type="int64" if int_ids else "string",
+        columns=tuple(n for n in schema.names if n != EMBEDDING), id_type="int64" if int_ids else "string",
         long=o.long, complete=True, settings=settings, rejected=len(rejects),
         truncated=truncated).save(out)
     seconds = time.perf_counter() - t0
     return EncodeSummary(
-        input=str(input_path), out=str(out), rows_read=read, encoded=rows,
+        input=str(input_path), out_dir=str(out), read=read, encoded=rows,
         rejected=len(rejects), truncated=truncated, rows_written=rows, shards=len(shards),
-        dim=out_dim, resumed_at=0, seconds=round(seconds, 3),
+        dimension=out_dim, resumed_at=0, seconds=round(seconds, 3),
         notes_per_s=round(rows / seconds, 1) if seconds else 0.0)
 
 
@@ -415,7 +419,7 @@ def _shard_writer(spec: EncodeSpec, out_dir: str, schema: pa.Schema, keep: list[
                 arrays = [batch.column("id").cast(schema.field("id").type),
                           batch.column("line")]
                 arrays += [batch.column(k) for k in keep]
-                arrays.append(embedding_column(vectors))
+                arrays += [text_hash_column(texts), embedding_column(vectors)]
                 if shard is None:
                     shard = ShardWriter(Path(out_dir), pid, schema, spec.options.snippets)
                 shard.write(pa.Table.from_arrays(arrays, schema=schema), texts)
@@ -458,7 +462,7 @@ def _add_piece_task(source: EmbeddingsSource, out: Path, built) -> Callable[[Pie
 
 
 @writer("out_dir")
-def build_index_spark(embeddings_dir: str | Path, out_dir: str | Path, *,
+def build_index_spark(embeddings_dir: str | Path, *, out_dir: str | Path,
                       model_dir: str = "", options: BuildOptions | None = None,
                       partitions: int | None = None, progress: bool = True,
                       master: str | None = None,

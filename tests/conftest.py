@@ -5,5 +5,5 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from fixtures.data import *  # noqa: E402,F401,F403
-from fixtures.models import *  # noqa: E402,F401,F403
+from fixtures.data import *
+from fixtures.models import *

@@ -185,6 +185,6 @@ def test_encode_rerun_on_a_finished_dir_is_a_no_op(tmp_path, notes, tiny_gemma_o
     second = subprocess.run(args, env=ENV, check=False, capture_output=True, text=True)
     assert second.returncode == 0, second.stderr[-1500:]
     a, b = json.loads(first.stdout), json.loads(second.stdout)
-    assert {k: b[k] for k in ("rows_read", "encoded", "rejected")} == \
-        {k: a[k] for k in ("rows_read", "encoded", "rejected")}
+    assert {k: b[k] for k in ("read", "encoded", "rejected")} == \
+        {k: a[k] for k in ("read", "encoded", "rejected")}
     assert {p.name: p.read_bytes() for p in (tmp_path / "emb").iterdir()} == files

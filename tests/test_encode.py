@@ -56,9 +56,8 @@ def test_encode_accounts_for_every_row(tmp_path, gemma, tiny_gemma_onnx):
     src = tmp_path / "NOTEEVENTS.csv"
     bad = write_corpus(src, 260)
     out = tmp_path / "emb"
-    s = encode_corpus(src, tiny_gemma_onnx, out, shard_size=100, batch_size=64,
-                      progress=False, encoder=gemma)
-    assert s.rows_read == 260 == s.encoded + s.rejected
+    s = encode_corpus(src, model_dir=tiny_gemma_onnx, out_dir=out, shard_size=100, batch_size=64, progress=False, encoder=gemma)
+    assert s.read == 260 == s.encoded + s.rejected
     assert s.rejected == len(bad) and s.rows_written == s.encoded
     assert s.shards == 3  # closed after the block that reaches 100 rows
 
@@ -71,7 +70,8 @@ def test_encode_accounts_for_every_row(tmp_path, gemma, tiny_gemma_onnx):
     assert m.complete and m.rows == s.encoded and m.dim == 32
     assert m.model_fingerprint == gemma.fingerprint
     assert EmbeddingsManifest.from_dict(json.loads(json.dumps(m.to_dict()))) == m
-    assert m.columns == ("id", "line", "SUBJECT_ID", "HADM_ID", "CATEGORY", "CHARTDATE")
+    assert m.columns == ("id", "line", "SUBJECT_ID", "HADM_ID", "CATEGORY", "CHARTDATE",
+                         "text_hash")
 
     table, vectors = load_embeddings(out)
     assert vectors.dtype == np.float32 and vectors.shape == (s.encoded, 32)
@@ -98,11 +98,10 @@ def test_windows_mode_and_npy(tmp_path, gemma, tiny_gemma_onnx):
     src = tmp_path / "notes.csv"
     write_corpus(src, 40, hostile=False, long_every=10)
     out = tmp_path / "emb"
-    s = encode_corpus(src, tiny_gemma_onnx, out, EncodeOptions(long="windows", keep=[]),
-                      npy=True, progress=False, encoder=gemma)
+    s = encode_corpus(src, model_dir=tiny_gemma_onnx, out_dir=out, options=EncodeOptions(long="windows", keep=[]), npy=True, progress=False, encoder=gemma)
     assert s.truncated == 4 and s.rows_written > s.encoded == 40
     table, vectors = load_embeddings(out)
-    assert table.column_names == ["id", "line", "window"]
+    assert table.column_names == ["id", "line", "window", "text_hash"]
     ids, windows = table.column("id").to_pylist(), table.column("window").to_pylist()
     assert sorted(set(ids)) == list(range(1, 41))
     assert max(w for i, w in zip(ids, windows) if i == 10) >= 2
@@ -113,12 +112,10 @@ def test_other_arguments_on_the_same_out_are_refused(tmp_path, gemma, tiny_gemma
     src = tmp_path / "notes.csv"
     write_corpus(src, 20, hostile=False)
     out = tmp_path / "emb"
-    encode_corpus(src, tiny_gemma_onnx, out, progress=False, encoder=gemma)
+    encode_corpus(src, model_dir=tiny_gemma_onnx, out_dir=out, progress=False, encoder=gemma)
     with pytest.raises(ValueError, match=r"differs in \['long'\].*--overwrite"):
-        encode_corpus(src, tiny_gemma_onnx, out, EncodeOptions(long="chunk"), progress=False,
-                      encoder=gemma)
-    s = encode_corpus(src, tiny_gemma_onnx, out, EncodeOptions(long="chunk"), overwrite=True,
-                      progress=False, encoder=gemma)
+        encode_corpus(src, model_dir=tiny_gemma_onnx, out_dir=out, options=EncodeOptions(long="chunk"), progress=False, encoder=gemma)
+    s = encode_corpus(src, model_dir=tiny_gemma_onnx, out_dir=out, options=EncodeOptions(long="chunk"), overwrite=True, progress=False, encoder=gemma)
     assert s.encoded == 20 and EmbeddingsManifest.load(out).long == "chunk"
 
 
@@ -126,7 +123,7 @@ def test_corrupted_shard_is_refused_on_read(tmp_path, gemma, tiny_gemma_onnx):
     src = tmp_path / "notes.csv"
     write_corpus(src, 20, hostile=False)
     out = tmp_path / "emb"
-    encode_corpus(src, tiny_gemma_onnx, out, progress=False, encoder=gemma)
+    encode_corpus(src, model_dir=tiny_gemma_onnx, out_dir=out, progress=False, encoder=gemma)
     shard = out / "shard-00000.parquet"
     shard.write_bytes(shard.read_bytes()[:-100])
     with pytest.raises(ValueError, match="corrupted"):
@@ -168,7 +165,7 @@ def test_resume_after_kill_9_gives_identical_files(tmp_path, tiny_gemma_onnx):
     assert (full / "rejects.csv").read_bytes() == (killed / "rejects.csv").read_bytes()
     (ta, va), (tb, vb) = load_embeddings(full), load_embeddings(killed)
     assert va.tobytes() == vb.tobytes() and ta.equals(tb)
-    assert summary["rows_read"] == 3000 == summary["encoded"] + summary["rejected"]
+    assert summary["read"] == 3000 == summary["encoded"] + summary["rejected"]
     # no temporaries left; .lock is the writer lock every writer keeps in its directory
     assert not [p.name for p in killed.iterdir() if p.name.startswith(".") and p.name != ".lock"]
 
@@ -180,8 +177,8 @@ def test_cli_summary_and_malformed_csv_message(tmp_path, tiny_gemma_onnx):
                                        "--out", str(tmp_path / "o"), "--json", "--no-progress"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
-    assert {k: summary[k] for k in ("rows_read", "encoded", "rejected", "truncated")} == \
-        {"rows_read": 12, "encoded": 12, "rejected": 0, "truncated": 0}
+    assert {k: summary[k] for k in ("read", "encoded", "rejected", "truncated")} == \
+        {"read": 12, "encoded": 12, "rejected": 0, "truncated": 0}
 
     bad = tmp_path / "bad.csv"
     bad.write_text('ROW_ID,TEXT\n1,"fine"\n2,"unclosed\n3,"x"\n')

@@ -11,6 +11,7 @@ import pyarrow as pa
 import pytest
 from faiss.contrib.evaluation import check_ref_knn_with_draws
 
+from mimicsearch.filters import Filters
 from mimicsearch.index import (
     ArraySource,
     BuildOptions,
@@ -241,15 +242,16 @@ def test_filters_return_k_exact_hits(tmp_path, corpus, key):
     if "PQ" in key:
         x = ix.reconstruct(np.arange(N))
     store = ix.store
-    one_patient = store.mask(subjects=["5"])  # 21 notes: answered exactly
+    one_patient = store.mask(Filters(subjects=[5]).expression(store))  # 21 notes: exact
     assert one_patient.sum() == 21
     D, I = ix.search(q, K, one_patient)
     check_ref_knn_with_draws(*brute_filtered(x, q, one_patient, K), D, I, rtol=1e-4, atol=1e-5)
-    cat = store.mask(categories=["discharge SUMMARY "], exclude_subjects=["1", "2"])
+    cat = store.mask(Filters(categories=["discharge SUMMARY "],
+                             exclude_subjects=["1", "2"]).expression(store))
     recs = store.records(np.flatnonzero(cat))
-    assert recs and all(r["CATEGORY"] == "Discharge summary" and r["SUBJECT_ID"] not in ("1", "2")
+    assert recs and all(r["CATEGORY"] == "Discharge summary" and r["SUBJECT_ID"] not in (1, 2)
                         for r in recs)
-    # Large allowed sets go through over-fetching: every hit passes, k are returned.
+    # Large allowed sets go to faiss with an id selector: every hit passes, k are returned.
     ix.set_search_params({"nprobe": 1} if "IVF" in key else {})
     D, I = ix.search(q, K, cat)
     assert (I >= 0).all() and cat[I].all()
@@ -275,7 +277,7 @@ def test_add_appends_without_retraining(tmp_path, corpus, key):
     x, q, meta = corpus
     ix_dir = build(tmp_path, corpus, rows=np.arange(1500), index_key=key, shard_size=1000)
     before = IndexManifest.load(ix_dir)
-    m = add_to_index(ix_dir, x[1500:], meta.slice(1500))
+    m = add_to_index(x[1500:], meta.slice(1500), index_dir=ix_dir)
     assert m.trained == before.trained and m.rows == N and m.ntotal == N
     assert [(s.first_row, s.end_row) for s in m.shards] == [(0, 1000), (1000, 2000)]
     assert len(list(ix_dir.glob("shard-*.faiss"))) == 2  # replaced shard file unlinked
@@ -285,7 +287,7 @@ def test_add_appends_without_retraining(tmp_path, corpus, key):
     check_ref_knn_with_draws(*exact(x, q, K), D, I, rtol=1e-4, atol=1e-5)
     assert ix.store.records([1999])[0]["id"] == 11999
     with pytest.raises(ValueError, match="already in the index"):
-        add_to_index(ix_dir, x[:3], meta.slice(0, 3))
+        add_to_index(x[:3], meta.slice(0, 3), index_dir=ix_dir)
 
 
 @pytest.mark.parametrize("key, native", [("Flat", True), ("IVF32,Flat", True),
@@ -298,7 +300,7 @@ def test_remove(tmp_path, corpus, key, native):
     _, I = ix.search(q, K)
     victims = np.unique(I[:, :3])  # rows that would be hit
     ids = [10_000 + int(r) for r in victims]
-    res = remove_from_index(ix_dir, [str(i) for i in ids])  # CLI passes strings
+    res = remove_from_index([str(i) for i in ids], index_dir=ix_dir)  # CLI passes strings
     assert res.removed_rows == len(victims)
     assert (res.native, res.tombstoned) == ((len(victims), 0) if native else (0, len(victims)))
     m = res.manifest
@@ -312,9 +314,9 @@ def test_remove(tmp_path, corpus, key, native):
     rows, missing = ix.store.rows_of(ids[:2] + [10_005])
     assert missing == ids[:2] and rows.tolist() == [5]
     with pytest.raises(ValueError, match="not in the index"):
-        remove_from_index(ix_dir, ids[:1])
+        remove_from_index(ids[:1], index_dir=ix_dir)
     # Re-adding a removed note gets a new row; the old row stays dead.
-    add_to_index(ix_dir, x[victims[:1]], meta.take(pa.array(victims[:1])))
+    add_to_index(x[victims[:1]], meta.take(pa.array(victims[:1])), index_dir=ix_dir)
     ix = open_index(ix_dir)
     rows, _ = ix.store.rows_of([ids[0]])
     assert rows.tolist() == [N]
@@ -322,7 +324,7 @@ def test_remove(tmp_path, corpus, key, native):
 
 def test_remove_on_merged_index_tombstones(tmp_path, corpus):
     ix_dir = build(tmp_path, corpus, index_key="IVF32,Flat", shard_size=700, merge=True)
-    res = remove_from_index(ix_dir, [10_000, 10_001])
+    res = remove_from_index([10_000, 10_001], index_dir=ix_dir)
     assert (res.native, res.tombstoned) == (0, 2)
     ix = open_index(ix_dir)
     ix.set_search_params({"nprobe": 32})
@@ -394,7 +396,7 @@ def test_build_refuses_bad_input(tmp_path, corpus):
     with pytest.raises(FileExistsError, match="already holds an index"):
         build(tmp_path, corpus)
     with pytest.raises(ValueError, match="shape"):
-        add_to_index(ix_dir, x[:2, :8], meta.slice(0, 2))
+        add_to_index(x[:2, :8], meta.slice(0, 2), index_dir=ix_dir)
 
 
 def test_info_reports_build_and_quality(tmp_path, corpus):
@@ -410,7 +412,7 @@ def test_store_table_and_string_ids(tmp_path, corpus):
     x, _, meta = corpus
     t = store_table(meta.slice(0, 2), 7, "int64")
     assert t.column_names == ["row", "id", "SUBJECT_ID", "HADM_ID", "CATEGORY", "CHARTDATE",
-                              "snippet"]
+                              "text_hash", "snippet"]
     assert t.column("row").to_pylist() == [7, 8]
     assert t.column("snippet").to_pylist()[0] == "Note 0: patient stable."
     smeta = meta.set_column(0, "id", pa.array([f"n{i}" for i in range(N)]))
@@ -458,7 +460,7 @@ def test_window_rows_show_each_note_once(tmp_path, corpus):
     for r in np.argsort(-(x[:600] @ x[4])):
         best.setdefault(int(r) // 3, float(x[r] @ x[4]))
     assert ids == list(best)[:10]
-    res = remove_from_index(tmp_path / "w", [1])  # all three windows go
+    res = remove_from_index([1], index_dir=tmp_path / "w")  # all three windows go
     assert res.removed_rows == 3
 
 
@@ -468,7 +470,7 @@ def test_exact_subset_search_in_blocks(tmp_path, corpus, monkeypatch):
 
     x, q, _ = corpus
     ix = open_index(build(tmp_path, corpus, index_key="IVF32,Flat"))
-    mask = ix.store.mask(subjects=[str(s) for s in range(30)])  # 30 patients, 630 notes
+    mask = ix.store.mask(Filters(subjects=[str(s) for s in range(30)]).expression(ix.store))
     ref = ix.search(q, K, mask)
     monkeypatch.setattr(index_mod, "SUBSET_BLOCK_ROWS", 7)
     D, I = ix.search(q, K, mask)
@@ -487,7 +489,7 @@ def test_orphans_of_killed_writers_are_swept_by_the_next_one(tmp_path, corpus):
     for name in orphans:
         (ix_dir / name).write_bytes(b"left by a kill -9")
     (ix_dir / "notes.txt").write_text("not ours")
-    m = add_to_index(ix_dir, x[1500:1600], meta.slice(1500, 100))
+    m = add_to_index(x[1500:1600], meta.slice(1500, 100), index_dir=ix_dir)
     present = {p.relative_to(ix_dir).as_posix() for p in ix_dir.rglob("*") if p.is_file()}
     assert not present & set(orphans)
     assert {f.file for f in m.files()} <= present and "notes.txt" in present
@@ -503,6 +505,6 @@ def test_a_second_writer_is_refused_while_the_first_holds_the_lock(tmp_path, cor
     ix_dir = build(tmp_path, corpus, rows=np.arange(1500), index_key="Flat")
     with lock_held_elsewhere(ix_dir), pytest.raises(DirectoryBusy,
                                                     match="being written by another process"):
-        add_to_index(ix_dir, x[1500:1600], meta.slice(1500, 100))
-    m = add_to_index(ix_dir, x[1500:1600], meta.slice(1500, 100))  # the OS freed the lock
+        add_to_index(x[1500:1600], meta.slice(1500, 100), index_dir=ix_dir)
+    m = add_to_index(x[1500:1600], meta.slice(1500, 100), index_dir=ix_dir)  # lock freed
     assert m.rows == 1600

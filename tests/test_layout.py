@@ -29,11 +29,11 @@ def test_every_public_writer_locks_its_directory_when_called_by_keyword(tmp_path
     calls = {
         (corpus, "encode_corpus"): {"input": tmp_path / "n.csv", "model_dir": tmp_path,
                                         "out_dir": busy},
-        (pipeline, "build_index_from"): {"input_path": tmp_path / "n.csv", "out_dir": busy},
-        (pipeline, "add_notes"): {"index_dir": busy, "input_path": tmp_path / "n.csv"},
+        (pipeline, "build_index_from"): {"notes": tmp_path / "n.csv", "out_dir": busy},
+        (pipeline, "add_notes"): {"index_dir": busy, "notes": tmp_path / "n.csv"},
+        (pipeline, "sync_notes"): {"index_dir": busy, "notes": tmp_path / "n.csv"},
         (build, "build_index"): {"source": None, "out_dir": busy, "model_fingerprint": "f"},
-        (edit, "add_to_index"): {"index_dir": busy, "vectors": None, "metadata": None},
-        (edit, "remove_from_index"): {"index_dir": busy, "ids": [1]},
+        (edit, "apply_changes"): {"index_dir": busy, "remove_ids": [1]},
         (edit, "merge_shards"): {"index_dir": busy},
     }
     modules = [corpus, pipeline, build, edit]
@@ -62,7 +62,7 @@ def test_a_model_directory_is_not_an_embeddings_directory(tmp_path, minilm_onnx)
     with pytest.raises(ValueError, match="kind is 'mimicsearch-model'.*mimicsearch encode"):
         EmbeddingsManifest.load(minilm_onnx)
     with pytest.raises(ValueError, match="kind is 'mimicsearch-model'"):
-        build_index_from(minilm_onnx, tmp_path / "ix", progress=False)
+        build_index_from(minilm_onnx, out_dir=tmp_path / "ix", progress=False)
     assert not (tmp_path / "ix" / "manifest.json").exists()
 
 
@@ -127,13 +127,16 @@ def test_add_encodes_new_notes_with_the_options_the_index_recorded(tmp_path, syn
         csv.writer(f).writerows([rows[0], *rows[61:66]])
     options = EncodeOptions(long="chunk", max_length=32, precision="fp32")
     build = BuildOptions(index_key="Flat", seed=5, eval_queries=20)
-    m = build_index_from(first, tmp_path / "ix", minilm_onnx, encode=options, build=build,
-                         progress=False)
+    s = build_index_from(first, out_dir=tmp_path / "ix", model_dir=minilm_onnx,
+                         encode=options, build=build, progress=False)
+    assert (s.read, s.encoded, s.rejected, s.added) == (60, 60, 0, 60)
+    m = IndexManifest.load(tmp_path / "ix")
     assert m.build.options == build.to_dict()
     assert EncodeOptions.from_dict(m.encode) == options.replace(dim=384)
     assert IndexManifest.load(tmp_path / "ix").encode == m.encode
 
-    m = add_notes(tmp_path / "ix", extra)
+    s = add_notes(extra, index_dir=tmp_path / "ix")
+    assert (s.read, s.encoded, s.added, s.live_notes) == (5, 5, 5, 65)
     index = open_index(tmp_path / "ix")
     added = index.reconstruct(np.arange(60, 65))
     text_col = rows[0].index("TEXT")

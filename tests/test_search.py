@@ -1,6 +1,8 @@
 """Query API over a real index: hits with metadata, filters, note-id queries, model check."""
 from __future__ import annotations
 
+import datetime
+
 import faiss
 import numpy as np
 import pyarrow as pa
@@ -55,24 +57,26 @@ def test_hits_carry_note_ids_and_metadata(index_dir, corpus):
     assert [h.rank for h in hits] == [1, 2, 3, 4, 5]
     top = hits[0]
     assert (top.id, top.row, top.subject_id, top.hadm_id, top.category) == (
-        127, 42, "4", "1008", "ECG")
+        127, 42, 4, 1008, "ECG")
     assert top.snippet == "note number 42" and abs(top.score - 1.0) < 1e-5
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
     d = top.to_dict()
-    assert d["id"] == 127 and d["chartdate"] == "2150-03-01"
+    assert d["id"] == 127 and str(d["chartdate"]) == "2150-03-01"
+    assert d["metadata"] == {"SUBJECT_ID": 4, "HADM_ID": 1008, "CATEGORY": "ECG",
+                             "CHARTDATE": datetime.date(2150, 3, 1)}
 
 
 def test_filters(index_dir, corpus):
     x, _ = corpus
     s = Searcher(index_dir)
     (hits,) = s.search_vectors(x[0], k=5, filters=Filters(subjects=("7",)))
-    assert len(hits) == 5 and {h.subject_id for h in hits} == {"7"}
+    assert len(hits) == 5 and {h.subject_id for h in hits} == {7}
     exp = np.argsort(-(x[70:80] @ x[0]))[:5] + 70
     assert [h.row for h in hits] == exp.tolist()
     (hits,) = s.search_vectors(x[0], k=10, filters=Filters(categories=("radiology",)))
     assert len(hits) == 10 and {h.category for h in hits} == {"Radiology"}
     (hits,) = s.search_vectors(x[0], k=10, filters=Filters(exclude_subjects=("0",)))
-    assert len(hits) == 10 and "0" not in {h.subject_id for h in hits}
+    assert len(hits) == 10 and 0 not in {h.subject_id for h in hits}
 
 
 def test_note_id_queries(index_dir, corpus):
@@ -83,14 +87,14 @@ def test_note_id_queries(index_dir, corpus):
     exp = [int(r) for r in np.argsort(-(x @ x[10])) if r != 10][:10]
     assert [h.row for h in hits] == exp
     (hits,) = s.search_notes(["31"], k=10, exclude_own_subject=True)
-    assert len(hits) == 10 and "1" not in {h.subject_id for h in hits}
+    assert len(hits) == 10 and 1 not in {h.subject_id for h in hits}
     with pytest.raises(ValueError, match="not in the index"):
         s.search_notes([2], k=3)  # ids are 1, 4, 7, ...
 
 
 def test_removed_notes_never_returned(index_dir, corpus):
     x, _ = corpus
-    remove_from_index(index_dir, [127, 130])  # rows 42, 43 (HNSW: tombstones)
+    remove_from_index([127, 130], index_dir=index_dir)  # rows 42, 43 (HNSW: tombstones)
     s = Searcher(index_dir)
     (hits,) = s.search_vectors(x[42], k=20)
     assert len(hits) == 20 and not {42, 43} & {h.row for h in hits}
@@ -120,6 +124,7 @@ def write_embeddings(out, notes_csv, fingerprint="fp-emb", dim=DIM, skip_ids=())
         embedding_column,
         shard_schema,
         snippets_table,
+        text_hash_column,
     )
     from mimicsearch.fileio import sha256_file
     from mimicsearch.readers import Reader
@@ -137,7 +142,8 @@ def write_embeddings(out, notes_csv, fingerprint="fp-emb", dim=DIM, skip_ids=())
                 values.append(b.metadata[k][j])
     vecs = unit(np.random.default_rng(3).standard_normal((len(ids), dim)))
     schema = shard_schema(dim, "int64", list(meta), False)
-    table = pa.table({"id": ids, "line": lines, **meta, "embedding": embedding_column(vecs)},
+    table = pa.table({"id": ids, "line": lines, **meta,
+                      "text_hash": text_hash_column(texts), "embedding": embedding_column(vecs)},
                      schema=schema)
     out.mkdir(parents=True)
     pq.write_table(table, out / "shard-00000.parquet")
@@ -183,8 +189,7 @@ def test_snippets_are_cut_while_encoding(tmp_path, notes_csv, minilm_onnx):
 
     notes = tmp_path / "notes.csv"
     shutil.copy(notes_csv, notes)
-    s = encode_corpus(notes, minilm_onnx, tmp_path / "emb", EncodeOptions(max_length=32, snippets=True),
-                      shard_size=120, batch_size=100, progress=False)
+    s = encode_corpus(notes, model_dir=minilm_onnx, out_dir=tmp_path / "emb", options=EncodeOptions(max_length=32, snippets=True), shard_size=120, batch_size=100, progress=False)
     assert s.rejected == 1 and len(list((tmp_path / "emb").glob("snippets-*.parquet"))) == 2
     notes.unlink()
     build_index(EmbeddingsSource(tmp_path / "emb"), tmp_path / "ix", model_fingerprint="x",
@@ -195,7 +200,7 @@ def test_snippets_are_cut_while_encoding(tmp_path, notes_csv, minilm_onnx):
     for rec in store.records(np.arange(0, 300, 37)):
         note = df.loc[str(rec["id"])]
         assert rec["snippet"] == " ".join(note.TEXT.split())[:200].rstrip()
-        assert (rec["SUBJECT_ID"], rec["CATEGORY"]) == (note.SUBJECT_ID, note.CATEGORY)
+        assert (rec["SUBJECT_ID"], rec["CATEGORY"]) == (int(note.SUBJECT_ID), note.CATEGORY)
 
 
 def test_cli_from_embeddings(tmp_path, notes_csv):
@@ -313,8 +318,12 @@ def test_cli_end_to_end_from_notes(tmp_path, minilm_onnx, notes_csv):
     r = run(main, ["build-index", str(base), "--model", str(minilm_onnx), "--out", ix,
                    "--no-progress"])
     assert r.exit_code == 0, r.output
-    assert "Flat over 99 notes" in r.output  # 100 rows, one with empty text rejected
-    assert (tmp_path / "ix" / "embeddings" / "rejects.csv").is_file()
+    rejects = tmp_path / "ix" / "embeddings" / "rejects.csv"
+    assert (f"read 100 rows: 99 encoded, 1 rejected, 76 truncated (rejects: {rejects})"
+            in r.output)  # one with empty text
+    assert "build-index " + ix + ": 99 added; 99 live notes, 1 shard(s)" in r.output
+    assert "warning: 76 of 99 notes were longer" in r.output and "--long chunk" in r.output
+    assert rejects.is_file()
     r = run(main, ["query", ix, "sinus rhythm. normal ECG", "-k", "3", "--json"])
     assert r.exit_code == 0, r.output
     (res,) = json.loads(r.stdout)
@@ -326,12 +335,17 @@ def test_cli_end_to_end_from_notes(tmp_path, minilm_onnx, notes_csv):
     assert r.exit_code == 0 and r.output.count("== ") == 2 and "snippet" in r.output
     r = run(main, ["add", ix, str(extra), "--no-progress", "--json"])
     assert r.exit_code == 0, r.output
-    assert json.loads(r.stdout) == {"added": 15, "rows": 114, "live_rows": 114, "shards": 1}
+    got = json.loads(r.stdout)
+    assert {k: got[k] for k in ("read", "encoded", "rejected", "added", "live_notes", "rows",
+                                "shards")} == {"read": 15, "encoded": 15, "rejected": 0,
+                                               "added": 15, "live_notes": 114, "rows": 114,
+                                               "shards": 1}
+    assert got["rejects_file"] == str(tmp_path / "ix" / "rejects-add.csv")
     new_id = int(rows[101][0])
     r = run(main, ["query", ix, rows[101][-1], "-k", "1", "--json"])
     assert json.loads(r.stdout)[0]["hits"][0]["id"] == new_id
     r = run(main, ["remove", ix, "--ids", str(new_id)])
-    assert r.exit_code == 0 and "113 live notes" in r.output
+    assert r.exit_code == 0 and "113 live rows" in r.output
     r = run(main, ["query", ix, rows[101][-1], "-k", "1", "--json"])
     assert json.loads(r.stdout)[0]["hits"][0]["id"] != new_id
     manifest = tmp_path / "ix" / "manifest.json"
@@ -349,8 +363,8 @@ def test_add_embeddings_and_model_checks(tmp_path, notes_csv, synth_dir, minilm_
 
     write_embeddings(tmp_path / "emb", notes_csv)
     with pytest.raises(ValueError, match="was encoded by model fp-emb, not by"):
-        build_index_from(tmp_path / "emb", tmp_path / "bad", minilm_onnx, progress=False)
-    build_index_from(tmp_path / "emb", tmp_path / "ix", progress=False)
+        build_index_from(tmp_path / "emb", out_dir=tmp_path / "bad", model_dir=minilm_onnx, progress=False)
+    build_index_from(tmp_path / "emb", out_dir=tmp_path / "ix", progress=False)
     rows = list(csv.reader((synth_dir / "NOTEEVENTS.csv").open(encoding="utf-8", newline="")))
     extra = tmp_path / "extra.csv"
     with open(extra, "w", newline="", encoding="utf-8") as f:
@@ -358,10 +372,10 @@ def test_add_embeddings_and_model_checks(tmp_path, notes_csv, synth_dir, minilm_
     write_embeddings(tmp_path / "emb2", extra)
     write_embeddings(tmp_path / "emb3", extra, fingerprint="fp-other")
     with pytest.raises(ValueError, match="fp-other.*not the model this index was built with"):
-        add_notes(tmp_path / "ix", tmp_path / "emb3")
-    m = add_notes(tmp_path / "ix", tmp_path / "emb2")
+        add_notes(tmp_path / "emb3", index_dir=tmp_path / "ix")
+    m = add_notes(tmp_path / "emb2", index_dir=tmp_path / "ix")
     assert m.rows == 320 and not list((tmp_path / "ix").glob(".adding-*"))
     new = open_index(tmp_path / "ix").store.records([300])[0]
     assert new["id"] == int(rows[301][0]) and new["snippet"]
     with pytest.raises(ValueError, match="pass --model to encode them"):
-        add_notes(tmp_path / "ix", extra)  # notes, and the index records no model
+        add_notes(extra, index_dir=tmp_path / "ix")  # notes, and the index records no model

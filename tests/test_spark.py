@@ -24,10 +24,11 @@ from mimicsearch.embeddings import (
     embedding_column,
     load_embeddings,
     shard_schema,
+    text_hash_column,
 )
 from mimicsearch.encoder import Encoder
-from mimicsearch.options import EncodeOptions
 from mimicsearch.fileio import sha256_file
+from mimicsearch.options import EncodeOptions
 from mimicsearch.readers import Reader
 
 NOTES = 40
@@ -105,13 +106,11 @@ def test_encode_corpus_spark_equals_local_encode(spark, minilm_onnx, notes_csv, 
     from mimicsearch.corpus import encode_corpus
     from mimicsearch.spark import encode_corpus_spark
 
-    local = encode_corpus(notes_csv, minilm_onnx, tmp_path / "local",
-                          EncodeOptions(precision="fp32"), threads=1, progress=False)
-    dist = encode_corpus_spark(notes_csv, minilm_onnx, tmp_path / "spark",
-                               EncodeOptions(precision="fp32"), partitions=3, spark=spark)
-    for field in ("rows_read", "encoded", "rejected", "truncated", "rows_written", "dim"):
+    local = encode_corpus(notes_csv, model_dir=minilm_onnx, out_dir=tmp_path / "local", options=EncodeOptions(precision="fp32"), threads=1, progress=False)
+    dist = encode_corpus_spark(notes_csv, model_dir=minilm_onnx, out_dir=tmp_path / "spark", options=EncodeOptions(precision="fp32"), partitions=3, spark=spark)
+    for field in ("read", "encoded", "rejected", "truncated", "rows_written", "dimension"):
         assert getattr(dist, field) == getattr(local, field), field
-    assert (dist.rows_read, dist.rejected) == (NOTES + 4, 3)
+    assert (dist.read, dist.rejected) == (NOTES + 4, 3)
     want_table, want = load_embeddings(tmp_path / "local")
     table, vectors = load_embeddings(tmp_path / "spark")  # verifies every shard's sha256
     assert table.drop_columns(["line"]).equals(want_table.drop_columns(["line"]))  # ids, order
@@ -133,7 +132,7 @@ def test_malformed_csv_is_one_line_without_note_text(spark, minilm_onnx, tmp_pat
     bad = tmp_path / "bad.csv"
     bad.write_text('ROW_ID,TEXT\n1,"fine"\n2,secret words,extra column\n')
     with pytest.raises(MalformedInputError, match="bad.csv: Spark found a malformed") as e:
-        encode_corpus_spark(bad, minilm_onnx, tmp_path / "out", spark=spark)
+        encode_corpus_spark(bad, model_dir=minilm_onnx, out_dir=tmp_path / "out", spark=spark)
     assert "secret" not in str(e.value)
 
 
@@ -149,12 +148,13 @@ def _embeddings_dir(path, n=900, dim=32, files=3, seed=0):
     for i, rows in enumerate(np.array_split(np.arange(n), files)):
         table = pa.Table.from_arrays(
             [pa.array(1000 + rows), pa.array(rows + 2), pa.array([str(r % 7) for r in rows]),
-             embedding_column(x[rows])], schema=schema)
+             text_hash_column([f"note {r}" for r in rows]), embedding_column(x[rows])],
+            schema=schema)
         name = f"shard-{i:05d}.parquet"
         pq.write_table(table, path / name)
         shards.append(EmbeddingsShard(name, len(rows), sha256_file(path / name)))
-    EmbeddingsManifest("test-fp", dim, n, tuple(shards), ("id", "line", "SUBJECT_ID"),
-                       complete=True).save(path)
+    EmbeddingsManifest("test-fp", dim, n, tuple(shards), ("id", "line", "SUBJECT_ID",
+                                                              "text_hash"), complete=True).save(path)
     return x
 
 
@@ -167,10 +167,8 @@ def test_build_index_spark_equals_local(spark, tmp_path, key, shard_size, merge)
                            model_fingerprint="test-fp",
                            options=ix.BuildOptions(index_key=key, shard_size=shard_size,
                                                    seed=3), progress=False)
-    dist = build_index_spark(tmp_path / "emb", tmp_path / "spark",
-                             options=ix.BuildOptions(index_key=key, shard_size=shard_size,
-                                                     merge=merge, seed=3),
-                             partitions=3, spark=spark)
+    dist = build_index_spark(tmp_path / "emb", out_dir=tmp_path / "spark", options=ix.BuildOptions(index_key=key, shard_size=shard_size,
+                                                     merge=merge, seed=3), partitions=3, spark=spark)
     assert dist.trained.sha256 == local.trained.sha256  # same sample, same quantizer
     assert (dist.rows, dist.ntotal, dist.index_key) == (local.rows, local.ntotal, key)
     assert len(dist.shards) == (1 if merge else 3)

@@ -13,7 +13,6 @@ import pytest
 from click.testing import CliRunner
 
 from mimicsearch.cli import main
-from mimicsearch.synth.vocab import ICD9
 from mimicsearch.synth import (
     CATEGORY_COUNTS,
     DIAGNOSIS_COLUMNS,
@@ -21,6 +20,7 @@ from mimicsearch.synth import (
     NOTE_COLUMNS,
     generate,
 )
+from mimicsearch.synth.vocab import ICD9
 
 PLACEHOLDER = re.compile(r"\[\*\*[^\[\]]*\*\*\]")
 TOKEN = re.compile(r"[a-z][a-z0-9\-]{2,}")

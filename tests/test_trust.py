@@ -14,13 +14,13 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from mimicsearch.embeddings import EmbeddingsManifest, iter_shards
 from mimicsearch.corpus import encode_corpus
+from mimicsearch.embeddings import EmbeddingsManifest, iter_shards
 from mimicsearch.encoder import Encoder
 from mimicsearch.index import ArraySource, BuildOptions, add_to_index, build_index, open_index
-from mimicsearch.options import EncodeOptions
 from mimicsearch.index.manifest import IndexManifest
 from mimicsearch.model_manifest import ModelManifest
+from mimicsearch.options import EncodeOptions
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("mimicsearch", "train", "export")
@@ -120,8 +120,7 @@ def model_dir(tiny_gemma_onnx):
 def emb_dir(model_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("emb")
     src = write_notes(tmp / "notes.csv", 30)
-    encode_corpus(src, model_dir, tmp / "emb", EncodeOptions(precision="fp32"), shard_size=10,
-                  progress=False)
+    encode_corpus(src, model_dir=model_dir, out_dir=tmp / "emb", options=EncodeOptions(precision="fp32"), shard_size=10, progress=False)
     return tmp / "emb"
 
 
@@ -167,7 +166,7 @@ def use(kind: str, d: Path, name: str | None = None):
         x /= np.linalg.norm(x, axis=1, keepdims=True)
         meta = pa.table({"id": np.arange(10_000, 10_003, dtype=np.int64),
                          "SUBJECT_ID": ["1", "2", "3"]})
-        return add_to_index(d, x, meta)
+        return add_to_index(x, meta, index_dir=d)
     return open_index(d)
 
 
@@ -314,8 +313,7 @@ with open(src, "w", newline="") as f:
         w.writerow([i, f"patient {i} stable, denies chest pain and fever"])
     if int(big):
         w.writerow([0, ("the patient denies chest pain and fever " * 30000)[:int(big)]])
-s = encode_corpus(src, model, out, EncodeOptions(long=long, precision="fp32"), progress=False,
-                  shard_size=5000, batch_size=256)
+s = encode_corpus(src, model_dir=model, out_dir=out, options=EncodeOptions(long=long, precision="fp32"), progress=False, shard_size=5000, batch_size=256)
 print(json.dumps({"encoded": s.encoded, "truncated": s.truncated,
                   "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from ._errors import fail
+
 
 @click.command("synth")
 @click.option("--patients", type=click.IntRange(min=1), default=500, show_default=True,
@@ -37,7 +39,7 @@ def synth(patients: int, out_dir: Path, seed: int, progress: bool, as_json: bool
     try:
         summary = generate(patients, out_dir, seed=seed, progress=progress)
     except (ValueError, OSError) as e:
-        raise click.ClickException(str(e)) from None
+        raise fail(e) from None
     seconds = time.perf_counter() - start
     if as_json:
         click.echo(json.dumps({**summary.to_dict(), "seconds": round(seconds, 3)}, indent=2))

@@ -8,6 +8,7 @@ import click
 from ..corpus import BATCH_SIZE, SHARD_SIZE
 from ..encoder import LongMode
 from ..readers import IdType, InputFormat, MalformedInputError
+from ._errors import fail
 from ._extras import import_stage
 
 
@@ -80,18 +81,20 @@ def encode(input, model_dir, out_dir, text_col, id_col, keep, no_keep, id_type, 
             id_type=id_type, input_format=input_format,
             prompt=None if prompt == "none" else prompt, dim=dim, long=long,
             max_length=max_length, precision=precision, snippets=snippets)
-        s = encode_notes(input, model_dir, out_dir, options, engine=engine, threads=threads,
+        s = encode_notes(input, model_dir=model_dir, out_dir=out_dir, options=options,
+                         engine=engine, threads=threads,
                          overwrite=overwrite, progress=not no_progress, shard_size=shard_size,
                          batch_size=batch_size, show_text=show_text, npy=npy, master=master)
     except (MalformedInputError, ValueError, FileNotFoundError, FileExistsError) as e:
-        raise click.ClickException(str(e)) from None
+        raise fail(e) from None
     if as_json:
         click.echo(json.dumps(s.to_dict(), indent=2))
         return
-    click.echo(f"read {s.rows_read} rows: {s.encoded} encoded, {s.rejected} rejected "
-               f"(see {s.out}/rejects.csv), {s.truncated} longer than the model's max length "
-               f"({long})")
-    click.echo(f"wrote {s.rows_written} x {s.dim} embeddings in {s.shards} shard(s) to {s.out} "
+    click.echo(f"read {s.read} rows: {s.encoded} encoded, {s.rejected} rejected "
+               f"(see {s.out_dir}/rejects.csv), {s.truncated} longer than the model's max "
+               f"length ({long})")
+    click.echo(f"wrote {s.rows_written} x {s.dimension} embeddings in {s.shards} shard(s) to "
+               f"{s.out_dir} "
                f"in {s.seconds:.1f}s ({s.notes_per_s:.1f} notes/s)"
                + (f"; resumed at row {s.resumed_at}" if s.resumed_at else ""))
 

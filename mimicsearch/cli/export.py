@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from ._errors import fail
 from ._extras import import_stage
 
 _PRECISIONS = ("fp32", "int8", "int4")
@@ -41,9 +42,12 @@ def _variants(ctx, param, value: str) -> tuple[str, ...]:
                    "clinical notes).")
 @click.option("--parity-texts", default=160, show_default=True, type=click.IntRange(20),
               help="How many synthetic notes the parity gate uses (without --calibration).")
-@click.option("--min-cosine-fp32", default=0.9999, show_default=True, type=float)
-@click.option("--min-cosine-int8", default=0.99, show_default=True, type=float)
-@click.option("--min-cosine-int4", default=0.98, show_default=True, type=float)
+@click.option("--min-cosine-fp32", default=0.9999, show_default=True, type=float,
+              help="Parity gate: the lowest cosine to PyTorch the fp32 variant may give.")
+@click.option("--min-cosine-int8", default=0.99, show_default=True, type=float,
+              help="Parity gate: the lowest cosine to PyTorch the int8 variant may give.")
+@click.option("--min-cosine-int4", default=0.98, show_default=True, type=float,
+              help="Parity gate: the lowest cosine to PyTorch the int4 variant may give.")
 @click.option("--min-overlap", default=0.9, show_default=True, type=float,
               help="Minimum top-10 retrieval overlap with PyTorch, every variant.")
 @click.option("--reduce-range/--no-reduce-range", default=True, show_default=True,
@@ -109,7 +113,7 @@ def export_cmd(model_dir, out, variants, calibration, parity_texts, min_cosine_f
                                       progress=not no_progress)
     except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError,
             ImportError) as e:
-        raise click.ClickException(str(e)) from None
+        raise fail(e) from None
     m = result.manifest
     if as_json:
         click.echo(json.dumps(m.to_dict(), indent=2))

@@ -8,23 +8,44 @@ import click
 
 from .. import index as ix
 from ..options import EncodeOptions
-from ..pipeline import add_notes, build_index_from
+from ..pipeline import IndexSummary, add_notes, build_index_from, sync_notes
 from ..search import Filters, Searcher
+from ._errors import fail as _fail
 from ._extras import import_stage
 
-
-def _fail(e: Exception) -> click.ClickException:
-    return click.ClickException(str(e))
+NOTES_HELP = ("a notes file (CSV/TSV/JSONL, optionally .gz, or Parquet) or an embeddings "
+              "directory")
 
 
 def _echo_json(data) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
 
+def _report(s: IndexSummary, as_json: bool, extra: dict | None = None) -> None:
+    """One summary for build-index, add and sync: read = encoded + rejected + unchanged."""
+    for w in s.warnings:
+        click.echo(f"warning: {w}", err=True)
+    if as_json:
+        _echo_json({**s.to_dict(), **(extra or {})})
+        return
+    if s.read:
+        click.echo(f"read {s.read} rows: {s.encoded} encoded, {s.rejected} rejected"
+                   + (f", {s.unchanged} unchanged" if s.command == "sync" else "")
+                   + f", {s.truncated} truncated"
+                   + (f" (rejects: {s.rejects_file})" if s.rejects_file else ""))
+    changes = f"{s.added} added"
+    if s.command == "sync":
+        changes += f", {s.edited} edited, {s.removed} removed" + (
+            f", {s.absent} not in the snapshot (kept; --remove-missing removes them)"
+            if s.absent else "")
+    click.echo(f"{s.command} {s.index_dir}: {changes}; {s.live_notes} live notes, "
+               f"{s.shards} shard(s)")
+
+
 @click.command("build-index")
-@click.argument("input_path", metavar="INPUT", type=click.Path(exists=True, path_type=Path))
+@click.argument("input_path", metavar="NOTES", type=click.Path(exists=True, path_type=Path))
 @click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False,
-              path_type=Path), help="Exported model directory (needed when INPUT is notes).")
+              path_type=Path), help="Exported model directory (needed when NOTES are notes).")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
               help="Index directory to create.")
 @click.option("--memory", default=None, metavar="SIZE",
@@ -38,47 +59,56 @@ def _echo_json(data) -> None:
 @click.option("--recall-target", type=click.FloatRange(0, 1, min_open=True), default=0.95,
               show_default=True, help="Tune nprobe/efSearch to reach this recall@10.")
 @click.option("--text-col", default=None, help="Text column of the notes (default TEXT).")
-@click.option("--id-col", default=None, help="Note id column (default ROW_ID).")
+@click.option("--id-col", default=None, help="Note id column (default ROW_ID or note_id).")
+@click.option("--keep", multiple=True, help="Metadata column to store and filter on "
+              "(repeatable; default: SUBJECT_ID, HADM_ID, CATEGORY, CHARTDATE where present).")
 @click.option("--dim", type=int, default=None, help="Matryoshka dimension to index.")
 @click.option("--long", "long_mode", type=click.Choice(["truncate", "chunk", "windows"]),
               default="truncate", show_default=True,
               help="Notes longer than the model's limit: truncate, mean of windows (chunk), "
               "or one vector per window (windows; hits show each note once).")
+@click.option("--precision", type=click.Choice(["fp32", "int8", "int4"]), help="Model "
+              "variant (default: the most compact that passed parity; fp32 gives vectors that "
+              "do not depend on the batch).")
 @click.option("--threads", type=int, default=None, help="Encoder threads.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the training sample and the recall measurement.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
-@click.option("--json", "as_json", is_flag=True, help="Print the index manifest as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--engine", type=click.Choice(["local", "spark"]), default="local",
               show_default=True, help="spark: encode and build shards on Spark executors, "
               "train and measure on the driver (the [spark] extra).")
 @click.option("--master", help="Spark master URL with --engine spark (default: spark-submit's, "
               "else local[*]).")
 def build_index_cmd(input_path, model_dir, out_dir, memory, index_key, shard_size,
-                    merge_on_disk, recall_target, text_col, id_col, dim, long_mode, threads,
-                    seed, no_progress, as_json, engine, master):
-    """Build a search index from notes (encoded with --model) or an embeddings directory."""
+                    merge_on_disk, recall_target, text_col, id_col, keep, dim, long_mode,
+                    precision, threads, seed, no_progress, as_json, engine, master):
+    """Build a search index from NOTES: a notes file (encoded with --model) or an embeddings
+    directory. Rejected rows are listed in OUT/embeddings/rejects.csv."""
     if engine == "spark":
         import_stage("mimicsearch.spark", "spark")
     elif master:
         raise click.UsageError("--master needs --engine spark")
     try:
         budget = ix.parse_bytes(memory) if memory else ix.default_memory_budget()
-        m = build_index_from(
-            input_path, out_dir, model_dir,
-            encode=EncodeOptions(text_col=text_col, id_col=id_col, dim=dim, long=long_mode,
-                                 snippets=True),
+        s = build_index_from(
+            input_path, out_dir=out_dir, model_dir=model_dir,
+            encode=EncodeOptions(text_col=text_col, id_col=id_col, keep=tuple(keep) or None,
+                                 dim=dim, long=long_mode, precision=precision, snippets=True),
             build=ix.BuildOptions(memory_bytes=budget, index_key=index_key,
                                   shard_size=shard_size, merge=merge_on_disk,
                                   recall_target=recall_target, seed=seed),
             engine=engine, threads=threads, progress=not no_progress, master=master)
+        m = ix.IndexManifest.load(out_dir)
     except (ValueError, FileNotFoundError, FileExistsError) as e:
         raise _fail(e) from None
-    if as_json:
-        _echo_json(m.to_dict())
-        return
     q = m.quality
-    click.echo(f"built {out_dir}: {m.index_key} over {m.rows} notes, dim {m.dimension}, "
-               f"{len(m.shards)} shard(s) ({m.build.reason})")
+    _report(s, as_json, {"index_key": m.index_key, "dimension": m.dimension,
+                         "model_fingerprint": m.model_fingerprint,
+                         "quality": q.to_dict() if q else None})
+    if as_json:
+        return
+    click.echo(f"index: {m.index_key}, dim {m.dimension} ({m.build.reason})")
     if q:
         click.echo(f"recall@{q.k} {q.recall_at_10:.3f} (target {q.recall_target}"
                    f"{'' if q.target_met else ', NOT met'}) at {q.search_params or 'exact'}, "
@@ -96,27 +126,46 @@ def _split_ids(values: tuple[str, ...]) -> list[str]:
               path_type=Path), help="Queries, one per line.")
 @click.option("--note-id", "note_ids", multiple=True,
               help="Use a stored note as the query (repeatable).")
-@click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Hits per query.")
 @click.option("--subject", multiple=True, help="Only notes of this SUBJECT_ID (repeatable).")
-@click.option("--category", multiple=True, help="Only notes of this CATEGORY (repeatable).")
+@click.option("--category", multiple=True,
+              help="Only notes of this CATEGORY, any case (repeatable).")
+@click.option("--since", metavar="DATE", help="Only notes on or after DATE (YYYY-MM-DD) in "
+              "--date-col.")
+@click.option("--until", metavar="DATE", help="Only notes on or before DATE (YYYY-MM-DD).")
+@click.option("--date-col", default="CHARTDATE", show_default=True,
+              help="The date column --since/--until read.")
+@click.option("--where", "where", multiple=True, metavar="COL<op>VALUE",
+              help="A condition on any stored column (repeatable, all must hold): "
+              "HADM_ID=134690, CATEGORY=ECG,Echo (any of), DESCRIPTION!=Report, "
+              "CHARTDATE>=2150-01-01; ops = != >= <= > <. `info` lists the columns.")
 @click.option("--exclude-subject", is_flag=True,
               help="With --note-id: leave out all notes of the query note's patient.")
 @click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False,
               path_type=Path), help="Model directory (default: the one the index was built with).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Queries encoded together.")
+@click.option("--no-verify", is_flag=True, help="Skip hashing the index files against the "
+              "manifest (about 1 s/GB; for large indexes you trust).")
 @click.option("--json", "as_json", is_flag=True, help="Hits as JSON.")
-def query_cmd(index_dir, text, query_file, note_ids, k, subject, category, exclude_subject,
-              model_dir, batch_size, as_json):
-    """Search an index with a text, a file of texts (--file) or stored notes (--note-id)."""
+def query_cmd(index_dir, text, query_file, note_ids, k, subject, category, since, until,
+              date_col, where, exclude_subject, model_dir, batch_size, no_verify, as_json):
+    """Search an index with a text, a file of texts (--file) or stored notes (--note-id).
+
+    A filter naming a column, category or patient the index does not hold is an error that
+    lists the valid ones.
+    """
     given = sum(bool(x) for x in (text, query_file, note_ids))
     if given != 1:
         raise click.UsageError("give exactly one of TEXT, --file or --note-id")
     if exclude_subject and not note_ids:
         raise click.UsageError("--exclude-subject needs --note-id (it excludes that note's "
                                "patient); use --subject to restrict to patients")
-    filters = Filters(tuple(subject), tuple(category))
+    filters = Filters(subjects=subject, categories=category, since=since, until=until,
+                      where=where, date_col=date_col)
     try:
-        s = Searcher(index_dir, model_dir)
+        s = Searcher(index_dir, model_dir, verify=not no_verify)
         if note_ids:
             queries = list(note_ids)
             results = s.search_notes(queries, k, filters, exclude_own_subject=exclude_subject)
@@ -158,29 +207,58 @@ def _table(hits) -> str:
 
 @click.command("add")
 @click.argument("index_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.argument("new_notes", type=click.Path(exists=True, path_type=Path))
+@click.argument("new_notes", metavar="NOTES", type=click.Path(exists=True, path_type=Path))
 @click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False,
               path_type=Path), help="Model directory (default: the one the index was built with).")
-@click.option("--text-col", default=None)
-@click.option("--id-col", default=None)
-@click.option("--threads", type=int, default=None)
-@click.option("--no-progress", is_flag=True)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--text-col", default=None, help="Text column of NOTES (default TEXT).")
+@click.option("--id-col", default=None, help="Id column of NOTES (default ROW_ID or note_id).")
+@click.option("--threads", type=int, default=None, help="Encoder threads.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def add_cmd(index_dir, new_notes, model_dir, text_col, id_col, threads, no_progress, as_json):
-    """Append notes (or an embeddings directory) to an index without retraining it."""
+    """Append NOTES (a notes file or an embeddings directory) to an index without retraining.
+
+    Notes are encoded as the index's own were. Ids the index already holds are refused
+    before anything is encoded (`sync` replaces edited notes). Rejected rows are listed in
+    INDEX_DIR/rejects-add.csv.
+    """
     try:
-        before = ix.IndexManifest.load(index_dir).rows
-        m = add_notes(index_dir, new_notes, model_dir, text_col=text_col, id_col=id_col,
-                      threads=threads, progress=not no_progress)
+        s = add_notes(new_notes, index_dir=index_dir, model_dir=model_dir, text_col=text_col,
+                      id_col=id_col, threads=threads, progress=not no_progress)
     except (ValueError, FileNotFoundError) as e:
         raise _fail(e) from None
-    summary = {"added": m.rows - before, "rows": m.rows, "live_rows": m.live_rows,
-               "shards": len(m.shards)}
-    if as_json:
-        _echo_json(summary)
-    else:
-        click.echo(f"added {summary['added']} notes to {index_dir}: {m.live_rows} live notes in "
-                   f"{len(m.shards)} shard(s)")
+    _report(s, as_json)
+
+
+@click.command("sync")
+@click.argument("index_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("snapshot", metavar="NOTES", type=click.Path(exists=True, dir_okay=False,
+                path_type=Path))
+@click.option("--remove-missing", is_flag=True, help="Also remove indexed notes whose id is "
+              "not in NOTES (retractions); without it they are kept and counted.")
+@click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False,
+              path_type=Path), help="Model directory (default: the one the index was built with).")
+@click.option("--text-col", default=None, help="Text column of NOTES (default TEXT).")
+@click.option("--id-col", default=None, help="Id column of NOTES (default ROW_ID or note_id).")
+@click.option("--threads", type=int, default=None, help="Encoder threads.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def sync_cmd(index_dir, snapshot, remove_missing, model_dir, text_col, id_col, threads,
+             no_progress, as_json):
+    """Make the index hold the notes of NOTES, a snapshot with an id column: encode new and
+    edited notes (by a hash of their text), leave unchanged ones, and with
+    --remove-missing drop ids NOTES no longer has.
+
+    One commit: readers see the old index or the new one. Killed, the same command
+    finishes the job; run again, it changes nothing. Rejects: INDEX_DIR/rejects-sync.csv.
+    """
+    try:
+        s = sync_notes(snapshot, index_dir=index_dir, model_dir=model_dir,
+                       remove_missing=remove_missing, text_col=text_col, id_col=id_col,
+                       threads=threads, progress=not no_progress)
+    except (ValueError, FileNotFoundError) as e:
+        raise _fail(e) from None
+    _report(s, as_json)
 
 
 @click.command("remove")
@@ -188,32 +266,50 @@ def add_cmd(index_dir, new_notes, model_dir, text_col, id_col, threads, no_progr
 @click.option("--ids", multiple=True, help="Note ids, comma- or space-separated (repeatable).")
 @click.option("--ids-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="A file of note ids, one per line.")
-@click.option("--json", "as_json", is_flag=True)
-def remove_cmd(index_dir, ids, ids_file, as_json):
+@click.option("--missing", type=click.Choice(["error", "ignore"]), default="error",
+              show_default=True, help="Ids the index does not hold: refuse the whole removal, "
+              "or skip them (re-running a removal).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def remove_cmd(index_dir, ids, ids_file, missing, as_json):
     """Delete notes by id (natively where faiss can, else as tombstones)."""
     wanted = _split_ids(ids)
-    if ids_file:
-        wanted += _split_ids(tuple(ids_file.read_text(encoding="utf-8").splitlines()))
-    if not wanted:
-        raise click.UsageError("give --ids or --ids-file")
     try:
-        r = ix.remove_from_index(index_dir, wanted)
+        if ids_file:
+            wanted += _split_ids(tuple(ids_file.read_text(encoding="utf-8").splitlines()))
+        if not wanted:
+            raise click.UsageError("give --ids or --ids-file")
+        r = ix.remove_from_index(wanted, index_dir=index_dir, missing=missing)
+    except (ValueError, FileNotFoundError, UnicodeDecodeError) as e:
+        raise _fail(e) from None
+    if as_json:
+        _echo_json({"command": "remove", "index_dir": str(index_dir), **r.to_dict()})
+    else:
+        click.echo(f"removed {r.removed_notes} notes ({r.removed_rows} rows: {r.native} from "
+                   f"faiss, {r.tombstoned} tombstoned)"
+                   + (f"; {len(r.missing)} ids were not in the index" if r.missing else "")
+                   + f"; {r.manifest.live_rows} live rows")
+
+
+@click.command("ids")
+@click.argument("index_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="A JSON list instead of one per line.")
+def ids_cmd(index_dir, as_json):
+    """The ids of the notes an index holds, in index order."""
+    try:
+        ids = Searcher(index_dir).ids()
     except (ValueError, FileNotFoundError) as e:
         raise _fail(e) from None
-    summary = {"removed_rows": r.removed_rows, "native": r.native, "tombstoned": r.tombstoned,
-               "live_rows": r.manifest.live_rows}
     if as_json:
-        _echo_json(summary)
+        _echo_json(ids)
     else:
-        click.echo(f"removed {r.removed_rows} rows ({r.native} from faiss, {r.tombstoned} "
-                   f"tombstoned); {r.manifest.live_rows} live notes")
+        click.echo("\n".join(str(i) for i in ids))
 
 
 @click.command("info")
 @click.argument("index_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print everything as JSON.")
 def info_cmd(index_dir, as_json):
-    """What an index is, how it was built, its measured recall and size."""
+    """What an index is, how it was built, its columns, measured recall and size."""
     try:
         info = ix.index_info(index_dir)
     except (ValueError, FileNotFoundError) as e:
@@ -223,15 +319,18 @@ def info_cmd(index_dir, as_json):
         return
     q, b = info["quality"], info["build"]
     lines = [
-        f"index      {info['path']}",
+        f"index      {info['index_dir']}",
         (f"type       {info['index_key']} ({info['family']}), {info['metric']}, "
         f"dim {info['dimension']}"),
         f"model      {info['model_fingerprint']}  "
         + (info["model_dir"] or "(directory not recorded: pass --model to query)"),
-        (f"notes      {info['live_rows']} live of {info['rows']} rows "
-        f"({info['tombstones']} tombstoned, {info['removed_natively']} removed)"),
-        f"shards     {len(info['shards'])}"
-        + (" (merged on disk)" if any(s["merged_on_disk"] for s in info["shards"]) else ""),
+        (f"notes      {info['live_notes']} live notes in {info['live_rows']} of "
+         f"{info['rows']} rows ({info['tombstones']} tombstoned, {info['removed_natively']} "
+         "removed)"),
+        "columns    " + ", ".join(f"{n} ({t})" for n, t in info["columns"].items()),
+        f"shards     {info['shards']}"
+        + (" (merged on disk)" if any(s["merged_on_disk"] for s in info["shard_files"])
+           else ""),
         f"size       {info['disk_bytes'] / 2**20:.1f} MiB on disk",
         f"built      {b['seconds']:.1f} s from {b['source']}: {b['reason']}",
     ]
@@ -243,4 +342,4 @@ def info_cmd(index_dir, as_json):
     click.echo("\n".join(lines))
 
 
-COMMANDS: list = [build_index_cmd, query_cmd, add_cmd, remove_cmd, info_cmd]
+COMMANDS: list = [build_index_cmd, query_cmd, add_cmd, sync_cmd, remove_cmd, ids_cmd, info_cmd]

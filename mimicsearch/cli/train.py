@@ -6,6 +6,7 @@ import math
 
 import click
 
+from ._errors import fail
 from ._extras import import_stage
 
 _ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, RuntimeError)
@@ -23,8 +24,10 @@ _ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, R
               help="Keep only this note category (repeatable; case and trailing spaces ignored).")
 @click.option("--min-chars", default=50, show_default=True, type=click.IntRange(0),
               help="Drop notes of at most this many characters.")
-@click.option("--val-fraction", default=0.1, show_default=True, type=click.FloatRange(0, 1))
-@click.option("--test-fraction", default=0.1, show_default=True, type=click.FloatRange(0, 1))
+@click.option("--val-fraction", default=0.1, show_default=True, type=click.FloatRange(0, 1),
+              help="Share of patients held out for validation (checkpoint choice).")
+@click.option("--test-fraction", default=0.1, show_default=True, type=click.FloatRange(0, 1),
+              help="Share of patients held out for the final test (never trained on).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Patient split seed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 def pairs_cmd(notes_csv, out, diagnoses, within_admission, categories, min_chars, val_fraction,
@@ -38,7 +41,7 @@ def pairs_cmd(notes_csv, out, diagnoses, within_admission, categories, min_chars
                                     test_fraction=test_fraction, seed=seed)
         manifest = pairs.make_pairs(notes_csv, out, diagnoses, options)
     except _ERRORS as e:
-        raise click.ClickException(str(e)) from None
+        raise fail(e) from None
     if as_json:
         click.echo(json.dumps(manifest.to_dict(), indent=2))
         return
@@ -55,17 +58,26 @@ def pairs_cmd(notes_csv, out, diagnoses, within_admission, categories, min_chars
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Run directory: model/ (best), checkpoint/ (last), training.json.")
 @click.option("--loss", default="infonce", show_default=True,
-              type=click.Choice(["infonce", "hierarchical"]))
-@click.option("--epochs", default=1, show_default=True, type=click.IntRange(1))
-@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(2))
+              type=click.Choice(["infonce", "hierarchical"]),
+              help="infonce: the next note is the only positive; hierarchical: soft targets "
+              "from the ICD-9 chapters two admissions share (pairs built with --diagnoses).")
+@click.option("--epochs", default=1, show_default=True, type=click.IntRange(1),
+              help="Passes over the training pairs.")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(2),
+              help="Pairs per step; the other positives of a batch are its negatives.")
 @click.option("--mini-batch-size", default=0, show_default=True, type=click.IntRange(0),
               help="> 0: cached loss (GradCache) embedding this many texts at a time, so "
                    "--batch-size can exceed memory.")
-@click.option("--lr", default=2e-5, show_default=True, type=float)
-@click.option("--warmup-ratio", default=0.1, show_default=True, type=click.FloatRange(0, 1))
-@click.option("--weight-decay", default=0.01, show_default=True, type=float)
-@click.option("--grad-clip", default=1.0, show_default=True, type=float)
-@click.option("--temperature", default=0.07, show_default=True, type=float)
+@click.option("--lr", default=2e-5, show_default=True, type=float,
+              help="Peak learning rate (AdamW).")
+@click.option("--warmup-ratio", default=0.1, show_default=True, type=click.FloatRange(0, 1),
+              help="Share of steps spent warming the learning rate up linearly.")
+@click.option("--weight-decay", default=0.01, show_default=True, type=float,
+              help="AdamW weight decay.")
+@click.option("--grad-clip", default=1.0, show_default=True, type=float,
+              help="Clip the gradient norm to this value.")
+@click.option("--temperature", default=0.07, show_default=True, type=float,
+              help="InfoNCE softmax temperature.")
 @click.option("--max-seq-length", default=256, show_default=True, type=click.IntRange(1),
               help="Tokens per note (up to the model's maximum).")
 @click.option("--prompt", metavar="NAME",
@@ -73,7 +85,8 @@ def pairs_cmd(notes_csv, out, diagnoses, within_admission, categories, min_chars
                    "with the same --prompt.")
 @click.option("--distinct-patients/--mixed-patients", default=True, show_default=True,
               help="Keep pairs of one patient out of the same batch (no false negatives).")
-@click.option("--gradient-checkpointing", is_flag=True)
+@click.option("--gradient-checkpointing", is_flag=True,
+              help="Recompute activations in the backward pass: less memory, slower.")
 @click.option("--precision", default="auto", show_default=True,
               type=click.Choice(["auto", "fp32", "bf16"]),
               help="auto: bf16 autocast on GPU, fp32 on CPU (fp16 is never used).")
@@ -83,8 +96,10 @@ def pairs_cmd(notes_csv, out, diagnoses, within_admission, categories, min_chars
               help="Also checkpoint every N steps (always at each epoch end).")
 @click.option("--max-train-pairs", default=0, show_default=True, type=click.IntRange(0),
               help="Train on a seeded sample of this many pairs (0: all).")
-@click.option("--val-max-pairs", default=2000, show_default=True, type=click.IntRange(2))
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--val-max-pairs", default=2000, show_default=True, type=click.IntRange(2),
+              help="Validation pairs scored after each epoch (a sample, for speed).")
+@click.option("--seed", default=0, show_default=True, type=int,
+              help="Seed of the shuffling and initialisation.")
 @click.option("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from checkpoint/.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
@@ -109,7 +124,7 @@ def train_cmd(model, data, out, loss, epochs, batch_size, mini_batch_size, lr, w
             progress=not no_progress)
         report = trainer.train(config, resume=resume)
     except _ERRORS as e:
-        raise click.ClickException(str(e)) from None
+        raise fail(e) from None
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
@@ -133,12 +148,14 @@ def train_cmd(model, data, out, loss, epochs, batch_size, mini_batch_size, lr, w
 @click.option("--out", type=click.Path(dir_okay=False),
               help="metrics.json path (default: inside MODEL if a directory, else ./).")
 @click.option("--split", default="test", show_default=True,
-              type=click.Choice(["test", "val", "train"]))
+              type=click.Choice(["test", "val", "train"]),
+              help="Which patients to evaluate on (test: never seen in training).")
 @click.option("--max-seq-length", type=click.IntRange(1),
               help="Truncate notes to this many tokens (default: each model's own).")
 @click.option("--prompt", metavar="NAME",
               help="A prompt of the model prepended to every note (as in training).")
-@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1))
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1),
+              help="Texts encoded together.")
 @click.option("--device", help="cpu, cuda ... (default: cuda if available).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print metrics.json.")
@@ -153,7 +170,7 @@ def evaluate_cmd(model, data, base, out, split, max_seq_length, prompt, batch_si
                                      batch_size=batch_size, show_progress=not no_progress,
                                      prompt=prompt)
     except _ERRORS as e:
-        raise click.ClickException(str(e)) from None
+        raise fail(e) from None
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return

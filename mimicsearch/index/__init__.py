@@ -16,8 +16,9 @@ imports the encoding pipeline: `mimicsearch.pipeline` joins notes -> embeddings 
 from .build import BuildOptions, BuildPlan, Piece, build_index, claim_out_dir
 from .choice import IndexChoice, choose_index, default_memory_budget, parse_bytes
 from .edit import (
-    RemoveResult,
+    ChangeResult,
     add_to_index,
+    apply_changes,
     index_info,
     merge_shards,
     remove_from_index,
@@ -30,9 +31,31 @@ from .store import MetadataStore
 from .tune import measure_quality
 
 __all__ = [
-    "ArraySource", "BuildOptions", "BuildPlan", "EmbeddingsSource", "Family", "IndexChoice",
-    "IndexManifest", "MetadataStore", "NoteIndex", "Piece", "RemoveResult", "VectorSource",
-    "add_to_index", "build_index", "check_model", "check_vectors", "choose_index",
-    "claim_out_dir", "default_memory_budget", "index_info", "measure_quality", "merge_shards",
-    "open_index", "parse_bytes", "remove_from_index", "sweep_orphans",
+    "ArraySource",
+    "BuildOptions",
+    "BuildPlan",
+    "ChangeResult",
+    "EmbeddingsSource",
+    "Family",
+    "IndexChoice",
+    "IndexManifest",
+    "MetadataStore",
+    "NoteIndex",
+    "Piece",
+    "VectorSource",
+    "add_to_index",
+    "apply_changes",
+    "build_index",
+    "check_model",
+    "check_vectors",
+    "choose_index",
+    "claim_out_dir",
+    "default_memory_budget",
+    "index_info",
+    "measure_quality",
+    "merge_shards",
+    "open_index",
+    "parse_bytes",
+    "remove_from_index",
+    "sweep_orphans",
 ]

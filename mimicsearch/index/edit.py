@@ -79,93 +79,148 @@ def unlink_replaced(index_dir: Path, old: IndexManifest, new: IndexManifest) -> 
 
 
 
-@writer("index_dir")
-def add_to_index(index_dir: str | Path, vectors: np.ndarray, metadata: pa.Table) -> IndexManifest:
-    """Append rows without retraining: they fill the last shard up to the shard size, then
-    go to new shards cloned from the trained index. Note ids must be new."""
-    index_dir = Path(index_dir)
-    m = IndexManifest.load(index_dir)
-    sweep_orphans(index_dir, m)
-    vectors = check_vectors(vectors, m.dimension)
-    store = MetadataStore.load(index_dir, m)
-    table = store_table(metadata, m.rows, m.id_type)
-    ids = table.column("id").to_pylist()
-    present, _ = store.rows_of(list(dict.fromkeys(ids)))
-    if len(present):
-        dup = store.records(present[:5])
-        raise ValueError(f"{len(present)} rows have ids already in the index (e.g. "
-                         f"{[d['id'] for d in dup]}); remove them first or use new ids")
-    if len(vectors) != table.num_rows:
-        raise ValueError(f"{len(vectors)} vectors but {table.num_rows} metadata rows")
-    cap = m.build.shard_size
-    shards = list(m.shards)
-    row, i = m.rows, 0
-    trained = None
-    while i < len(vectors):
-        last = shards[-1] if shards else None
-        if last is not None and not last.merged and (cap is None or last.ntotal < cap):
-            index = read_faiss(last.index.verify(index_dir))
-            shards.pop()
-            first = last.first_row
-        else:
-            trained = trained or read_faiss(m.trained.verify(index_dir))
-            index, first = clone(trained), row
-        take = len(vectors) - i if cap is None else min(len(vectors) - i, cap - index.ntotal)
-        index.add_with_ids(vectors[i:i + take], np.arange(row, row + take, dtype=np.int64))
-        i += take
-        row += take
-        shards.append(IndexShard(write_index(index, index_dir, "shard"), int(index.ntotal),
-                            first, row))
-    part = write_part(index_dir, table)
-    new = m.with_(shards=tuple(shards), store_parts=m.store_parts + (part,), rows=row)
-    new.validate()
-    new.save(index_dir)
-    unlink_replaced(index_dir, m, new)
-    return new
+MISSING = ("error", "ignore")
 
 
 @dataclass(frozen=True)
-class RemoveResult:
+class ChangeResult:
+    """What one commit to an index did. Rows count vectors (windows), notes count ids."""
+
+    added_notes: int
+    added_rows: int
+    removed_notes: int
     removed_rows: int
-    native: int
-    tombstoned: int
+    native: int  # removed rows deleted from faiss itself
+    tombstoned: int  # removed rows only marked deleted (HNSW, merged on-disk shards)
+    missing: tuple  # ids asked to be removed that the index did not hold
     manifest: IndexManifest
+
+    def to_dict(self) -> dict:
+        return {"added_notes": self.added_notes, "added_rows": self.added_rows,
+                "removed_notes": self.removed_notes, "removed_rows": self.removed_rows,
+                "removed_natively": self.native, "tombstones": self.tombstoned,
+                "missing_ids": list(self.missing), "live_rows": self.manifest.live_rows,
+                "rows": self.manifest.rows, "shards": len(self.manifest.shards)}
 
 
 @writer("index_dir")
-def remove_from_index(index_dir: str | Path, ids: Sequence) -> RemoveResult:
-    """Delete notes by id: natively from shards that support it (Flat, IVF), as tombstones
-    elsewhere (HNSW, merged on-disk shards); the store marks every removed row."""
+def apply_changes(*, index_dir: str | Path, vectors: np.ndarray | None = None,
+                  metadata: pa.Table | None = None, remove_ids: Sequence = (),
+                  missing: str = "error") -> ChangeResult:
+    """Remove `remove_ids` and append `vectors` with their `metadata`, as one commit: one
+    manifest write, so a reader sees the index before or after, never an edited note
+    missing. Appended ids must not be live unless removed here (an edit).
+
+    Removal is native where faiss supports it (Flat, IVF), tombstones elsewhere (HNSW,
+    merged on-disk shards). New rows fill the last shard up to the shard size, then go to
+    new shards cloned from the trained index: nothing is retrained.
+    `missing`: "error" refuses ids the index does not hold; "ignore" skips them (a re-run).
+    Raises ValueError on a bad argument, leaving the index unchanged.
+    """
+    if missing not in MISSING:
+        raise ValueError(f"missing={missing!r}; valid: {list(MISSING)}")
+    if isinstance(remove_ids, (str, bytes)):
+        raise TypeError(f"remove_ids={remove_ids!r}: give a list of ids")
     index_dir = Path(index_dir)
     m = IndexManifest.load(index_dir)
     sweep_orphans(index_dir, m)
     store = MetadataStore.load(index_dir, m)
-    rows, missing = store.rows_of(ids)
-    if missing:
-        raise ValueError(f"{len(missing)} ids are not in the index (or already removed): "
-                         f"{missing[:10]}")
-    shards, native = [], 0
-    for s in m.shards:
-        mine = rows[(rows >= s.first_row) & (rows < s.end_row)]
-        if len(mine) == 0 or s.merged:
-            shards.append(s)
+    wanted = list(dict.fromkeys(store.parse_ids(remove_ids)))
+    rows, absent = store.rows_of(wanted)
+    if absent and missing == "error":
+        raise ValueError(f"{len(absent)} ids are not in the index (or already removed): "
+                         f"{absent[:10]} (pass missing='ignore' / --missing ignore to skip "
+                         "them)")
+    table = None
+    if vectors is not None or metadata is not None:
+        if vectors is None or metadata is None:
+            raise ValueError("pass both vectors and metadata to add rows")
+        vectors = check_vectors(vectors, m.dimension)
+        table = store_table(metadata, m.rows, m.id_type)
+        if len(vectors) != table.num_rows:
+            raise ValueError(f"{len(vectors)} vectors but {table.num_rows} metadata rows")
+        new_ids = list(dict.fromkeys(table.column("id").to_pylist()))
+        present, _ = store.rows_of(new_ids)
+        present = np.setdiff1d(present, rows)
+        if len(present):
+            dup = store.records(present[:5])
+            raise ValueError(f"{len(present)} rows have ids already in the index (e.g. "
+                             f"{[d['id'] for d in dup]}); remove them first, use new ids, or "
+                             "`sync` to replace edited notes")
+    shards: list[IndexShard] = list(m.shards)
+    loaded: dict[int, faiss.Index] = {}  # shard position -> changed faiss index
+    native = 0
+    for si, sh in enumerate(shards):
+        mine = rows[(rows >= sh.first_row) & (rows < sh.end_row)]
+        if len(mine) == 0 or sh.merged:
             continue
-        index = read_faiss(s.index.verify(index_dir))
+        index = read_faiss(sh.index.verify(index_dir))
         try:
             n = index.remove_ids(np.ascontiguousarray(mine, dtype=np.int64))
         except RuntimeError:
-            shards.append(s)  # no native removal (HNSW): tombstones only
-            continue
+            continue  # no native removal (HNSW): tombstones only
         native += int(n)
-        shards.append(IndexShard(write_index(index, index_dir, "shard"), int(index.ntotal),
-                            s.first_row, s.end_row))
-    deleted = np.union1d(np.flatnonzero(~store.live), rows)
-    new = m.with_(shards=tuple(shards), deleted=write_deleted(index_dir, deleted),
-                  deleted_rows=len(deleted), removed_natively=m.removed_natively + native)
+        loaded[si] = index
+    row = m.rows
+    if table is not None and len(vectors):
+        cap, i, trained = m.build.shard_size, 0, None
+        while i < len(vectors):
+            last = len(shards) - 1
+            if last >= 0 and not shards[last].merged and (
+                    cap is None or _ntotal(loaded, shards, last) < cap):
+                if last not in loaded:
+                    loaded[last] = read_faiss(shards[last].index.verify(index_dir))
+                index = loaded[last]
+            else:
+                trained = trained or read_faiss(m.trained.verify(index_dir))
+                index = clone(trained)
+                shards.append(IndexShard(m.trained, 0, row, row))
+                last += 1
+                loaded[last] = index
+            take = len(vectors) - i if cap is None else min(len(vectors) - i,
+                                                            cap - index.ntotal)
+            index.add_with_ids(vectors[i:i + take], np.arange(row, row + take, dtype=np.int64))
+            i += take
+            row += take
+            shards[last] = IndexShard(shards[last].index, int(index.ntotal),
+                                      shards[last].first_row, row)
+    for si, index in loaded.items():
+        sh = shards[si]
+        shards[si] = IndexShard(write_index(index, index_dir, "shard"), int(index.ntotal),
+                                sh.first_row, sh.end_row)
+    changes: dict = {"shards": tuple(shards), "rows": row,
+                     "removed_natively": m.removed_natively + native}
+    if table is not None:
+        changes["store_parts"] = m.store_parts + (write_part(index_dir, table),)
+    if len(rows):
+        deleted = np.union1d(np.flatnonzero(~store.live), rows)
+        changes.update(deleted=write_deleted(index_dir, deleted), deleted_rows=len(deleted))
+    new = m.with_(**changes)
     new.validate()
-    new.save(index_dir)
-    unlink_replaced(index_dir, m, new)
-    return RemoveResult(len(rows), native, len(rows) - native, new)
+    if new != m:
+        new.save(index_dir)
+        unlink_replaced(index_dir, m, new)
+    removed_notes = len(set(wanted) - set(absent))
+    added = 0 if table is None else len(set(table.column("id").to_pylist()))
+    return ChangeResult(added, 0 if table is None else table.num_rows, removed_notes,
+                        len(rows), native, len(rows) - native, tuple(absent), new)
+
+
+def _ntotal(loaded: dict, shards: list, i: int) -> int:
+    return int(loaded[i].ntotal) if i in loaded else shards[i].ntotal
+
+
+def add_to_index(vectors: np.ndarray, metadata: pa.Table, *,
+                 index_dir: str | Path) -> IndexManifest:
+    """Append rows (`vectors` float32 [n, dim], `metadata` with an `id` column) without
+    retraining; their ids must be new. The new manifest."""
+    return apply_changes(index_dir=index_dir, vectors=vectors, metadata=metadata).manifest
+
+
+def remove_from_index(ids: Sequence, *, index_dir: str | Path,
+                      missing: str = "error") -> ChangeResult:
+    """Delete notes (every window) by id; the store marks every removed row."""
+    return apply_changes(index_dir=index_dir, remove_ids=ids, missing=missing)
 
 
 # ---------------------------------------------------------------------------------------
@@ -176,10 +231,11 @@ def index_info(index_dir: str | Path) -> dict:
     """What the index is, how it was built, its measured quality and size (no hashing)."""
     index_dir = Path(index_dir)
     m = IndexManifest.load(index_dir)
+    store = MetadataStore.load(index_dir, m, verify=False)
     disk = sum(f.size_bytes for f in m.files())
     q = m.quality
     return {
-        "path": str(index_dir),
+        "index_dir": str(index_dir),
         "index_key": m.index_key,
         "family": m.family.value,
         "dimension": m.dimension,
@@ -191,7 +247,8 @@ def index_info(index_dir: str | Path) -> dict:
         "removed_natively": m.removed_natively,
         "tombstones": m.deleted_rows - m.removed_natively,
         "vectors_in_faiss": m.ntotal,
-        "shards": [{"file": s.index.file, "ntotal": s.ntotal, "rows": [s.first_row, s.end_row],
+        "shards": len(m.shards),
+        "shard_files": [{"file": s.index.file, "ntotal": s.ntotal, "rows": [s.first_row, s.end_row],
                     "merged_on_disk": s.merged,
                     "bytes": s.index.size_bytes + (s.data.size_bytes if s.data else 0)}
                    for s in m.shards],
@@ -200,5 +257,7 @@ def index_info(index_dir: str | Path) -> dict:
         "quality": q.to_dict() if q else None,
         "build": m.build.to_dict(),
         "has_embeddings": (index_dir / "embeddings" / MANIFEST).is_file(),
+        "columns": {n: str(t) for n, t in store.metadata_columns.items()},
+        "live_notes": len(store.ids()),
     }
 

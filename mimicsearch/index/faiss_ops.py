@@ -105,6 +105,23 @@ def search_knob(index: faiss.Index) -> tuple[str, int] | None:
         return None
 
 
+def selector_params(index: faiss.Index, selector: faiss.IDSelector) -> faiss.SearchParameters:
+    """Search parameters restricting `index` to `selector`'s ids, carrying the index's own
+    nprobe / efSearch (faiss's defaults in a parameter object would replace them)."""
+    ivf = ivf_of(index)
+    if ivf is not None:
+        params = faiss.SearchParametersIVF(sel=selector, nprobe=ivf.nprobe)
+        if isinstance(index, faiss.IndexPreTransform):
+            params = faiss.SearchParametersPreTransform(index_params=params)
+            params.sel = selector
+        return params
+    inner = faiss.downcast_index(index.index) if isinstance(
+        index, (faiss.IndexIDMap, faiss.IndexIDMap2)) else index
+    if isinstance(inner, faiss.IndexHNSW):
+        return faiss.SearchParametersHNSW(sel=selector, efSearch=inner.hnsw.efSearch)
+    return faiss.SearchParameters(sel=selector)
+
+
 def merge_topk(D: np.ndarray, I: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Global top-k (largest inner product) from per-shard results laid side by side."""
     D = np.where(I < 0, -np.inf, D).astype(np.float32)

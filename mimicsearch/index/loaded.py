@@ -1,18 +1,26 @@
 """A loaded index directory: its shards searched together, with filters, by store row."""
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import faiss
 import numpy as np
 
-from .faiss_ops import faiss_message, ivf_of, merge_topk, omp_threads, read_faiss, search_knob
+from .faiss_ops import (
+    faiss_message,
+    ivf_of,
+    merge_topk,
+    omp_threads,
+    read_faiss,
+    search_knob,
+    selector_params,
+)
 from .manifest import IndexManifest
 from .store import MetadataStore
 
 # A filter passing at most this many rows is answered exactly from reconstructed vectors;
-# above it, over-fetch and filter (and fall back to exact up to SUBSET_FALLBACK_ROWS).
+# above it faiss searches with an id selector (exact again, up to SUBSET_FALLBACK_ROWS, for
+# queries whose approximate search found fewer than k allowed rows).
 EXACT_SUBSET_ROWS = 8192
 SUBSET_FALLBACK_ROWS = 262_144
 SUBSET_BLOCK_ROWS = 16_384
@@ -58,51 +66,57 @@ class NoteIndex:
         """Top-k (scores, rows) over all shards; rows -1 where fewer than k exist.
 
         `allowed` (bool per store row) restricts hits: small sets are searched exactly on
-        reconstructed vectors, large ones by over-fetching and filtering.
+        reconstructed vectors, others by faiss itself with an id selector (a bitmap).
         """
         q = np.ascontiguousarray(queries, dtype=np.float32)  # [nq, dim]
         if k <= 0:
             raise ValueError(f"k must be positive, got {k}")
+        if q.ndim != 2 or q.shape[1] != self.dim:
+            raise ValueError(f"queries have shape {q.shape}, expected [n, {self.dim}]")
+        fetch = min(k, max(self.ntotal, 1))  # faiss allocates k per query: cap it
         if allowed is None:
-            return self._search_all(q, k)
-        allowed = np.asarray(allowed, dtype=bool)
+            D, I = self._search_all(q, fetch)
+        else:
+            allowed = np.asarray(allowed, dtype=bool)
+            D, I = self._search_allowed(q, fetch, allowed)
+        if fetch < k:
+            D = np.pad(D, ((0, 0), (0, k - fetch)), constant_values=-np.inf)
+            I = np.pad(I, ((0, 0), (0, k - fetch)), constant_values=-1)
+        return D, I
+
+    def _search_allowed(self, q, k, allowed):
         n_allowed = int(allowed.sum())
         if n_allowed == 0:
             return (np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1))
         if n_allowed <= EXACT_SUBSET_ROWS and self._can_reconstruct():
             return self._search_subset(q, k, np.flatnonzero(allowed))
-        return self._search_filtered(q, k, allowed, n_allowed)
-
-    def _search_all(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        Ds, Is = [], []
-        with omp_threads(1 if len(q) < FEW_QUERIES else None):
-            for s in self.shards:
-                if s.ntotal:
-                    D, I = s.search(q, k)
-                    Ds.append(D)
-                    Is.append(I)
-        if not Ds:
-            return (np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1))
-        D, I = merge_topk(np.hstack(Ds), np.hstack(Is), k)
-        return D, I
-
-    def _search_filtered(self, q, k, allowed, n_allowed):
-        ntotal = max(self.ntotal, 1)
-        fetch = min(ntotal, max(2 * k, math.ceil(1.5 * k * ntotal / n_allowed)))
-        while True:
-            D, I = self._search_all(q, fetch)
-            ok = (I >= 0) & allowed[np.clip(I, 0, None)]
-            D = np.where(ok, D, -np.inf)
-            D, I = merge_topk(D, np.where(ok, I, -1), k)
-            short = (I < 0).any(axis=1) if n_allowed >= k else np.zeros(len(q), bool)
-            if not short.any() or fetch >= ntotal:
-                break
-            fetch = min(ntotal, fetch * 4)
+        D, I = self._search_all(q, k, allowed)
+        short = (I < 0).any(axis=1) if n_allowed >= k else np.zeros(len(q), bool)
         if short.any() and n_allowed <= SUBSET_FALLBACK_ROWS and self._can_reconstruct():
             # Approximate indexes only look at part of the data (nprobe lists, efSearch
             # nodes); when that part holds too few allowed rows, score the allowed rows.
             D2, I2 = self._search_subset(q[short], k, np.flatnonzero(allowed))
             D[short], I[short] = D2, I2
+        return D, I
+
+    def _search_all(self, q: np.ndarray, k: int,
+                    allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        bitmap = None if allowed is None else np.packbits(allowed, bitorder="little")
+        selector = None if bitmap is None else faiss.IDSelectorBitmap(
+            len(allowed), faiss.swig_ptr(bitmap))
+        Ds, Is = [], []
+        with omp_threads(1 if len(q) < FEW_QUERIES else None):
+            for s in self.shards:
+                if s.ntotal:
+                    if selector is None:
+                        D, I = s.search(q, k)
+                    else:
+                        D, I = s.search(q, k, params=selector_params(s, selector))
+                    Ds.append(D)
+                    Is.append(I)
+        if not Ds:
+            return (np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1))
+        D, I = merge_topk(np.hstack(Ds), np.hstack(Is), k)
         return D, I
 
     def _can_reconstruct(self) -> bool:

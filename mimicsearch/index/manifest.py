@@ -23,6 +23,8 @@ from ..fileio import MANIFEST, read_manifest, safe_child, sha256_file, write_jso
 
 FORMAT_VERSION = 1
 KIND = "mimicsearch-index"
+# Files this process has hashed, by (path, inode, size, mtime): a reload skips them.
+_VERIFIED: dict[tuple, str] = {}
 
 
 class Family(str, enum.Enum):
@@ -61,7 +63,13 @@ class FileRef:
         if size != self.size_bytes:
             raise ValueError(f"{path} is truncated or was modified: {size} bytes, the manifest "
                              f"says {self.size_bytes}; rebuild the index with `build-index`")
+        st = path.stat()
+        key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+        if _VERIFIED.get(key) == self.sha256:
+            return path  # index files are never rewritten in place: hashed once is enough
         actual = sha256_file(path)
+        if actual == self.sha256:
+            _VERIFIED[key] = actual
         if actual != self.sha256:
             raise ValueError(f"{path} is corrupted or was modified: sha256 {actual[:12]}… does "
                              f"not match the manifest's {self.sha256[:12]}…; rebuild the index "

@@ -2,8 +2,11 @@
 
 Parquet parts under INDEX/store/, rows numbered globally from 0: a faiss id IS the store
 row. Removed rows keep their number (a tombstone list marks them) so ids never shift.
-Columns: row, id (the note's own id), [window], SUBJECT_ID, HADM_ID, CATEGORY, CHARTDATE,
-snippet. Metadata values are strings (null when absent), as the embeddings stage keeps them.
+Columns: row, id (the note's own id), [window], every metadata column the notes were
+encoded with (SUBJECT_ID, HADM_ID, CATEGORY, CHARTDATE by default, or those kept), text_hash,
+snippet. Parts hold metadata as the text the notes file held; the loaded store gives each
+column its type (integers, dates, timestamps, else strings) from all its values, so an id
+that went through pandas as 2588.0 is the integer 2588 and dates compare as dates.
 """
 from __future__ import annotations
 
@@ -16,19 +19,22 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..embeddings import SNIPPET, snippet
+from ..embeddings import SNIPPET, TEXT_HASH, snippet
 from ..fileio import atomic_path
 from .manifest import FileRef, IndexManifest, StorePart
 
 STORE_DIR = "store"
-METADATA = ("SUBJECT_ID", "HADM_ID", "CATEGORY", "CHARTDATE")
+RESERVED = ("row", "id", "window", "line", TEXT_HASH, SNIPPET, "embedding")
+INT_TEXT = r"^\s*[+-]?(0|[1-9][0-9]{0,17})(\.0+)?\s*$"  # within int64; no leading zeros
+DATE_TEXT = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+TIME_TEXT = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?$"
 
 
 def store_table(metadata: pa.Table, first_row: int, id_type: str,
                 text_col: str = "TEXT") -> pa.Table:
-    """Normalise an encoder metadata table (id, [window], any metadata, a snippet or the
-    text) to the store's columns, numbering rows from `first_row`. Column names match
-    case-insensitively."""
+    """Normalise an encoder metadata table (id, [window], metadata, [text_hash], a snippet
+    or the text) to the store's columns, numbering rows from `first_row`. Every column
+    other than those is metadata, kept as text."""
     by_name = {c.upper(): c for c in metadata.column_names}
     if "ID" not in by_name:
         raise ValueError(f"metadata has no 'id' column (columns: {metadata.column_names})")
@@ -44,9 +50,12 @@ def store_table(metadata: pa.Table, first_row: int, id_type: str,
     cols = {"row": pa.array(np.arange(first_row, first_row + n, dtype=np.int64)), "id": ids}
     if "WINDOW" in by_name:
         cols["window"] = metadata.column(by_name["WINDOW"]).cast(pa.int32())
-    for name in METADATA:
-        cols[name] = (metadata.column(by_name[name]).cast(pa.string()) if name in by_name
-                      else pa.nulls(n, pa.string()))
+    skip = {c.upper() for c in RESERVED} | {text_col.upper()}
+    for name in metadata.column_names:
+        if name.upper() not in skip:
+            cols[name] = _as_text(metadata.column(name))
+    cols[TEXT_HASH] = (metadata.column(by_name[TEXT_HASH.upper()]).cast(pa.string())
+                       if TEXT_HASH.upper() in by_name else pa.nulls(n, pa.string()))
     if SNIPPET.upper() in by_name:  # cut while encoding
         cols[SNIPPET] = metadata.column(by_name[SNIPPET.upper()]).cast(pa.string())
     elif text_col.upper() in by_name:  # in-memory tables with their full text
@@ -55,6 +64,33 @@ def store_table(metadata: pa.Table, first_row: int, id_type: str,
     else:
         cols[SNIPPET] = pa.nulls(n, pa.string())
     return pa.table(cols)
+
+
+def _as_text(col) -> pa.ChunkedArray | pa.Array:
+    if pa.types.is_floating(col.type):  # integral floats: pandas' integers after a NaN
+        as_int = pc.cast(col, pa.int64(), safe=False)
+        if pc.all(pc.or_kleene(pc.is_null(col), pc.equal(pc.cast(as_int, col.type), col))
+                  ).as_py() is not False:
+            col = as_int
+    return col.cast(pa.string())
+
+
+def typed_column(col: pa.ChunkedArray) -> pa.ChunkedArray:
+    """A text column as int64, date32 or timestamp when every value is one, else as is."""
+    col = col.cast(pa.string())
+    values = col.drop_null()
+    if len(values) == 0:
+        return col
+    trimmed = pc.utf8_trim_whitespace(col)
+    for pattern, to in ((INT_TEXT, pa.int64()), (DATE_TEXT, pa.date32()),
+                        (TIME_TEXT, pa.timestamp("us"))):
+        if pc.all(pc.match_substring_regex(values, pattern)).as_py():
+            try:
+                return pc.cast(pc.replace_substring_regex(trimmed, r"\.0+$", "")
+                               if to == pa.int64() else trimmed, to)
+            except pa.ArrowInvalid:  # e.g. 2150-02-30
+                return col
+    return col
 
 
 def write_part(index_dir: str | Path, table: pa.Table) -> StorePart:
@@ -76,12 +112,16 @@ def write_deleted(index_dir: str | Path, rows: np.ndarray) -> FileRef:
 
 
 class MetadataStore:
-    """All store rows in memory-mapped Arrow; `live[row]` is False for removed rows."""
+    """All store rows in Arrow, metadata typed; `live[row]` is False for removed rows."""
 
     def __init__(self, table: pa.Table, deleted_rows: np.ndarray, id_type: str = "int64"):
         rows = table.column("row").to_numpy()
         if not np.array_equal(rows, np.arange(len(rows))):
             raise ValueError("store rows are not numbered 0..n-1 in order")
+        for name in table.column_names:
+            if name not in RESERVED:
+                table = table.set_column(table.column_names.index(name), name,
+                                         typed_column(table.column(name)))
         self.table = table
         self.id_type = id_type
         self.live = np.ones(table.num_rows, dtype=bool)
@@ -108,17 +148,27 @@ class MetadataStore:
     def __len__(self) -> int:
         return self.table.num_rows
 
+    @property
+    def metadata_columns(self) -> dict[str, pa.DataType]:
+        """The stored metadata columns and their types, in store order."""
+        return {f.name: f.type for f in self.table.schema if f.name not in RESERVED}
+
     def parse_ids(self, ids: Iterable) -> list:
         """User-given ids (often strings from the command line) as the index's id type."""
+        if isinstance(ids, (str, bytes)):
+            raise TypeError(f"ids={ids!r}: give a list of ids, not one string")
         if self.id_type == "string":
             return [str(i) for i in ids]
         out = []
         for i in ids:
             try:
-                out.append(int(i))
+                value = int(i)
             except (TypeError, ValueError):
                 raise ValueError(f"note id {i!r} is not an integer; this index holds "
                                  "integer ids") from None
+            if not -(2**63) <= value < 2**63:
+                raise ValueError(f"note id {i!r} is outside int64; this index holds int64 ids")
+            out.append(value)
         return out
 
     def rows_of(self, ids: Sequence) -> tuple[np.ndarray, list]:
@@ -130,24 +180,33 @@ class MetadataStore:
         found = set(col.take(pa.array(rows)).to_pylist()) if len(rows) else set()
         return rows, [i for i in ids if i not in found]
 
-    def mask(self, subjects: Sequence[str] = (), categories: Sequence[str] = (),
-             exclude_subjects: Sequence[str] = ()) -> np.ndarray:
-        """Live rows passing the filters (categories match case-insensitively)."""
-        keep = self.live.copy()
-        if subjects:
-            keep &= self._in("SUBJECT_ID", [str(s) for s in subjects])
-        if exclude_subjects:
-            keep &= ~self._in("SUBJECT_ID", [str(s) for s in exclude_subjects])
-        if categories:
-            col = pc.utf8_lower(pc.utf8_trim_whitespace(self.table.column("CATEGORY")))
-            want = pa.array([c.strip().lower() for c in categories], pa.string())
-            keep &= pc.is_in(col, value_set=want).to_numpy(zero_copy_only=False)
-        return keep
+    def notes_table(self, columns: Sequence[str]) -> pa.Table:
+        """The live notes, one row each (a note's first window in windows mode)."""
+        keep = self.live
+        if "window" in self.table.column_names:
+            keep = keep & (self.table.column("window").to_numpy(zero_copy_only=False) == 0)
+        return self.table.select(list(columns)).filter(pa.array(keep))
 
-    def _in(self, column: str, values: list[str]) -> np.ndarray:
-        col = self.table.column(column)
-        return pc.is_in(col, value_set=pa.array(values, pa.string())).to_numpy(
-            zero_copy_only=False)
+    def ids(self) -> pa.Array:
+        """The ids of the live notes, in store order."""
+        return self.notes_table(["id"]).column("id").combine_chunks()
+
+    def mask(self, where: pc.Expression | None = None) -> np.ndarray:
+        """Live rows for which `where` (an Arrow compute expression) is true."""
+        keep = self.live.copy()
+        if where is None:
+            return keep
+        try:
+            rows = self.table.select(["row", *self.metadata_columns]).filter(where)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as e:
+            raise ValueError(f"cannot apply the filter {where}: {str(e).splitlines()[0]} "
+                             f"(columns: {self.describe_columns()})") from None
+        chosen = np.zeros(len(keep), dtype=bool)
+        chosen[rows.column("row").to_numpy()] = True
+        return keep & chosen
+
+    def describe_columns(self) -> str:
+        return ", ".join(f"{n} ({t})" for n, t in self.metadata_columns.items())
 
     def records(self, rows: Sequence[int]) -> list[dict]:
         """Store rows as plain dicts, in the order given."""
@@ -155,6 +214,13 @@ class MetadataStore:
             return []
         return self.table.take(pa.array(np.asarray(rows, dtype=np.int64))).to_pylist()
 
+    def value_counts(self, column: str) -> dict:
+        """Live notes per value of `column` (null values left out)."""
+        if column not in self.metadata_columns:
+            raise ValueError(f"no column {column!r}; columns: {self.describe_columns()}")
+        counts = pc.value_counts(self.notes_table([column]).column(column))
+        return {c["values"]: int(c["counts"]) for c in counts.to_pylist()
+                if c["values"] is not None}
+
     def categories(self) -> dict[str, int]:
-        counts = pc.value_counts(self.table.filter(pa.array(self.live)).column("CATEGORY"))
-        return {str(c["values"]): int(c["counts"]) for c in counts.to_pylist()}
+        return self.value_counts("CATEGORY") if "CATEGORY" in self.metadata_columns else {}

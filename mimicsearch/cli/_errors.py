@@ -1,0 +1,25 @@
+"""Exit codes and how a library error becomes a one-line CLI error (never a traceback).
+
+0 success; 1 bad input or a failed check (the message names file, line or field and the
+fix); 2 usage (a wrong option, Click's own); 75 busy: another process is writing the
+directory, try again later (EX_TEMPFAIL, which schedulers retry).
+"""
+from __future__ import annotations
+
+import click
+
+from ..fileio import DirectoryBusy
+
+EXIT_BAD_INPUT = 1
+EXIT_USAGE = 2
+EXIT_BUSY = 75
+
+
+class Failure(click.ClickException):
+    def __init__(self, message: str, exit_code: int = EXIT_BAD_INPUT):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def fail(e: Exception) -> Failure:
+    return Failure(str(e), EXIT_BUSY if isinstance(e, DirectoryBusy) else EXIT_BAD_INPUT)
