@@ -82,13 +82,16 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("path", ["exact subset", "faiss selector"])
+@pytest.mark.parametrize("path", ["exact subset", "faiss selector", "over-fetch"])
 @pytest.mark.parametrize("case", list(CASES))
 def test_filtered_search_is_the_brute_force_answer(index_dir, corpus, case, path,
                                                    monkeypatch):
     x, _meta = corpus
-    if path == "faiss selector":
+    if path != "exact subset":
         monkeypatch.setattr(loaded, "EXACT_SUBSET_ROWS", 0)
+        monkeypatch.setattr(loaded, "OVERFETCH_SHARE", {})
+        monkeypatch.setattr(loaded, "OVERFETCH_SHARE_DEFAULT",
+                            2.0 if path == "faiss selector" else 0.0)
     s = Searcher(index_dir)
     s.index.set_search_params(s.index.exhaustive_params())
     allowed = s.allowed(CASES[case])
