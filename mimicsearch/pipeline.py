@@ -119,7 +119,8 @@ def _is_embeddings(notes) -> bool:
 
 def embeddings_for(notes, *, model_dir: str | Path | None, embeddings_dir: Path,
                    options: EncodeOptions, engine: str = "local", threads: int | None = None,
-                   progress: bool = True, **spark_args) -> tuple[Path, EncodeSummary | None]:
+                   progress: bool = True, partitions: int | None = None,
+                   master: str | None = None, spark=None) -> tuple[Path, EncodeSummary | None]:
     """The embeddings directory for `notes`: itself if it is one (checked against
     `model_dir` when given), else the notes encoded into `embeddings_dir` by `engine`, with
     the encode summary."""
@@ -133,7 +134,8 @@ def embeddings_for(notes, *, model_dir: str | Path | None, embeddings_dir: Path,
                          "--model (model_dir=) to encode them")
     summary = encode_notes(notes, model_dir=model_dir, out_dir=embeddings_dir, options=options,
                            engine=engine, threads=threads, progress=progress,
-                           overwrite=is_table(notes), **spark_args)
+                           overwrite=is_table(notes), partitions=partitions, master=master,
+                           spark=spark)
     return embeddings_dir, summary
 
 
@@ -175,16 +177,16 @@ def build_index_from(notes, *, out_dir: str | Path, model_dir: str | Path | None
     _check_engine(engine, partitions, master, spark)
     out = Path(out_dir)
     claim_out_dir(out)  # before encoding: a finished index is refused at once
-    spark_args = {"partitions": partitions, "master": master, "spark": spark}
     options = encode or EncodeOptions(snippets=True)
     emb, encoded = embeddings_for(notes, model_dir=model_dir, embeddings_dir=out / "embeddings",
                                   options=options, engine=engine, threads=threads,
-                                  progress=progress,
-                                  **(spark_args if engine == "spark" else {}))
+                                  progress=progress, partitions=partitions, master=master,
+                                  spark=spark)
     recorded_model = str(Path(model_dir).resolve()) if model_dir else ""
     if engine == "spark":
         m = _spark().build_index_spark(emb, out_dir=out, model_dir=recorded_model,
-                                       options=build, progress=progress, **spark_args)
+                                       options=build, progress=progress,
+                                       partitions=partitions, master=master, spark=spark)
     else:
         source = EmbeddingsSource(emb).verify()
         m = build_index(source, out, model_fingerprint=source.manifest.model_fingerprint,

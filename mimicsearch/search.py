@@ -164,7 +164,9 @@ class Searcher:
 
     def search_texts(self, texts: Sequence[str], k: int = 10, filters: Filters | None = None,
                      batch_size: int = 64) -> Results:
-        """Hits per text, encoding and searching `batch_size` texts at a time."""
+        """Hits per text (`Results`: a list per query), encoding `batch_size` texts at a time
+        with the model's query prompt. Raises TypeError for a bare str, ValueError for an
+        empty query or a filter the index cannot apply (naming the valid choices)."""
         if isinstance(texts, str):
             raise TypeError("search_texts() takes a list of texts, got one str")
         texts = list(texts)
@@ -182,12 +184,14 @@ class Searcher:
 
     def search_vectors(self, vectors: np.ndarray, k: int = 10,
                        filters: Filters | None = None) -> Results:
+        """Hits per vector (float32 [n, dim] or [dim], L2-normalised, the index's dim)."""
         return self._hits(np.atleast_2d(vectors), k, self.allowed(filters))
 
     def search_notes(self, note_ids: Iterable, k: int = 10, filters: Filters | None = None,
                      exclude_own_subject: bool = False) -> Results:
         """Use stored notes as queries (their stored vectors); the note itself never comes
-        back, and `exclude_own_subject` leaves out every note of its patient."""
+        back, and `exclude_own_subject` leaves out every note of its patient. Raises
+        ValueError for an id the index does not hold (or no longer holds)."""
         if isinstance(note_ids, (str, bytes)):
             raise TypeError("search_notes() takes a list of note ids, got one str")
         filters = filters or Filters()

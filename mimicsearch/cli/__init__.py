@@ -24,6 +24,11 @@ def main(verbose: int) -> None:
       mimicsearch export MODEL_DIR --out models/minilm
       mimicsearch build-index data/NOTEEVENTS.csv --model models/minilm --out index/
       mimicsearch query index/ "chest pain radiating to left arm"
+      mimicsearch sync index/ tonight.csv --remove-missing   # nightly: new, edited, retracted
+
+    \b
+    Exit codes: 0 success; 1 bad input (the message names file, line or field);
+    2 usage; 75 busy: another process is writing that directory, try again later.
     """
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
