@@ -135,7 +135,7 @@ def test_sync_adds_edits_and_retracts_in_one_commit(night_one, notes, minilm_onn
     assert (ix / "manifest.json").read_bytes() == manifest
 
 
-def test_counts_add_up_on_hostile_input(night_one, notes, tmp_path):
+def test_counts_add_up_on_hostile_input(night_one, notes, tmp_path, minilm_onnx):
     import shutil
 
     ix = tmp_path / "ix"
@@ -155,6 +155,11 @@ def test_counts_add_up_on_hostile_input(night_one, notes, tmp_path):
         add_notes(bad, index_dir=ix, progress=False)
     s = sync_notes(pd.concat([notes.iloc[:60], bad]), index_dir=ix, progress=False)
     assert (s.read, s.unchanged, s.rejected, s.encoded) == (71, 68, 3, 0)
+    assert pd.read_csv(s.rejects_file).line.tolist() == [61, 62, 71]
+    b = build_index_from(bad, out_dir=tmp_path / "new", model_dir=minilm_onnx, encode=ENCODE,
+                         build=FLAT, progress=False)
+    assert (b.read, b.encoded, b.rejected, b.added) == (11, 8, 3, 8)
+    assert pd.read_csv(b.rejects_file).line.tolist() == [1, 2, 11]
 
 
 def test_a_searcher_never_returns_a_note_removed_by_another_process(night_one, tmp_path):
