@@ -7,3 +7,4 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from fixtures.data import *
 from fixtures.models import *
+from fixtures.vectors import *

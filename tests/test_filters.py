@@ -4,22 +4,20 @@ from __future__ import annotations
 
 import datetime as dt
 
-import faiss
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+from fixtures.vectors import unit
 
 from mimicsearch.filters import Filters
 from mimicsearch.index import ArraySource, BuildOptions, build_index, loaded, remove_from_index
 from mimicsearch.search import Searcher
 
+pytestmark = pytest.mark.usefixtures("faiss_one_thread")
+
 N, DIM, K = 3000, 16, 10
 CATEGORIES = ("ECG", "Radiology", "Nursing", "Discharge summary")
-
-
-def unit(x):
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -180,9 +178,3 @@ def test_no_filter_no_mask_and_empty_results(index_dir, corpus):
     assert hits == []
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)

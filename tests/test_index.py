@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import shutil
 
-import faiss
 import numpy as np
 import pyarrow as pa
 import pytest
 from faiss.contrib.evaluation import check_ref_knn_with_draws
+from fixtures.vectors import unit
 
 from mimicsearch.filters import Filters
 from mimicsearch.index import (
@@ -30,21 +30,10 @@ from mimicsearch.index.choice import nlist_for
 from mimicsearch.index.manifest import IndexManifest
 from mimicsearch.index.store import store_table
 
+pytestmark = pytest.mark.usefixtures("faiss_one_thread")
+
 N, DIM, NQ, K = 2000, 32, 20, 10
 GiB = 2**30
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """OpenMP busy-waits badly on a shared 2-core box; results do not depend on threads."""
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
 @pytest.fixture(scope="module")

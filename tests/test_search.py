@@ -3,27 +3,17 @@ from __future__ import annotations
 
 import datetime
 
-import faiss
 import numpy as np
 import pyarrow as pa
 import pytest
+from fixtures.vectors import unit
 
 from mimicsearch.index import ArraySource, BuildOptions, build_index, remove_from_index
 from mimicsearch.search import Filters, Searcher, check_model
 
+pytestmark = pytest.mark.usefixtures("faiss_one_thread")
+
 N, DIM = 600, 16
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
-
-
-def unit(x):
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
 @pytest.fixture(scope="module")

@@ -205,16 +205,27 @@ def _table(hits) -> str:
                      for r in [head, *rows])
 
 
+def _new_notes_options(fn):
+    """The options `add` and `sync` share: how to read and encode NOTES, how to report."""
+    for option in reversed([
+        click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False,
+                     path_type=Path),
+                     help="Model directory (default: the one the index was built with)."),
+        click.option("--text-col", default=None, help="Text column of NOTES (default TEXT)."),
+        click.option("--id-col", default=None,
+                     help="Id column of NOTES (default ROW_ID or note_id)."),
+        click.option("--threads", type=int, default=None, help="Encoder threads."),
+        click.option("--no-progress", is_flag=True, help="No progress bar."),
+        click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
 @click.command("add")
 @click.argument("index_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("new_notes", metavar="NOTES", type=click.Path(exists=True, path_type=Path))
-@click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False,
-              path_type=Path), help="Model directory (default: the one the index was built with).")
-@click.option("--text-col", default=None, help="Text column of NOTES (default TEXT).")
-@click.option("--id-col", default=None, help="Id column of NOTES (default ROW_ID or note_id).")
-@click.option("--threads", type=int, default=None, help="Encoder threads.")
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@_new_notes_options
 def add_cmd(index_dir, new_notes, model_dir, text_col, id_col, threads, no_progress, as_json):
     """Append NOTES (a notes file or an embeddings directory) to an index without retraining.
 
@@ -236,13 +247,7 @@ def add_cmd(index_dir, new_notes, model_dir, text_col, id_col, threads, no_progr
                 path_type=Path))
 @click.option("--remove-missing", is_flag=True, help="Also remove indexed notes whose id is "
               "not in NOTES (retractions); without it they are kept and counted.")
-@click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False,
-              path_type=Path), help="Model directory (default: the one the index was built with).")
-@click.option("--text-col", default=None, help="Text column of NOTES (default TEXT).")
-@click.option("--id-col", default=None, help="Id column of NOTES (default ROW_ID or note_id).")
-@click.option("--threads", type=int, default=None, help="Encoder threads.")
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@_new_notes_options
 def sync_cmd(index_dir, snapshot, remove_missing, model_dir, text_col, id_col, threads,
              no_progress, as_json):
     """Make the index hold the notes of NOTES, a snapshot with an id column: encode new and
