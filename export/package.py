@@ -19,7 +19,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mimicsearch.encoder import Encoder
-from mimicsearch.fileio import MANIFEST, sha256_file
+from mimicsearch.fileio import MANIFEST, is_temp_name, sha256_file
 from mimicsearch.model_manifest import ModelManifest, Precision, Variant
 
 from .graph import INPUT_NAMES, OUTPUT_NAME, check_graph, export_graph
@@ -222,23 +222,39 @@ def _parse_variants(variants: Sequence[Precision | str]) -> list[Precision]:
 
 
 def _prepare_out_dir(out_dir: str | os.PathLike) -> Path:
-    """Create `out_dir`, refusing a non-empty directory that is not an exported model."""
+    """Create `out_dir`; only an empty directory or a previous export may be written into,
+    and of a previous export only the files its manifest names are ever replaced."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out {out} is a file; give a directory")
-    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
-        raise FileExistsError(f"--out {out} is a non-empty directory without {MANIFEST}; "
-                              "refusing to write model files into it (give a new or empty "
-                              "directory, or a previous export to replace)")
+    ours = {".lock"}
+    if (out / MANIFEST).is_file():
+        try:
+            previous = ModelManifest.load(out)
+        except ValueError as e:
+            raise FileExistsError(f"--out {out} holds a directory that is not a model export "
+                                  f"({e}); export will not replace it: give a new or empty "
+                                  "directory") from None
+        ours |= {MANIFEST, previous.tokenizer_file, *(v.file for v in previous.variants)}
+    if out.is_dir():
+        foreign = sorted(p.name for p in out.iterdir()
+                         if p.name not in ours and not is_temp_name(p.name))
+        if foreign:
+            raise FileExistsError(f"--out {out} holds files export did not write: "
+                                  f"{foreign[:5]}{' …' if len(foreign) > 5 else ''}; give a "
+                                  "new or empty directory, or a previous export to replace")
     out.mkdir(parents=True, exist_ok=True)
     return out
 
 
 def _remove_previous_export(out: Path) -> None:
-    """The manifest goes first, so no reader pairs it with new files; variants not exported
-    this time do not linger."""
-    (out / MANIFEST).unlink(missing_ok=True)
-    for name in VARIANT_FILES.values():
+    """Only what the previous manifest names goes, the manifest first, so no reader pairs it
+    with new files; variants not exported this time do not linger."""
+    if not (out / MANIFEST).is_file():
+        return
+    previous = ModelManifest.load(out)
+    (out / MANIFEST).unlink()
+    for name in {previous.tokenizer_file, *(v.file for v in previous.variants)}:
         (out / name).unlink(missing_ok=True)
 
 

@@ -10,7 +10,6 @@ uninterrupted run gives.
 from __future__ import annotations
 
 import csv
-import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -22,23 +21,35 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from .embeddings import (
+    NPY,
+    REJECTS,
     TEXT_HASH,
     EmbeddingsManifest,
     EmbeddingsShard,
     ShardWriter,
+    claim_out,
     embedding_column,
     embedding_matrix,
+    own_files,
+    rejects_part,
+    remove_run,
     shard_schema,
     text_hash_column,
 )
 from .encoder import Encoded, Encoder, LongMode
-from .fileio import MANIFEST, atomic_open, atomic_path, safe_child, sha256_file, writer
+from .fileio import (
+    MANIFEST,
+    atomic_open,
+    atomic_path,
+    safe_child,
+    sha256_file,
+    sweep_new,
+    writer,
+)
 from .idset import IdSet
 from .options import EncodeOptions
 from .readers import IdType, InputFormat, Reader, RecordBatch, Reject, arrow_stream, is_table
 
-REJECTS = "rejects.csv"
-NPY = "embeddings.npy"
 SHARD_SIZE = 50_000  # rows per shard: the resume granularity
 BATCH_SIZE = 1024  # records read, tokenized and encoded together
 
@@ -62,12 +73,9 @@ class EncodeSummary:
         return asdict(self)
 
 
-def _rejects_part(i: int) -> str:
-    return f".rejects-{i:05d}.csv"
-
-
 def _write_rejects(path: Path, rejects: list[Reject], show_text: bool) -> None:
-    with atomic_open(path, "w", encoding="utf-8", newline="") as f:
+    with atomic_path(path, new=True) as tmp, open(tmp, "w", encoding="utf-8",
+                                                   newline="") as f:
         w = csv.writer(f)
         w.writerow(["line", "id", "reason"] + (["text"] if show_text else []))
         for r in rejects:
@@ -96,13 +104,10 @@ def _settings(input_path, encoder: Encoder, reader: Reader, options: EncodeOptio
     }
 
 
-def _clean(out: Path) -> None:
-    """Remove what a killed run may have left: temp files and files the manifest lacks."""
-    for p in out.iterdir():
-        if p.name.startswith(".") and ".tmp." in p.name:
-            p.unlink()
-        elif p.name.startswith(".ids-") and p.is_dir():  # a killed run's spilled id map
-            shutil.rmtree(p, ignore_errors=True)
+def _clean(out: Path, m: EmbeddingsManifest | None) -> None:
+    """Remove what a killed run left: temp files, and the files it marked as new (shards,
+    snippets, rejects parts, spilled id maps) that the manifest does not name."""
+    sweep_new(out, own_files(m))
 
 
 def _block_table(batch: RecordBatch, enc: Encoded, schema: pa.Schema,
@@ -170,9 +175,10 @@ def encode_corpus(input, *, model_dir: str | Path, out_dir: str | Path,
     id_type_v = "int64" if columns.id_type is IdType.INT else "string"
     schema = shard_schema(dim, id_type_v, list(columns.keep), long is LongMode.WINDOWS)
 
+    claim_out(out, "encode")
     out.mkdir(parents=True, exist_ok=True)
     m = _resume_point(out, settings, overwrite, resumable=not table)
-    _clean(out)
+    _clean(out, m)
     if m is None:
         m = EmbeddingsManifest(encoder.fingerprint, dim, 0, (), tuple(
             n for n in schema.names if n != "embedding"), id_type_v, long.value,
@@ -238,7 +244,7 @@ def _resume_point(out: Path, settings: dict, overwrite: bool,
     A table is never resumed: nothing tells whether it still holds the same rows."""
     if not (out / MANIFEST).is_file():
         if any(out.glob("shard-*.parquet")):
-            _remove_outputs(out)  # killed before its first manifest: nothing to keep
+            remove_run(out)  # killed before its first manifest: nothing to keep
         return None
     m = EmbeddingsManifest.load(out)
     if not resumable and not overwrite:
@@ -251,7 +257,7 @@ def _resume_point(out: Path, settings: dict, overwrite: bool,
         raise ValueError(
             f"{out} holds a run with other arguments (differs in {diff}); re-run with the "
             "same arguments to resume it, or pass --overwrite / another --out")
-    _remove_outputs(out)
+    remove_run(out)
     return None
 
 
@@ -261,13 +267,6 @@ def _differences(old: dict, new: dict) -> list[str]:
     a, b = old.get("options") or {}, new.get("options") or {}
     return top + sorted(f"options.{k}" for k in set(a) | set(b)
                         if a.get(k) != b.get(k) and k not in top)
-
-
-def _remove_outputs(out: Path) -> None:
-    for pattern in ("shard-*.parquet", "snippets-*.parquet", ".rejects-*.csv", REJECTS, NPY,
-                    MANIFEST):
-        for p in out.glob(pattern):
-            p.unlink()
 
 
 def _seen_ids(out: Path, m: EmbeddingsManifest) -> IdSet:
@@ -286,7 +285,7 @@ def _seen_ids(out: Path, m: EmbeddingsManifest) -> IdSet:
 def _close_shard(out: Path, shard: _ShardWriter, m: EmbeddingsManifest, shards: list,
                  records: int, show_text: bool) -> EmbeddingsManifest:
     sha256, snippets_sha256 = shard.close()
-    _write_rejects(out / _rejects_part(len(shards)), shard.rejects, show_text)
+    _write_rejects(out / rejects_part(len(shards)), shard.rejects, show_text)
     shards.append(EmbeddingsShard(
         shard.name, shard.rows, sha256, records, len(shard.rejects), shard.truncated,
         shard.snippets, snippets_sha256))
@@ -303,13 +302,14 @@ def _finish(out: Path, m: EmbeddingsManifest, show_text: bool, npy: bool) -> Emb
         w = csv.writer(f)
         w.writerow(["line", "id", "reason"] + (["text"] if show_text else []))
         for i in range(len(m.shards)):
-            w.writerows(_read_rejects(out / _rejects_part(i)))
+            w.writerows(_read_rejects(out / rejects_part(i)))
     if npy:
         _write_npy(out, m)
     done = m.replace(complete=True)
     done.save(out)
     for i in range(len(m.shards)):
-        (out / _rejects_part(i)).unlink(missing_ok=True)
+        (out / rejects_part(i)).unlink(missing_ok=True)
+    sweep_new(out, own_files(done))  # drops the new-file marks
     return done
 
 

@@ -37,9 +37,12 @@ from .fileio import (
     MANIFEST,
     atomic_path,
     check_kind,
+    foreign_files,
     read_manifest,
+    refuse_foreign,
     safe_child,
     sha256_file,
+    sweep_new,
     write_json,
 )
 
@@ -48,6 +51,8 @@ KIND = "mimicsearch-embeddings"
 EMBEDDING = "embedding"
 SNIPPET = "snippet"
 TEXT_HASH = "text_hash"
+REJECTS = "rejects.csv"
+NPY = "embeddings.npy"
 SNIPPET_CHARS = 200
 _SPACES = re.compile(r"\s+")
 
@@ -170,6 +175,37 @@ class EmbeddingsManifest:
         return {**self.settings.get("options", {}), "dim": self.dim, "long": self.long}
 
 
+def rejects_part(i: int) -> str:
+    """Shard i's rejects until the run completes and merges them into rejects.csv."""
+    return f".rejects-{i:05d}.csv"
+
+
+def own_files(m: EmbeddingsManifest | None) -> set[str]:
+    """The files of an embeddings directory its manifest vouches for (the layout above)."""
+    if m is None:
+        return set()
+    named = {f for s in m.shards for f in (s.file, s.snippets) if f}
+    return named | {MANIFEST, REJECTS, NPY} | {rejects_part(i) for i in range(len(m.shards))}
+
+
+def claim_out(out: Path, command: str) -> None:
+    """Refuse an output directory holding files no encode run wrote; touch nothing in it."""
+    m = EmbeddingsManifest.load(out) if (Path(out) / MANIFEST).is_file() else None
+    refuse_foreign(out, foreign_files(out, own_files(m)), command,
+                   "choose a new or empty --out")
+
+
+def remove_run(out: Path) -> None:
+    """Delete an earlier run: the files its manifest names (the manifest first) and what a
+    killed run marked as new; nothing else."""
+    out = Path(out)
+    m = EmbeddingsManifest.load(out) if (out / MANIFEST).is_file() else None
+    (out / MANIFEST).unlink(missing_ok=True)
+    for name in own_files(m):
+        (out / name).unlink(missing_ok=True)
+    sweep_new(out, ())
+
+
 def is_embeddings_dir(path: str | Path) -> bool:
     """Whether `path` holds an embeddings manifest (not a model's or an index's)."""
     try:
@@ -211,10 +247,10 @@ class ShardWriter:
         self.name = shard_name(index)
         self.snippets = snippets_name(index) if snippets else ""
         self._stack = contextlib.ExitStack()
-        tmp = self._stack.enter_context(atomic_path(self.out / self.name))
+        tmp = self._stack.enter_context(atomic_path(self.out / self.name, new=True))
         self._writers = [pq.ParquetWriter(tmp, schema, compression="zstd")]
         if snippets:
-            tmp = self._stack.enter_context(atomic_path(self.out / self.snippets))
+            tmp = self._stack.enter_context(atomic_path(self.out / self.snippets, new=True))
             self._writers.append(pq.ParquetWriter(tmp, snippets_table([]).schema,
                                                   compression="zstd"))
         self.rows = 0
@@ -265,10 +301,14 @@ def read_shard(out_dir: str | Path, s: EmbeddingsShard, columns: list[str] | Non
     if not path.is_file():
         raise FileNotFoundError(f"{path} listed in {Path(out_dir) / MANIFEST} is missing")
     want = None if columns is None else list(dict.fromkeys([*columns, EMBEDDING]))
-    table = pq.read_table(path, columns=want)
+    try:
+        table = pq.read_table(path, columns=want)
+        mat = embedding_matrix(table)
+    except (KeyError, pa.ArrowException, AttributeError) as e:
+        raise ValueError(f"{path} is not an embeddings shard with the columns its manifest "
+                         f"lists ({e}); re-run `mimicsearch encode`") from None
     if table.num_rows != s.rows:
         raise ValueError(f"{path} has {table.num_rows} rows, manifest says {s.rows}")
-    mat = embedding_matrix(table)
     table = table.drop_columns([EMBEDDING])
     if snippets and s.snippets:
         text = pq.read_table(safe_child(out_dir, s.snippets)).column(SNIPPET)

@@ -19,10 +19,13 @@ from __future__ import annotations
 import hashlib
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+
+from .fileio import mark_new
 
 
 class _Run:
@@ -142,7 +145,11 @@ class IdSet:
 
     def _spill(self, run: _Run) -> _Run:
         if self._tmp is None:
-            self._tmp = Path(tempfile.mkdtemp(prefix=".ids-", dir=self.spill_dir))
+            if self.spill_dir is None:
+                self._tmp = Path(tempfile.mkdtemp(prefix=".ids-"))
+            else:  # beside a writer's output: marked, so a killed run's copy can be swept
+                self._tmp = mark_new(Path(self.spill_dir) / f".ids-{uuid.uuid4().hex[:12]}")
+                self._tmp.mkdir()
         arrays = []
         for a in (run.keys, run.check, run.lines):
             if a is None:

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from .corpus import BATCH_SIZE, REJECTS, SHARD_SIZE, EncodeSummary, encode_corpus
-from .embeddings import TEXT_HASH, EmbeddingsManifest, text_hash
-from .fileio import atomic_open, writer
+from .corpus import BATCH_SIZE, SHARD_SIZE, EncodeSummary, encode_corpus
+from .embeddings import REJECTS, TEXT_HASH, EmbeddingsManifest, text_hash
+from .fileio import atomic_open, mark_new, writer
 from .index import (
     BuildOptions,
     EmbeddingsSource,
@@ -123,7 +123,8 @@ def embeddings_for(notes, *, model_dir: str | Path | None, embeddings_dir: Path,
                    master: str | None = None, spark=None) -> tuple[Path, EncodeSummary | None]:
     """The embeddings directory for `notes`: itself if it is one (checked against
     `model_dir` when given), else the notes encoded into `embeddings_dir` by `engine`, with
-    the encode summary."""
+    the encode summary. `embeddings_dir` is the caller's own work directory: a run of the
+    same arguments there resumes, a run of other arguments (another input) is replaced."""
     if _is_embeddings(notes):
         m = EmbeddingsManifest.load(notes)  # not one: the reason, naming the file
         if model_dir is not None:
@@ -134,7 +135,7 @@ def embeddings_for(notes, *, model_dir: str | Path | None, embeddings_dir: Path,
                          "--model (model_dir=) to encode them")
     summary = encode_notes(notes, model_dir=model_dir, out_dir=embeddings_dir, options=options,
                            engine=engine, threads=threads, progress=progress,
-                           overwrite=is_table(notes), partitions=partitions, master=master,
+                           overwrite=True, partitions=partitions, master=master,
                            spark=spark)
     return embeddings_dir, summary
 
@@ -208,10 +209,10 @@ def _live_notes(index_dir: Path, m: IndexManifest) -> int:
     return len(MetadataStore.load(index_dir, m, verify=False).ids())
 
 
-def _index_options(m: IndexManifest, text_col, id_col) -> EncodeOptions:
-    """New notes are encoded as the index's own were; only their column names may differ."""
+def _index_options(m: IndexManifest, text_col, id_col, input_format) -> EncodeOptions:
+    """New notes are encoded as the index's own were; only how they are read may differ."""
     options = EncodeOptions.from_dict(m.encode) if m.encode else EncodeOptions(dim=m.dimension)
-    return options.replace(text_col=text_col, id_col=id_col, input_format=None,
+    return options.replace(text_col=text_col, id_col=id_col, input_format=input_format,
                            id_type=m.id_type)
 
 
@@ -244,7 +245,8 @@ def _encode_into(tmp: Path, notes, model_dir, options: EncodeOptions, threads, p
 @writer("index_dir")
 def add_notes(notes, *, index_dir: str | Path, model_dir: str | Path | None = None,
               text_col: str | None = None, id_col: str | None = None,
-              threads: int | None = None, progress: bool = True) -> IndexSummary:
+              input_format: str | None = None, threads: int | None = None,
+              progress: bool = True) -> IndexSummary:
     """`add`: encode new notes (a file or a table) as the index's own notes were encoded
     (the options its manifest records; `text_col`/`id_col` name the new columns) and append
     them; an embeddings directory is appended as it is, if its model matches.
@@ -255,15 +257,13 @@ def add_notes(notes, *, index_dir: str | Path, model_dir: str | Path | None = No
     index_dir = Path(index_dir)
     m = IndexManifest.load(index_dir)
     model_dir = model_dir or m.model_dir or None
-    options = _index_options(m, text_col, id_col)
+    options = _index_options(m, text_col, id_col, input_format)
     if not _is_embeddings(notes):
         if model_dir is None:
             raise ValueError(f"{_name(notes)} holds notes and this index records no model: "
                              "pass --model to encode them")
         _refuse_present(index_dir, m, notes, options)
-    for stale in index_dir.glob(".adding-*"):  # from a killed add; we hold the lock
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = index_dir / f".adding-{uuid.uuid4().hex[:12]}"
+    tmp = mark_new(index_dir / f".adding-{uuid.uuid4().hex[:12]}")
     try:
         vecs, table, encoded, emb = _encode_into(
             tmp, notes, None if _is_embeddings(notes) else model_dir, options, threads,
@@ -308,8 +308,8 @@ def _refuse_present(index_dir: Path, m: IndexManifest, notes, options: EncodeOpt
 @writer("index_dir")
 def sync_notes(notes, *, index_dir: str | Path, model_dir: str | Path | None = None,
                remove_missing: bool = False, text_col: str | None = None,
-               id_col: str | None = None, threads: int | None = None,
-               progress: bool = True) -> IndexSummary:
+               id_col: str | None = None, input_format: str | None = None,
+               threads: int | None = None, progress: bool = True) -> IndexSummary:
     """`sync`: make the index hold `notes` (a snapshot: a file or a table with an id
     column). New ids are encoded and added; notes whose text changed (by the text hash the
     index stores per row) are re-encoded and replace their old rows; with `remove_missing`
@@ -327,7 +327,7 @@ def sync_notes(notes, *, index_dir: str | Path, model_dir: str | Path | None = N
     if _is_embeddings(notes):
         raise ValueError(f"{notes} is an embeddings directory; sync reads notes (a file or "
                          "a table), so it can compare their texts with the index")
-    options = _index_options(m, text_col, id_col)
+    options = _index_options(m, text_col, id_col, input_format)
     store = MetadataStore.load(index_dir, m)
     indexed = store.notes_table(["id", TEXT_HASH])
     stored = dict(zip(indexed.column("id").to_pylist(), indexed.column(TEXT_HASH).to_pylist()))
@@ -358,15 +358,13 @@ def sync_notes(notes, *, index_dir: str | Path, model_dir: str | Path | None = N
                                   else pa.string()) for c, v in wanted.items()})
     remove = edited + (absent if remove_missing else [])
     encoded, vecs, meta = None, None, None
-    tmp = index_dir / f".adding-{uuid.uuid4().hex[:12]}"
+    tmp = mark_new(index_dir / f".adding-{uuid.uuid4().hex[:12]}")
     try:
         if table.num_rows:
-            for stale in index_dir.glob(".adding-*"):
-                if stale != tmp:
-                    shutil.rmtree(stale, ignore_errors=True)
             vecs, meta, encoded, emb = _encode_into(
                 tmp, table, model_dir, options.replace(text_col=cols.text, id_col=cols.id,
-                                                       keep=tuple(cols.keep)),
+                                                       keep=tuple(cols.keep),
+                                                       input_format=None),
                 threads, progress)
             check_model(m, EmbeddingsManifest.load(emb).model_fingerprint, model_dir)
         r = apply_changes(index_dir=index_dir, vectors=vecs, metadata=meta, remove_ids=remove,

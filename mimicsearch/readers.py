@@ -16,6 +16,7 @@ import gzip
 import io
 import json
 import re
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,9 @@ class InputFormat(str, enum.Enum):
     PARQUET = "parquet"
     JSONL = "jsonl"
     TABLE = "table"  # an in-memory Arrow-compatible table or stream
+
+
+FILE_FORMATS = [f.value for f in InputFormat if f is not InputFormat.TABLE]
 
 
 def is_table(obj) -> bool:
@@ -114,7 +118,7 @@ def detect_format(path: str | Path) -> InputFormat:
         if name.endswith(suffix):
             return fmt
     raise ValueError(f"cannot tell the format of {path} from its name; valid: "
-                     f"{[f.value for f in InputFormat]} (pass --format)")
+                     f"{FILE_FORMATS} (pass --format)")
 
 
 def _find(columns: list[str], wanted: str | None, candidates: tuple[str, ...], what: str,
@@ -218,8 +222,11 @@ class Reader:
             self.format = InputFormat.TABLE
         else:
             self.path = Path(path)
-            if not self.path.is_file():
+            if not self.path.exists():
                 raise FileNotFoundError(f"input file not found: {self.path}")
+            if not self.path.is_file():
+                raise ValueError(f"{self.path} is not a regular file (a directory, FIFO or "
+                                 "device): notes are read twice, so give a file")
             self.format = InputFormat(input_format) if input_format else detect_format(path)
             if self.format is InputFormat.TABLE:
                 raise ValueError(f"{path}: input_format='table' is for in-memory tables")
@@ -236,7 +243,12 @@ class Reader:
         self._parquet_rows = 0
         self._consumed = 0
         self._done = False
-        header = self._open()
+        try:
+            header = self._open()
+        except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+            raise MalformedInputError(f"{self.path}: not a complete gzip file "
+                                      f"({e or 'it ends early'}); re-copy or re-compress it"
+                                      ) from None
         self.columns = Columns.resolve(header, self.path, text_col, id_col, keep, id_type)
         self._header = header
 
@@ -263,17 +275,15 @@ class Reader:
             self._parquet_rows = self._pq.metadata.num_rows
             return self._pq.schema_arrow.names
         if self.format is InputFormat.JSONL:
+            # Columns of a JSONL file: every key of every object, in first-seen order (one
+            # pass before reading; an object without a key holds null there).
+            keys: dict[str, None] = {}
             self._stream = self._text_stream()
-            # Columns of a JSONL file: the keys of its first object.
-            first = self._stream.readline()
-            self._stream.seek(0)
-            try:
-                obj = json.loads(first) if first.strip() else {}
-            except json.JSONDecodeError as e:
-                raise MalformedInputError(f"{self.path}: line 1: invalid JSON ({e.msg})") from None
-            if not isinstance(obj, dict):
-                raise MalformedInputError(f"{self.path}: line 1: expected a JSON object")
-            return list(obj)
+            for _, obj in self._jsonl_objects():
+                keys.update(dict.fromkeys(obj))
+            self._stream.close()
+            self._stream = self._text_stream()
+            return list(keys)
         csv.field_size_limit(max(csv.field_size_limit(), FIELD_LIMIT))
         self._stream = self._text_stream()
         self._csv = csv.reader(self._stream, delimiter=self.delimiter, strict=True)
@@ -315,13 +325,11 @@ class Reader:
             yield (start, row[ti], row[ii] if ii is not None else record,
                    tuple(row[i] for i in ki))
 
-    def _jsonl_rows(self) -> Iterator[tuple]:
-        c = self.columns
-        record = 0
-        for line_no, line in enumerate(self._stream, 1):
+    def _jsonl_objects(self) -> Iterator[tuple[int, dict]]:
+        """(line number, object) of each non-blank line."""
+        for line_no, line in enumerate(self._guarded(iter(self._stream)), 1):
             if not line.strip():
                 continue
-            record += 1
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
@@ -332,6 +340,11 @@ class Reader:
                     f"{self.path}: line {line_no}: invalid JSON (a number too long)") from None
             if not isinstance(obj, dict):
                 raise MalformedInputError(f"{self.path}: line {line_no}: expected a JSON object")
+            yield line_no, obj
+
+    def _jsonl_rows(self) -> Iterator[tuple]:
+        c = self.columns
+        for record, (line_no, obj) in enumerate(self._jsonl_objects(), 1):
             yield (line_no, obj.get(c.text), obj.get(c.id) if c.id is not None else record,
                    tuple(obj.get(k) for k in c.keep))
 
@@ -441,7 +454,7 @@ class Reader:
         consumed = 0
         batch = None
         try:
-            for line, text, raw_id, meta in self._source():
+            for line, text, raw_id, meta in self._guarded(self._source()):
                 consumed += 1
                 self._consumed = consumed
                 if consumed <= self.skip:
@@ -468,6 +481,15 @@ class Reader:
                 yield batch
         finally:
             self.close()
+
+    def _guarded(self, rows: Iterator[tuple]) -> Iterator[tuple]:
+        """A damaged compressed file is an error naming it, not a zlib traceback."""
+        try:
+            yield from rows
+        except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+            raise MalformedInputError(
+                f"{self.path}: not a complete gzip file ({e or 'it ends early'}); "
+                "re-copy or re-compress it") from None
 
     def close(self) -> None:
         if self._raw is not None:

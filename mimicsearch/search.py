@@ -20,6 +20,7 @@ import pyarrow as pa
 from .fileio import MANIFEST
 from .filters import Filters
 from .index import NoteIndex, check_model, open_index
+from .index.loaded import MAX_K
 
 __all__ = ["Filters", "Hit", "Results", "Searcher", "check_model"]
 
@@ -174,6 +175,10 @@ class Searcher:
             if not isinstance(t, str) or not t.strip():
                 raise ValueError(f"query {i} is {'empty' if isinstance(t, str) else repr(t)}: "
                                  "every query needs some text")
+            try:
+                t.encode("utf-8")
+            except UnicodeEncodeError:  # bytes that were not UTF-8 (surrogate-escaped)
+                raise ValueError(f"query {i} is not valid UTF-8 text") from None
         allowed = self.allowed(filters)
         out = Results()
         for start in range(0, len(texts), batch_size):
@@ -221,7 +226,7 @@ class Searcher:
         meta_cols = list(store.metadata_columns)
         out = Results()
         # One note may own several window rows: fetch more until k distinct notes or all.
-        fetch = 4 * k if windows else k
+        fetch = min(4 * k if windows else k, MAX_K)
         while True:
             D, I = index.search(vecs, fetch, allowed)
             out = Results()
@@ -244,6 +249,6 @@ class Searcher:
                         break
                 short |= len(hits) < k and keep.all()
                 out.append(hits)
-            if not windows or not short or fetch >= index.ntotal:
+            if not windows or not short or fetch >= min(index.ntotal, MAX_K):
                 return out
-            fetch = min(index.ntotal, fetch * 4)
+            fetch = min(index.ntotal, fetch * 4, MAX_K)

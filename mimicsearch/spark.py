@@ -33,18 +33,22 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from .corpus import REJECTS, EncodeSummary
+from .corpus import EncodeSummary
 from .embeddings import (
     EMBEDDING,
+    REJECTS,
     EmbeddingsManifest,
     EmbeddingsShard,
     ShardWriter,
+    claim_out,
     embedding_column,
+    own_files,
+    remove_run,
     shard_schema,
     text_hash_column,
 )
 from .encoder import Encoder, LongMode
-from .fileio import MANIFEST, atomic_open, writer
+from .fileio import MANIFEST, atomic_open, sweep_new, writer
 from .index import BuildOptions, EmbeddingsSource, IndexManifest, Piece
 from .index.build import (
     PieceResult,
@@ -324,14 +328,12 @@ def encode_corpus_spark(input_path: str | Path, *, model_dir: str | Path,
                          "the local engine, or a Spark DataFrame with embed_dataframe()")
     out = Path(out_dir).resolve()
     o = options or EncodeOptions()
-    if (out / MANIFEST).exists():
-        if not overwrite:
-            raise FileExistsError(f"{out} already holds an embeddings directory; choose "
-                                  "another --out or pass --overwrite (the Spark engine does "
-                                  "not resume)")
-        for old in [out / MANIFEST, out / REJECTS, *out.glob("shard-*.parquet"),
-                    *out.glob("snippets-*.parquet")]:
-            old.unlink(missing_ok=True)
+    claim_out(out, "encode")
+    if (out / MANIFEST).exists() and not overwrite:
+        raise FileExistsError(f"{out} already holds an embeddings directory; choose "
+                              "another --out or pass --overwrite (the Spark engine does "
+                              "not resume)")
+    remove_run(out)
     spark = spark or spark_session(master, progress=progress)
     spec = model_spec(spark, model_dir, o, ship_model=ship_model, threads=threads)
     manifest = ModelManifest.load(model_dir)
@@ -380,11 +382,13 @@ def encode_corpus_spark(input_path: str | Path, *, model_dir: str | Path,
                 "model_file_sha256": manifest.variant(o.precision).sha256,
                 "options": o.to_dict(), "prompt": o.prompt, "dim": out_dim, "long": o.long,
                 "max_length": o.max_length or manifest.max_seq_length}
-    EmbeddingsManifest(
+    done = EmbeddingsManifest(
         model_fingerprint=manifest.fingerprint, dim=out_dim, rows=rows, shards=tuple(shards),
-        columns=tuple(n for n in schema.names if n != EMBEDDING), id_type="int64" if int_ids else "string",
-        long=o.long, complete=True, settings=settings, rejected=len(rejects),
-        truncated=truncated).save(out)
+        columns=tuple(n for n in schema.names if n != EMBEDDING),
+        id_type="int64" if int_ids else "string", long=o.long, complete=True,
+        settings=settings, rejected=len(rejects), truncated=truncated)
+    done.save(out)
+    sweep_new(out, own_files(done))  # drops the new-file marks
     seconds = time.perf_counter() - t0
     return EncodeSummary(
         input=str(input_path), out_dir=str(out), read=read, encoded=rows,

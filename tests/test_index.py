@@ -470,18 +470,26 @@ def test_exact_subset_search_in_blocks(tmp_path, corpus, monkeypatch):
 # --- one writer, no orphans ---------------------------------------------------------------
 
 def test_orphans_of_killed_writers_are_swept_by_the_next_one(tmp_path, corpus):
+    """A killed writer's files are swept by the next one; a user's files are never touched,
+    however much their names look like ours."""
+    from mimicsearch.fileio import mark_new
+
     x, _, meta = corpus
     ix_dir = build(tmp_path, corpus, rows=np.arange(1500), index_key="Flat", shard_size=1000)
     named = {f.file for f in IndexManifest.load(ix_dir).files()}
     orphans = ["shard-0123456789ab.faiss", "store/part-0123456789ab.parquet",
-               ".manifest.json.tmp.4242", "merged-0123456789ab.ivfdata"]
-    for name in orphans:
-        (ix_dir / name).write_bytes(b"left by a kill -9")
-    (ix_dir / "notes.txt").write_text("not ours")
+               "merged-0123456789ab.ivfdata", ".manifest.json.mimicsearch-tmp.4242"]
+    for name in orphans[:3]:  # as our writers leave them: marked before they were written
+        mark_new(ix_dir / name).write_bytes(b"left by a kill -9")
+    (ix_dir / orphans[3]).write_bytes(b"an atomic write's temp file")
+    users = ["notes.txt", "shard-mine.faiss", "trained-model.faiss", ".backup.tmp.1",
+             "store/part-mine.parquet", "shard-0123456789ac.faiss"]
+    for name in users:
+        (ix_dir / name).write_text("not ours")
     m = add_to_index(x[1500:1600], meta.slice(1500, 100), index_dir=ix_dir)
     present = {p.relative_to(ix_dir).as_posix() for p in ix_dir.rglob("*") if p.is_file()}
     assert not present & set(orphans)
-    assert {f.file for f in m.files()} <= present and "notes.txt" in present
+    assert {f.file for f in m.files()} <= present and set(users) <= present
     assert named - {f.file for f in m.files()} == named - present  # replaced files unlinked
 
 

@@ -15,6 +15,12 @@ EXIT_USAGE = 2
 EXIT_BUSY = 75
 
 
+# What a command turns into a one-line error: bad input and options (ValueError, and
+# UnicodeError within it), files (OSError: missing, unreadable, read-only, disk full), and
+# truncated compressed input (EOFError). Anything else is a bug and keeps its traceback.
+EXPECTED = (ValueError, OSError, EOFError)
+
+
 class Failure(click.ClickException):
     def __init__(self, message: str, exit_code: int = EXIT_BAD_INPUT):
         super().__init__(message)

@@ -7,8 +7,8 @@ import click
 
 from ..corpus import BATCH_SIZE, SHARD_SIZE
 from ..encoder import LongMode
-from ..readers import IdType, InputFormat, MalformedInputError
-from ._errors import fail
+from ..readers import FILE_FORMATS, IdType
+from ._errors import EXPECTED, fail
 from ._extras import import_stage
 
 
@@ -26,7 +26,7 @@ from ._extras import import_stage
 @click.option("--no-keep", is_flag=True, help="Keep no metadata columns.")
 @click.option("--id-type", type=click.Choice([t.value for t in IdType]), default="auto",
               show_default=True, help="auto: int64 for ROW_ID/row numbers, else string.")
-@click.option("--format", "input_format", type=click.Choice([f.value for f in InputFormat]),
+@click.option("--format", "input_format", type=click.Choice(FILE_FORMATS),
               help="Input format (default: from the file name; .gz is read compressed).")
 @click.option("--prompt", type=click.Choice(["document", "query", "none"]), default="document",
               show_default=True, help="Model prompt prepended to each note.")
@@ -85,7 +85,7 @@ def encode(input, model_dir, out_dir, text_col, id_col, keep, no_keep, id_type, 
                          engine=engine, threads=threads,
                          overwrite=overwrite, progress=not no_progress, shard_size=shard_size,
                          batch_size=batch_size, show_text=show_text, npy=npy, master=master)
-    except (MalformedInputError, ValueError, FileNotFoundError, FileExistsError) as e:
+    except EXPECTED as e:
         raise fail(e) from None
     if as_json:
         click.echo(json.dumps(s.to_dict(), indent=2))

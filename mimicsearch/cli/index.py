@@ -7,9 +7,12 @@ from pathlib import Path
 import click
 
 from .. import index as ix
+from ..index.loaded import MAX_K
 from ..options import EncodeOptions
 from ..pipeline import IndexSummary, add_notes, build_index_from, sync_notes
+from ..readers import FILE_FORMATS
 from ..search import Filters, Searcher
+from ._errors import EXPECTED
 from ._errors import fail as _fail
 from ._extras import import_stage
 
@@ -60,6 +63,8 @@ def _report(s: IndexSummary, as_json: bool, extra: dict | None = None) -> None:
               show_default=True, help="Tune nprobe/efSearch to reach this recall@10.")
 @click.option("--text-col", default=None, help="Text column of the notes (default TEXT).")
 @click.option("--id-col", default=None, help="Note id column (default ROW_ID or note_id).")
+@click.option("--format", "input_format", type=click.Choice(FILE_FORMATS),
+              help="Format of NOTES (default: from the file name; .gz is read compressed).")
 @click.option("--keep", multiple=True, help="Metadata column to store and filter on "
               "(repeatable; default: SUBJECT_ID, HADM_ID, CATEGORY, CHARTDATE where present).")
 @click.option("--dim", type=int, default=None, help="Matryoshka dimension to index.")
@@ -81,7 +86,8 @@ def _report(s: IndexSummary, as_json: bool, extra: dict | None = None) -> None:
 @click.option("--master", help="Spark master URL with --engine spark (default: spark-submit's, "
               "else local[*]).")
 def build_index_cmd(input_path, model_dir, out_dir, memory, index_key, shard_size,
-                    merge_on_disk, recall_target, text_col, id_col, keep, dim, long_mode,
+                    merge_on_disk, recall_target, text_col, id_col, input_format, keep, dim,
+                    long_mode,
                     precision, threads, seed, no_progress, as_json, engine, master):
     """Build a search index from NOTES: a notes file (encoded with --model) or an embeddings
     directory. Rejected rows are listed in OUT/embeddings/rejects.csv."""
@@ -93,14 +99,15 @@ def build_index_cmd(input_path, model_dir, out_dir, memory, index_key, shard_siz
         budget = ix.parse_bytes(memory) if memory else ix.default_memory_budget()
         s = build_index_from(
             input_path, out_dir=out_dir, model_dir=model_dir,
-            encode=EncodeOptions(text_col=text_col, id_col=id_col, keep=tuple(keep) or None,
+            encode=EncodeOptions(text_col=text_col, id_col=id_col, input_format=input_format,
+                                 keep=tuple(keep) or None,
                                  dim=dim, long=long_mode, precision=precision, snippets=True),
             build=ix.BuildOptions(memory_bytes=budget, index_key=index_key,
                                   shard_size=shard_size, merge=merge_on_disk,
                                   recall_target=recall_target, seed=seed),
             engine=engine, threads=threads, progress=not no_progress, master=master)
         m = ix.IndexManifest.load(out_dir)
-    except (ValueError, FileNotFoundError, FileExistsError) as e:
+    except EXPECTED as e:
         raise _fail(e) from None
     q = m.quality
     _report(s, as_json, {"index_key": m.index_key, "dimension": m.dimension,
@@ -126,8 +133,8 @@ def _split_ids(values: tuple[str, ...]) -> list[str]:
               path_type=Path), help="Queries, one per line.")
 @click.option("--note-id", "note_ids", multiple=True,
               help="Use a stored note as the query (repeatable).")
-@click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True,
-              help="Hits per query.")
+@click.option("-k", "k", type=click.IntRange(1, MAX_K), default=10, show_default=True,
+              help=f"Hits per query (at most {MAX_K}; fewer where the index holds fewer).")
 @click.option("--subject", multiple=True, help="Only notes of this SUBJECT_ID (repeatable).")
 @click.option("--category", multiple=True,
               help="Only notes of this CATEGORY, any case (repeatable).")
@@ -166,6 +173,9 @@ def query_cmd(index_dir, text, query_file, note_ids, k, subject, category, since
                       where=where, date_col=date_col)
     try:
         s = Searcher(index_dir, model_dir, verify=not no_verify)
+        if s.index.manifest.quality is None:
+            click.echo(f"warning: {ix.UNFINISHED}; this query uses default search "
+                       "parameters", err=True)
         if note_ids:
             queries = list(note_ids)
             results = s.search_notes(queries, k, filters, exclude_own_subject=exclude_subject)
@@ -176,7 +186,7 @@ def query_cmd(index_dir, text, query_file, note_ids, k, subject, category, since
             if not queries:
                 raise ValueError(f"{query_file} holds no queries (one per line expected)")
             results = s.search_texts(queries, k, filters, batch_size=batch_size)
-    except (ValueError, FileNotFoundError) as e:
+    except EXPECTED as e:
         raise _fail(e) from None
     if as_json:
         _echo_json([{"query": q, "hits": [h.to_dict() for h in hits]}
@@ -214,6 +224,8 @@ def _new_notes_options(fn):
         click.option("--text-col", default=None, help="Text column of NOTES (default TEXT)."),
         click.option("--id-col", default=None,
                      help="Id column of NOTES (default ROW_ID or note_id)."),
+        click.option("--format", "input_format", type=click.Choice(FILE_FORMATS),
+                     help="Format of NOTES (default: from the file name)."),
         click.option("--threads", type=int, default=None, help="Encoder threads."),
         click.option("--no-progress", is_flag=True, help="No progress bar."),
         click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON."),
@@ -226,7 +238,8 @@ def _new_notes_options(fn):
 @click.argument("index_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("new_notes", metavar="NOTES", type=click.Path(exists=True, path_type=Path))
 @_new_notes_options
-def add_cmd(index_dir, new_notes, model_dir, text_col, id_col, threads, no_progress, as_json):
+def add_cmd(index_dir, new_notes, model_dir, text_col, id_col, input_format, threads,
+            no_progress, as_json):
     """Append NOTES (a notes file or an embeddings directory) to an index without retraining.
 
     Notes are encoded as the index's own were. Ids the index already holds are refused
@@ -235,8 +248,9 @@ def add_cmd(index_dir, new_notes, model_dir, text_col, id_col, threads, no_progr
     """
     try:
         s = add_notes(new_notes, index_dir=index_dir, model_dir=model_dir, text_col=text_col,
-                      id_col=id_col, threads=threads, progress=not no_progress)
-    except (ValueError, FileNotFoundError) as e:
+                      id_col=id_col, input_format=input_format, threads=threads,
+                      progress=not no_progress)
+    except EXPECTED as e:
         raise _fail(e) from None
     _report(s, as_json)
 
@@ -248,8 +262,8 @@ def add_cmd(index_dir, new_notes, model_dir, text_col, id_col, threads, no_progr
 @click.option("--remove-missing", is_flag=True, help="Also remove indexed notes whose id is "
               "not in NOTES (retractions); without it they are kept and counted.")
 @_new_notes_options
-def sync_cmd(index_dir, snapshot, remove_missing, model_dir, text_col, id_col, threads,
-             no_progress, as_json):
+def sync_cmd(index_dir, snapshot, remove_missing, model_dir, text_col, id_col, input_format,
+             threads, no_progress, as_json):
     """Make the index hold the notes of NOTES, a snapshot with an id column: encode new and
     edited notes (by a hash of their text), leave unchanged ones, and with
     --remove-missing drop ids NOTES no longer has.
@@ -260,8 +274,9 @@ def sync_cmd(index_dir, snapshot, remove_missing, model_dir, text_col, id_col, t
     try:
         s = sync_notes(snapshot, index_dir=index_dir, model_dir=model_dir,
                        remove_missing=remove_missing, text_col=text_col, id_col=id_col,
-                       threads=threads, progress=not no_progress)
-    except (ValueError, FileNotFoundError) as e:
+                       input_format=input_format, threads=threads,
+                       progress=not no_progress)
+    except EXPECTED as e:
         raise _fail(e) from None
     _report(s, as_json)
 
@@ -280,11 +295,16 @@ def remove_cmd(index_dir, ids, ids_file, missing, as_json):
     wanted = _split_ids(ids)
     try:
         if ids_file:
-            wanted += _split_ids(tuple(ids_file.read_text(encoding="utf-8").splitlines()))
+            try:
+                lines = ids_file.read_text(encoding="utf-8").splitlines()
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{ids_file}: not UTF-8 text (byte {e.start}); give one id "
+                                 "a line") from None
+            wanted += _split_ids(tuple(lines))
         if not wanted:
             raise click.UsageError("give --ids or --ids-file")
         r = ix.remove_from_index(wanted, index_dir=index_dir, missing=missing)
-    except (ValueError, FileNotFoundError, UnicodeDecodeError) as e:
+    except EXPECTED as e:
         raise _fail(e) from None
     if as_json:
         _echo_json({"command": "remove", "index_dir": str(index_dir), **r.to_dict()})
@@ -302,7 +322,7 @@ def ids_cmd(index_dir, as_json):
     """The ids of the notes an index holds, in index order."""
     try:
         ids = Searcher(index_dir).ids()
-    except (ValueError, FileNotFoundError) as e:
+    except EXPECTED as e:
         raise _fail(e) from None
     if as_json:
         _echo_json(ids)
@@ -317,8 +337,11 @@ def info_cmd(index_dir, as_json):
     """What an index is, how it was built, its columns, measured recall and size."""
     try:
         info = ix.index_info(index_dir)
-    except (ValueError, FileNotFoundError) as e:
+    except EXPECTED as e:
         raise _fail(e) from None
+    if not info["finished"]:
+        click.echo(f"warning: {ix.UNFINISHED}; until then queries use default search "
+                   "parameters and changes are refused", err=True)
     if as_json:
         _echo_json(info)
         return

@@ -16,6 +16,7 @@ imports the encoding pipeline: `mimicsearch.pipeline` joins notes -> embeddings 
 from .build import BuildOptions, BuildPlan, Piece, build_index, claim_out_dir
 from .choice import IndexChoice, choose_index, default_memory_budget, parse_bytes
 from .edit import (
+    UNFINISHED,
     ChangeResult,
     add_to_index,
     apply_changes,
@@ -31,6 +32,7 @@ from .store import MetadataStore
 from .tune import measure_quality
 
 __all__ = [
+    "UNFINISHED",
     "ArraySource",
     "BuildOptions",
     "BuildPlan",

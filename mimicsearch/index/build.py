@@ -20,10 +20,10 @@ import numpy as np
 import pyarrow as pa
 from tqdm import tqdm
 
-from ..fileio import MANIFEST, writer
+from ..fileio import MANIFEST, mark_new, refuse_foreign, writer
 from .choice import IndexChoice, choose_index, train_rows_for
-from .edit import merge_shards, sweep_orphans
-from .faiss_ops import new_index, write_index
+from .edit import foreign_in_index, merge_shards, sweep_orphans
+from .faiss_ops import faiss_message, new_index, write_index
 from .loaded import open_index
 from .manifest import BuildParams, FileRef, IndexManifest, IndexShard, StorePart
 from .sources import VectorSource, check_vectors
@@ -112,14 +112,27 @@ class PieceResult:
 
 def claim_out_dir(out: Path) -> None:
     """The one rule for an --out that already holds something: a finished index is refused;
-    a build killed before its tuning step (a manifest without quality) is built again."""
+    a build killed before its tuning step (a manifest without quality) is built again; a
+    directory holding any file an index build did not write is refused, and nothing in it
+    is touched."""
+    m = None
     if (out / MANIFEST).exists():
-        if IndexManifest.load(out).quality is not None:
-            raise FileExistsError(f"{out} already holds an index; use `mimicsearch add` to "
-                                  "extend it or choose another --out")
+        try:
+            m = IndexManifest.load(out)
+        except ValueError as e:
+            raise FileExistsError(f"{out} holds a directory that is not an index ({e}); "
+                                  "choose another --out") from None
+        if m.quality is not None:
+            raise FileExistsError(f"{out} already holds an index; use `mimicsearch add` or "
+                                  "`sync` to change it, or choose another --out")
+    refuse_foreign(out, foreign_in_index(out, m), "an index build",
+                   "choose a new or empty --out")
+    if m is not None:  # killed before tuning: its files are ours, built again
+        for f in m.files():
+            mark_new(out / f.file)
         (out / MANIFEST).unlink()
     if out.is_dir():
-        sweep_orphans(out, None)  # no manifest: every such file is from a killed build
+        sweep_orphans(out, None)
 
 
 def plan_build(source: VectorSource, options: BuildOptions,
@@ -150,7 +163,12 @@ def train_quantizer(out: Path, plan: BuildPlan, sample: np.ndarray) -> Trained:
     eval_q = check_vectors(sample[np.searchsorted(both, plan.eval_rows)], plan.dim, "vectors")
     index = new_index(plan.choice.key, plan.dim)
     if not index.is_trained:
-        index.train(train)
+        try:
+            index.train(train)
+        except RuntimeError as e:  # e.g. fewer vectors than IVF lists or PQ centroids
+            raise ValueError(f"faiss cannot train {plan.choice.key!r} on {len(train)} vectors "
+                             f"({faiss_message(e)}); give a smaller --index-key or let "
+                             "build-index choose") from None
     out.mkdir(parents=True, exist_ok=True)
     return Trained(write_index(index, out, "trained"), faiss.serialize_index(index), eval_q)
 
@@ -213,6 +231,7 @@ def finish_build(out: Path, plan: BuildPlan, trained: Trained,
     manifest = manifest.with_(quality=quality, search_params=quality.search_params,
                               build=dataclasses.replace(build, seconds=seconds))
     manifest.save(out)
+    sweep_orphans(out, manifest)  # drops the new-file marks of what the manifest now names
     return manifest
 
 

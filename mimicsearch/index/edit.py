@@ -14,32 +14,30 @@ import faiss
 import numpy as np
 import pyarrow as pa
 
-from ..fileio import MANIFEST, atomic_path, writer
-from .faiss_ops import clone, ivf_of, quiet_stdout, read_faiss, write_index
+from ..fileio import MANIFEST, atomic_path, foreign_files, mark_new, sweep_new, writer
+from .faiss_ops import clone, faiss_message, ivf_of, quiet_stdout, read_faiss, write_index
 from .manifest import FileRef, IndexManifest, IndexShard
 from .sources import check_vectors
 from .store import MetadataStore, store_table, write_deleted, write_part
 
-# Files the index directory's writers create; any that no manifest names is an orphan of a
-# killed run (`.NAME.tmp.PID` are atomic_path's temporaries).
-WRITTEN_FILES = ("trained-*.faiss", "shard-*.faiss", "merged-*.faiss", "merged-*.ivfdata",
-                 "store/part-*.parquet", "store/deleted-*.parquet", ".*.tmp.*",
-                 "store/.*.tmp.*")
+# What an index directory holds besides the files its manifest names: the encoded corpus
+# (a directory with its own manifest) and the last add/sync run's rejects.
+OWN_SUBDIRS = ("embeddings",)
+OWN_FILES = ("manifest.json", "rejects-add.csv", "rejects-sync.csv")
 
 
 def sweep_orphans(index_dir: Path, m: IndexManifest | None) -> list[str]:
-    """Delete what a killed build/add/remove/merge wrote but no manifest names (never read,
-    only disk space). Called under the writer lock, so no live writer owns such a file."""
+    """Delete what a killed build/add/remove/merge/sync wrote but no manifest names: only
+    files those writers marked as new (fileio.mark_new) and temp files, never a file
+    mimicsearch did not write. Called under the writer lock, so no live writer owns them."""
     keep = {f.file for f in m.files()} if m is not None else set()
-    removed = []
-    for pattern in WRITTEN_FILES:
-        for p in index_dir.glob(pattern):
-            name = p.relative_to(index_dir).as_posix()
-            if name not in keep and p.is_file():
-                p.unlink()
-                removed.append(name)
-    return sorted(removed)
+    return sweep_new(index_dir, keep | set(OWN_FILES), OWN_SUBDIRS)
 
+
+def foreign_in_index(index_dir: Path, m: IndexManifest | None) -> list[str]:
+    """Files in an index directory that no writer of an index owns."""
+    keep = {f.file for f in m.files()} if m is not None else set()
+    return foreign_files(index_dir, keep | set(OWN_FILES), OWN_SUBDIRS)
 
 
 @writer("index_dir")
@@ -59,9 +57,13 @@ def merge_shards(index_dir: str | Path) -> IndexManifest:
     tag = uuid.uuid4().hex[:12]
     data_name, index_name = f"merged-{tag}.ivfdata", f"merged-{tag}.faiss"
     with quiet_stdout():
-        merge_ondisk(trained, paths, str(index_dir / data_name))
-        with atomic_path(index_dir / index_name) as tmp:
-            faiss.write_index(trained, str(tmp))
+        merge_ondisk(trained, paths, str(mark_new(index_dir / data_name)))
+        with atomic_path(index_dir / index_name, new=True) as tmp:
+            try:
+                faiss.write_index(trained, str(tmp))
+            except RuntimeError as e:
+                raise OSError(f"cannot write {index_dir / index_name}: {faiss_message(e)}"
+                              ) from None
     shard = IndexShard(FileRef.of(index_dir, index_name), int(trained.ntotal),
                   m.shards[0].first_row if m.shards else 0,
                   m.shards[-1].end_row if m.shards else 0, FileRef.of(index_dir, data_name))
@@ -72,10 +74,12 @@ def merge_shards(index_dir: str | Path) -> IndexManifest:
 
 
 def unlink_replaced(index_dir: Path, old: IndexManifest, new: IndexManifest) -> None:
+    """After a commit: unlink what only the old manifest named, drop the new-file marks."""
     keep = {f.file for f in new.files()}
     for f in old.files():
         if f.file not in keep:
             (index_dir / f.file).unlink(missing_ok=True)
+    sweep_orphans(index_dir, new)
 
 
 
@@ -123,6 +127,7 @@ def apply_changes(*, index_dir: str | Path, vectors: np.ndarray | None = None,
         raise TypeError(f"remove_ids={remove_ids!r}: give a list of ids")
     index_dir = Path(index_dir)
     m = IndexManifest.load(index_dir)
+    check_finished(m, index_dir)
     sweep_orphans(index_dir, m)
     store = MetadataStore.load(index_dir, m)
     wanted = list(dict.fromkeys(store.parse_ids(remove_ids)))
@@ -206,6 +211,18 @@ def apply_changes(*, index_dir: str | Path, vectors: np.ndarray | None = None,
                         len(rows), native, len(rows) - native, tuple(absent), new)
 
 
+UNFINISHED = ("build-index was interrupted before it tuned and measured this index; re-run "
+              "the same build-index command to finish it")
+
+
+def check_finished(m: IndexManifest, index_dir: Path) -> None:
+    """Refuse to change an index whose build was killed before tuning: re-running that
+    build (the documented recovery) would silently undo the change."""
+    if m.quality is None:
+        raise ValueError(f"{index_dir}: {UNFINISHED} (a change made now would be lost when "
+                         "it does)")
+
+
 def _ntotal(loaded: dict, shards: list, i: int) -> int:
     return int(loaded[i].ntotal) if i in loaded else shards[i].ntotal
 
@@ -257,6 +274,7 @@ def index_info(index_dir: str | Path) -> dict:
         "quality": q.to_dict() if q else None,
         "build": m.build.to_dict(),
         "has_embeddings": (index_dir / "embeddings" / MANIFEST).is_file(),
+        "finished": m.quality is not None,
         "columns": {n: str(t) for n, t in store.metadata_columns.items()},
         "live_notes": len(store.ids()),
     }

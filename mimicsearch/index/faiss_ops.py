@@ -79,8 +79,11 @@ def faiss_message(e: Exception) -> str:
 
 def write_index(index: faiss.Index, index_dir: Path, prefix: str) -> FileRef:
     name = f"{prefix}-{uuid.uuid4().hex[:12]}.faiss"
-    with atomic_path(index_dir / name) as tmp:
-        faiss.write_index(index, str(tmp))
+    with atomic_path(index_dir / name, new=True) as tmp:
+        try:
+            faiss.write_index(index, str(tmp))
+        except RuntimeError as e:  # read-only directory, disk full, file-size limit
+            raise OSError(f"cannot write {index_dir / name}: {faiss_message(e)}") from None
     return FileRef.of(index_dir, name)
 
 

@@ -30,6 +30,7 @@ SUBSET_BLOCK_ROWS = 16_384
 # always wins on Flat: it skips the rejected rows' distances.
 OVERFETCH_SHARE = {"efSearch": 0.2, "nprobe": 0.5}
 OVERFETCH_SHARE_DEFAULT = 2.0  # never
+MAX_K = 10_000  # the most hits a search returns (a larger k only costs memory)
 FEW_QUERIES = 16  # below this many queries a search runs on one thread
 
 
@@ -69,27 +70,22 @@ class NoteIndex:
 
     def search(self, queries: np.ndarray, k: int,
                allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k (scores, rows) over all shards; rows -1 where fewer than k exist.
+        """Top-k (scores, rows) over all shards: min(k, vectors held) columns, rows -1 where
+        fewer pass the filter.
 
         `allowed` (bool per store row) restricts hits: small sets are searched exactly on
         reconstructed vectors, others by faiss itself with an id selector (a bitmap), or,
         when most rows pass, by one larger unfiltered search whose rejected hits are dropped.
         """
         q = np.ascontiguousarray(queries, dtype=np.float32)  # [nq, dim]
-        if k <= 0:
-            raise ValueError(f"k must be positive, got {k}")
+        if not 0 < k <= MAX_K:
+            raise ValueError(f"k={k}: must be between 1 and {MAX_K}")
         if q.ndim != 2 or q.shape[1] != self.dim:
             raise ValueError(f"queries have shape {q.shape}, expected [n, {self.dim}]")
-        fetch = min(k, max(self.ntotal, 1))  # faiss allocates k per query: cap it
+        k = min(k, max(self.ntotal, 1))  # faiss allocates k results a query: never more
         if allowed is None:
-            D, I = self._search_all(q, fetch)
-        else:
-            allowed = np.asarray(allowed, dtype=bool)
-            D, I = self._search_allowed(q, fetch, allowed)
-        if fetch < k:
-            D = np.pad(D, ((0, 0), (0, k - fetch)), constant_values=-np.inf)
-            I = np.pad(I, ((0, 0), (0, k - fetch)), constant_values=-1)
-        return D, I
+            return self._search_all(q, k)
+        return self._search_allowed(q, k, np.asarray(allowed, dtype=bool))
 
     def _search_allowed(self, q, k, allowed):
         n_allowed = int(allowed.sum())

@@ -97,7 +97,7 @@ def write_part(index_dir: str | Path, table: pa.Table) -> StorePart:
     name = f"{STORE_DIR}/part-{uuid.uuid4().hex[:12]}.parquet"
     path = Path(index_dir) / name
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
+    with atomic_path(path, new=True) as tmp:
         pq.write_table(table, tmp)
     return StorePart(FileRef.of(index_dir, name), table.num_rows)
 
@@ -106,7 +106,7 @@ def write_deleted(index_dir: str | Path, rows: np.ndarray) -> FileRef:
     name = f"{STORE_DIR}/deleted-{uuid.uuid4().hex[:12]}.parquet"
     path = Path(index_dir) / name
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
+    with atomic_path(path, new=True) as tmp:
         pq.write_table(pa.table({"row": pa.array(np.unique(rows).astype(np.int64))}), tmp)
     return FileRef.of(index_dir, name)
 
