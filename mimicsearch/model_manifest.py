@@ -6,6 +6,8 @@ The runtime trusts only what the manifest says, and checks file hashes before us
 from __future__ import annotations
 
 import enum
+import hashlib
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -73,6 +75,11 @@ class Variant:
         )
 
 
+VECTOR_FIELDS = ("dimension", "max_seq_length", "matryoshka_dims", "prompts", "normalize",
+                 "pooling", "pad_token_id", "padding_side", "default_prompt_name",
+                 "input_names", "output_name")
+
+
 @dataclass(frozen=True)
 class ModelManifest:
     source_model: str
@@ -102,6 +109,17 @@ class ModelManifest:
         """Identifies the embedding space: same source weights and dimension, same vectors."""
         return f"{self.source_sha256[:16]}-{self.dimension}"
 
+    @property
+    def settings_sha256(self) -> str:
+        """Hash of the fields besides the files that decide a text's vector (how it is cut,
+        prompted, padded, pooled): export records it, load refuses a manifest whose fields
+        were edited since, which would silently change every query vector."""
+        fields = {name: getattr(self, name) for name in VECTOR_FIELDS}
+        fields["matryoshka_dims"] = list(self.matryoshka_dims)
+        fields["input_names"] = list(self.input_names)
+        blob = json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(blob).hexdigest()
+
     def variant(self, precision: str | Precision | None = None) -> Variant:
         """The requested variant, or the most compact usable one."""
         usable = [v for v in self.variants if v.usable]
@@ -126,6 +144,7 @@ class ModelManifest:
         d["matryoshka_dims"] = list(self.matryoshka_dims)
         d["input_names"] = list(self.input_names)
         d["fingerprint"] = self.fingerprint
+        d["settings_sha256"] = self.settings_sha256
         return d
 
     @classmethod
@@ -167,6 +186,11 @@ class ModelManifest:
         if m.default_prompt_name and m.default_prompt_name not in m.prompts:
             raise ValueError(f"default_prompt_name {m.default_prompt_name!r} is not one of the "
                              f"prompts {sorted(m.prompts)}")
+        recorded = d.get("settings_sha256")
+        if recorded is not None and recorded != m.settings_sha256:
+            raise ValueError(f"fields that decide the vectors ({', '.join(VECTOR_FIELDS)}) "
+                             "differ from what export wrote: the manifest was edited; "
+                             "re-export the model (or undo the edit)")
         return m
 
     def save(self, model_dir: str | Path) -> None:

@@ -107,6 +107,7 @@ class RecordBatch:
     texts: list[str]
     metadata: dict[str, list[str | None]]
     rejects: list[Reject] = field(default_factory=list)
+    numbers: list[int] = field(default_factory=list)  # 1-based record number of each accepted
 
 
 def detect_format(path: str | Path) -> InputFormat:
@@ -467,6 +468,7 @@ class Reader:
                     batch.rejects.append(got)
                 else:
                     batch.lines.append(line)
+                    batch.numbers.append(consumed)
                     batch.ids.append(got[0])
                     batch.texts.append(got[1])
                     for k, v in zip(keep, got[2]):

@@ -29,7 +29,7 @@ import faiss
 import numpy as np
 import pyarrow as pa
 from pyspark import SparkFiles, TaskContext
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -60,7 +60,7 @@ from .index.build import (
 )
 from .model_manifest import ModelManifest
 from .options import EncodeOptions
-from .readers import Columns, InputFormat, MalformedInputError, detect_format, is_table
+from .readers import Columns, InputFormat, MalformedInputError, Reader, detect_format, is_table
 
 # ---------------------------------------------------------------------------------------
 # Session
@@ -279,33 +279,27 @@ def number_records(df: DataFrame) -> tuple[DataFrame, int]:
     return df.withColumn("_rec", start + within + 1).drop("_pid", "_mid"), total
 
 
-def _validated(df: DataFrame, text: str, id_col: str | None, int_ids: bool) -> DataFrame:
-    """Add `_id` (the note id) and `_reason` (null for good rows, else why it is rejected),
-    with the local reader's rules: ids present and integer (or non-blank strings), text
-    present and not blank, first occurrence of an id wins."""
-    if id_col is None:
-        df = df.withColumn("_raw_id", F.col("_rec").cast("string")).withColumn(
-            "_id", F.col("_rec"))
-        bad_id = F.lit(None)
-    else:
-        raw = F.col(id_col).cast("string")
-        df = df.withColumn("_raw_id", raw)
-        if int_ids:
-            df = df.withColumn("_id", F.expr(f"try_cast(trim({_quoted(id_col)}) as bigint)"))
-        else:
-            df = df.withColumn("_id", F.trim(raw))
-        bad_id = (F.when(raw.isNull() | (F.trim(raw) == ""), "missing id")
-                  .when(F.col("_id").isNull(), "bad id: not an integer"))
-    t = F.col(text).cast("string")
-    reason = F.coalesce(bad_id, F.when(t.isNull(), "missing text").when(
-        F.trim(t) == "", "empty text"))
-    df = df.withColumn("_reason", reason)
-    first = F.min(F.when(F.col("_reason").isNull(), F.col("_rec"))).over(
-        Window.partitionBy("_id"))
-    dup = F.when(F.col("_reason").isNull() & (F.col("_rec") != first),
-                 F.concat(F.lit("duplicate id (first at record "), first.cast("string"),
-                          F.lit(")")))
-    return df.withColumn("_reason", F.coalesce(F.col("_reason"), dup))
+def local_decisions(input_path: str | Path, options: EncodeOptions
+                    ) -> tuple[Columns, pa.Table, list, int]:
+    """Which records a notes file's encode keeps, decided by the local engine's Reader in
+    one pass on the driver (no encoding): (columns, accepted records as `_rec` (1-based
+    record number), `line` and `id`, rejects, records read). Both engines thus make the same
+    decision for every row and report it by the same source line."""
+    reader = Reader(input_path, options.text_col, options.id_col,
+                    None if options.keep is None else list(options.keep), options.id_type,
+                    options.input_format)
+    cols = reader.columns
+    numbers, lines, ids, rejects, read = [], [], [], [], 0
+    for batch in reader:
+        read += batch.records
+        numbers += batch.numbers
+        lines += batch.lines.tolist()
+        ids += batch.ids
+        rejects += batch.rejects
+    id_type = pa.int64() if cols.id_type.value == "int64" else pa.string()
+    accepted = pa.table({"_rec": pa.array(numbers, pa.int64()),
+                         "line": pa.array(lines, pa.int64()), "id": pa.array(ids, id_type)})
+    return cols, accepted, rejects, read
 
 
 @writer("out_dir")
@@ -319,8 +313,9 @@ def encode_corpus_spark(input_path: str | Path, *, model_dir: str | Path,
     write the embeddings directory `mimicsearch encode` writes (one shard and its snippets
     per partition, rows in input order, rejects.csv).
 
-    `line` is the record's 1-based position in the input (Spark's CSV reader does not report
-    source lines).
+    Which rows are kept is decided on the driver by the local engine's reader (one pass,
+    no encoding), so both engines keep the same rows and name rejects by the same lines;
+    Spark reads the file again for the texts and encodes them on the executors.
     """
     t0 = time.perf_counter()
     if is_table(input_path):
@@ -338,38 +333,35 @@ def encode_corpus_spark(input_path: str | Path, *, model_dir: str | Path,
     spec = model_spec(spark, model_dir, o, ship_model=ship_model, threads=threads)
     manifest = ModelManifest.load(model_dir)
     out_dim = o.dim or manifest.dimension
+    cols, accepted, rejects, read = local_decisions(input_path, o)
+    int_ids = cols.id_type.value == "int64"
     with _malformed_input(input_path):
         raw = read_notes_dataframe(spark, input_path, o.input_format)
-        cols = Columns.resolve(raw.columns, input_path, o.text_col, o.id_col,
-                               None if o.keep is None else list(o.keep), o.id_type)
-        numbered, read = number_records(raw)
-    int_ids = cols.id_type.value == "int64"
-    df = _validated(numbered, cols.text, cols.id, int_ids).cache()
-    try:
-        rejects = (df.filter(F.col("_reason").isNotNull())
-                   .select("_rec", "_raw_id", "_reason").orderBy("_rec").collect())
-        good = df.filter(F.col("_reason").isNull()).select(
-            F.col("_rec").alias("line"), F.col("_id").alias("id"),
-            *[F.col(k).cast("string").alias(k) for k in cols.keep],
-            F.col(cols.text).cast("string").alias("_text"))
-        n_parts = partitions or spark.sparkContext.defaultParallelism
-        good = good.repartitionByRange(n_parts, "line").sortWithinPartitions("line")
-        schema = shard_schema(out_dim, "int64" if int_ids else "string", list(cols.keep), False)
-        out.mkdir(parents=True, exist_ok=True)
+        numbered, total = number_records(raw)
+    if total != read:
+        raise MalformedInputError(
+            f"{input_path}: Spark reads {total} records where the file holds {read}; encode "
+            "it with --engine local")
+    good = numbered.join(spark.createDataFrame(accepted), "_rec").select(
+        "_rec", "line", "id", *[F.col(_quoted(k)).cast("string").alias(k) for k in cols.keep],
+        F.col(_quoted(cols.text)).cast("string").alias("_text"))
+    n_parts = partitions or spark.sparkContext.defaultParallelism
+    good = good.repartitionByRange(n_parts, "line").sortWithinPartitions("line")
+    schema = shard_schema(out_dim, "int64" if int_ids else "string", list(cols.keep), False)
+    out.mkdir(parents=True, exist_ok=True)
+    with _malformed_input(input_path):
         written = good.mapInArrow(
             _shard_writer(spec, str(out), schema, list(cols.keep)),
             "pid int, file string, rows long, sha256 string, snippets string, "
-            "snippets_sha256 string, truncated long, last_line long",
+            "snippets_sha256 string, truncated long, last_line long, last_record long",
         ).collect()
-    finally:
-        df.unpersist()
 
     written = sorted(written, key=lambda r: r["pid"])
-    reject_lines = np.array([r["_rec"] for r in rejects], dtype=np.int64)
+    reject_lines = np.array([r.line for r in rejects], dtype=np.int64)
     shards, before = [], 0
     for r in written:
         upto = int(np.searchsorted(reject_lines, r["last_line"], side="right"))
-        shards.append(EmbeddingsShard(r["file"], r["rows"], r["sha256"], r["last_line"],
+        shards.append(EmbeddingsShard(r["file"], r["rows"], r["sha256"], r["last_record"],
                                       upto - before, r["truncated"], r["snippets"],
                                       r["snippets_sha256"]))
         before = upto
@@ -404,7 +396,7 @@ def _write_rejects(path: Path, rejects: list) -> None:
         w = csv.writer(f)
         w.writerow(["line", "id", "reason"])
         for r in rejects:
-            w.writerow([r["_rec"], "" if r["_raw_id"] is None else r["_raw_id"], r["_reason"]])
+            w.writerow([r.line, r.id, r.reason])
 
 
 def _shard_writer(spec: EncodeSpec, out_dir: str, schema: pa.Schema, keep: list[str]):
@@ -413,7 +405,7 @@ def _shard_writer(spec: EncodeSpec, out_dir: str, schema: pa.Schema, keep: list[
 
     def write(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         pid = TaskContext.get().partitionId()
-        shard, truncated, last = None, 0, 0
+        shard, truncated, last, last_record = None, 0, 0, 0
         try:
             for batch in batches:
                 if batch.num_rows == 0:
@@ -429,6 +421,7 @@ def _shard_writer(spec: EncodeSpec, out_dir: str, schema: pa.Schema, keep: list[
                 shard.write(pa.Table.from_arrays(arrays, schema=schema), texts)
                 truncated += int(trunc.sum())
                 last = int(batch.column("line")[-1].as_py())
+                last_record = int(batch.column("_rec")[-1].as_py())
         except BaseException as e:
             if shard is not None:
                 shard.abort(e)
@@ -438,11 +431,12 @@ def _shard_writer(spec: EncodeSpec, out_dir: str, schema: pa.Schema, keep: list[
             yield pa.RecordBatch.from_pydict(
                 {"pid": [pid], "file": [shard.name], "rows": [shard.rows], "sha256": [sha256],
                  "snippets": [shard.snippets], "snippets_sha256": [snippets_sha256],
-                 "truncated": [truncated], "last_line": [last]},
+                 "truncated": [truncated], "last_line": [last], "last_record": [last_record]},
                 schema=pa.schema([("pid", pa.int32()), ("file", pa.string()),
                                   ("rows", pa.int64()), ("sha256", pa.string()),
                                   ("snippets", pa.string()), ("snippets_sha256", pa.string()),
-                                  ("truncated", pa.int64()), ("last_line", pa.int64())]))
+                                  ("truncated", pa.int64()), ("last_line", pa.int64()),
+                                  ("last_record", pa.int64())]))
 
     return write
 

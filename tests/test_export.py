@@ -187,7 +187,7 @@ def test_variant_under_its_threshold_is_marked_unusable(tiny_gemma_dir, tmp_path
 
 def test_export_refuses_a_foreign_non_empty_directory(tiny_gemma_dir, tmp_path):
     (tmp_path / "notes.txt").write_text("keep me")
-    with pytest.raises(FileExistsError, match="non-empty"):
+    with pytest.raises(FileExistsError, match=r"holds files export did not write: \[.notes.txt.\]"):
         export_model(tiny_gemma_dir, tmp_path, progress=False)
     assert (tmp_path / "notes.txt").read_text() == "keep me"
 

@@ -260,3 +260,20 @@ def test_a_file_size_limit_mid_write_is_an_error_and_the_index_is_intact(index, 
                            "--no-progress"], env=ENV, capture_output=True, text=True,
                           check=False)
     assert proc.returncode == 0, proc.stderr  # without the limit the same add succeeds
+
+
+@pytest.mark.parametrize(("field", "value"), [("padding_side", "left"), ("max_seq_length", 64),
+                                              ("pad_token_id", 7),
+                                              ("prompts", {"query": "query: "})])
+def test_an_edited_model_manifest_is_refused(minilm_onnx, tmp_path, field, value):
+    from mimicsearch.encoder import Encoder
+
+    model = tmp_path / "m"
+    shutil.copytree(minilm_onnx, model)
+    path = model / "manifest.json"
+    d = json.loads(path.read_text())
+    assert d["settings_sha256"]  # export records it
+    Encoder(model)  # as exported: loads
+    path.write_text(json.dumps({**d, field: value}))
+    with pytest.raises(ValueError, match="the manifest was edited; re-export"):
+        Encoder(model)

@@ -113,16 +113,20 @@ def test_encode_corpus_spark_equals_local_encode(spark, minilm_onnx, notes_csv, 
     assert (dist.read, dist.rejected) == (NOTES + 4, 3)
     want_table, want = load_embeddings(tmp_path / "local")
     table, vectors = load_embeddings(tmp_path / "spark")  # verifies every shard's sha256
-    assert table.drop_columns(["line"]).equals(want_table.drop_columns(["line"]))  # ids, order
+    assert table.equals(want_table)  # ids, order, source lines
     np.testing.assert_allclose(vectors, want, atol=2e-5)
     m = EmbeddingsManifest.load(tmp_path / "spark")
     assert len(m.shards) == 3 and m.complete
     assert m.model_fingerprint == EmbeddingsManifest.load(tmp_path / "local").model_fingerprint
-    with open(tmp_path / "spark" / "rejects.csv", newline="") as f:
-        rejects = [(r["line"], r["id"], r["reason"]) for r in csv.DictReader(f)]
-    assert rejects == [(str(NOTES + 1), "abc", "bad id: not an integer"),
-                       (str(NOTES + 2), "2", "duplicate id (first at record 2)"),
-                       (str(NOTES + 3), "999001", "empty text")]
+    rejects = {}
+    for engine in ("local", "spark"):
+        with open(tmp_path / engine / "rejects.csv", newline="") as f:
+            rejects[engine] = [(r["line"], r["id"], r["reason"]) for r in csv.DictReader(f)]
+    assert rejects["spark"] == rejects["local"]  # the same rows, by the same file lines
+    assert [r[1:] for r in rejects["spark"]] == [("abc", "bad id: not an integer"),
+                                               ("2", rejects["spark"][1][2]),
+                                               ("999001", "empty text")]
+    assert rejects["spark"][1][2].startswith("duplicate id (first at line")
 
 
 def test_malformed_csv_is_one_line_without_note_text(spark, minilm_onnx, tmp_path):
@@ -131,7 +135,7 @@ def test_malformed_csv_is_one_line_without_note_text(spark, minilm_onnx, tmp_pat
 
     bad = tmp_path / "bad.csv"
     bad.write_text('ROW_ID,TEXT\n1,"fine"\n2,secret words,extra column\n')
-    with pytest.raises(MalformedInputError, match="bad.csv: Spark found a malformed") as e:
+    with pytest.raises(MalformedInputError, match="bad.csv: line 3: expected 2 columns") as e:
         encode_corpus_spark(bad, model_dir=minilm_onnx, out_dir=tmp_path / "out", spark=spark)
     assert "secret" not in str(e.value)
 
@@ -230,3 +234,50 @@ def test_without_pyspark_the_spark_engine_names_the_extra(notes_csv, tmp_path):
     assert "[spark] extra" in message and "pip install 'mimicsearch[spark]'" in message
     assert len(message.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()
+
+
+def test_both_engines_decide_every_hostile_row_alike(spark, minilm_onnx, tmp_path):
+    """Multi-line quoted notes, blank and whitespace-only texts, a duplicate id, invalid
+    UTF-8, a long note, a BOM: the same rows kept, the same rejects by the same lines."""
+    import random
+
+    from mimicsearch.corpus import encode_corpus
+    from mimicsearch.spark import encode_corpus_spark
+
+    rng = random.Random(3)
+    rows = [b"\xef\xbb\xbfROW_ID,SUBJECT_ID,CATEGORY,TEXT"]
+    for i in range(1, 61):
+        text = " ".join(rng.choices(["chest", "pain", "sinus", "rhythm", "effusion"], k=8))
+        kind = i % 10
+        if kind == 1:
+            text = f'"{text}\nsecond line, with a comma and ""quotes"""'
+        elif kind == 2:
+            text = "   "
+        elif kind == 3:
+            text = ""
+        elif kind == 4:
+            text = text.replace("pain", "p\xe9in").encode("latin-1").decode("latin-1")
+            rows.append(f"{i},{i % 7},ECG,".encode() + text.encode("latin-1"))  # not UTF-8
+            continue
+        elif kind == 5:
+            text = " ".join(["effusion"] * 20_000)
+        row_id = i - 1 if kind == 6 else i
+        rows.append(f"{row_id},{i % 7},Radiology,{text}".encode())
+    src = tmp_path / "hostile.csv"
+    src.write_bytes(b"\n".join(rows) + b"\n")
+    options = EncodeOptions(precision="fp32", max_length=32)
+    local = encode_corpus(src, model_dir=minilm_onnx, out_dir=tmp_path / "local",
+                          options=options, threads=1, progress=False)
+    dist = encode_corpus_spark(src, model_dir=minilm_onnx, out_dir=tmp_path / "spark",
+                               options=options, partitions=2, spark=spark)
+    assert (dist.read, dist.encoded, dist.rejected) == (local.read, local.encoded,
+                                                        local.rejected)
+    assert dist.read == 60 and dist.encoded + dist.rejected == 60
+    rejects = (tmp_path / "spark" / "rejects.csv").read_text()
+    assert rejects == (tmp_path / "local" / "rejects.csv").read_text()
+    for reason in ("empty text", "text is not valid UTF-8", "duplicate id (first at line"):
+        assert reason in rejects
+    want_table, want = load_embeddings(tmp_path / "local")
+    table, vectors = load_embeddings(tmp_path / "spark")
+    assert table.equals(want_table)
+    np.testing.assert_allclose(vectors, want, atol=2e-5)
