@@ -176,6 +176,9 @@ def build_index_from(notes, *, out_dir: str | Path, model_dir: str | Path | None
     DirectoryBusy.
     """
     _check_engine(engine, partitions, master, spark)
+    if build and build.merge and build.index_key and "IVF" not in build.index_key.upper():
+        raise ValueError(f"only IVF indexes can be merged on disk; --index-key "
+                         f"{build.index_key!r} is not one")
     out = Path(out_dir)
     claim_out_dir(out)  # before encoding: a finished index is refused at once
     options = encode or EncodeOptions(snippets=True)

@@ -179,6 +179,8 @@ def test_inputs_that_used_to_end_in_a_traceback(tmp_path, index, notes, minilm_o
     cases.append((["build-index", tmp_path / "cut.csv.gz"], "not a complete gzip file"))
     os.mkfifo(tmp_path / "fifo.csv")
     cases.append((["build-index", tmp_path / "fifo.csv"], "not a regular file"))
+    cases.append((["build-index", notes, "--index-key", "Flat", "--merge-on-disk"],
+                  "only IVF indexes can be merged on disk"))
     for args, message in cases:
         r = run(*args, "--model", minilm_onnx, "--out", out, "--no-progress")
         assert r.exit_code == 1 and message in r.output, (args, r.output)
@@ -277,3 +279,56 @@ def test_an_edited_model_manifest_is_refused(minilm_onnx, tmp_path, field, value
     path.write_text(json.dumps({**d, field: value}))
     with pytest.raises(ValueError, match="the manifest was edited; re-export"):
         Encoder(model)
+
+
+def test_the_largest_k_fits_in_a_small_memory_limit(index):
+    """k is capped by what the index holds: -k 10000 on 40 notes allocates for 40."""
+    script = ("import resource, sys\n"
+              "resource.setrlimit(resource.RLIMIT_AS, (1 << 31, 1 << 31))\n"
+              "from mimicsearch.cli import main\n"
+              "main(['query', sys.argv[1], '--note-id', '3', '-k', '10000', '--json'])\n")
+    proc = subprocess.run([sys.executable, "-c", script, str(index)], env=ENV,
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert len(json.loads(proc.stdout)[0]["hits"]) == 39
+
+
+def test_readers_see_the_old_or_the_new_index_during_add_remove_and_sync(index, notes,
+                                                                       tmp_path):
+    """A reader opening and querying the index in a loop while another process adds,
+    removes and syncs: every open and every search succeeds, on one whole state."""
+    import time
+
+    from mimicsearch.search import Searcher
+
+    df = pd.read_csv(notes)
+    more, snapshot = tmp_path / "more.csv", tmp_path / "snapshot.csv"
+    extra = df.copy()
+    extra["ROW_ID"] += 10_000
+    extra.to_csv(more, index=False)
+    edited = pd.concat([df, extra])
+    edited.loc[edited.ROW_ID == 3, "TEXT"] += " Addendum."
+    edited[edited.ROW_ID != 4].to_csv(snapshot, index=False)
+    script = ("import subprocess, sys\n"
+              "cli = [sys.executable, '-m', 'mimicsearch']\n"
+              "ix, more, snap = sys.argv[1:]\n"
+              "for args in (['remove', ix, '--ids', '1,2'], ['add', ix, more, '--no-progress'],"
+              " ['sync', ix, snap, '--remove-missing', '--no-progress'],"
+              " ['remove', ix, '--ids', '10005']):\n"
+              "    subprocess.run(cli + args, check=True, capture_output=True)\n")
+    writer = subprocess.Popen([sys.executable, "-c", script, str(index), str(more),
+                               str(snapshot)], env=ENV)
+    opened = searched = 0
+    t0 = time.monotonic()
+    while writer.poll() is None and time.monotonic() - t0 < 120:
+        s = Searcher(index)  # opens (and verifies) whatever state is current
+        opened += 1
+        ids = s.ids()
+        vec = s.index.reconstruct(s.index.store.rows_of(ids[:2])[0])
+        hits = s.search_vectors(vec, k=5)
+        assert all(len(h) == 5 for h in hits)
+        searched += 1
+    assert writer.wait() == 0 and opened > 3 and searched == opened
+    final = Searcher(index).ids()
+    assert not {4, 10005} & set(final) and len(final) == 78
+    assert {1, 2} <= set(final)  # removed, then back: the snapshot holds them
