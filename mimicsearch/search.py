@@ -8,8 +8,6 @@ process is never returned once the remover has returned.
 """
 from __future__ import annotations
 
-import os
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,11 +18,10 @@ import pyarrow as pa
 from .fileio import MANIFEST
 from .filters import Filters
 from .index import NoteIndex, check_model, open_index
-from .index.loaded import MAX_K
+from .index.loaded import MAX_K, manifest_identity
 
 __all__ = ["Filters", "Hit", "Results", "Searcher", "check_model"]
 
-RELOAD_ATTEMPTS = 5  # a writer may replace files between our manifest read and file reads
 
 
 @dataclass(frozen=True)
@@ -71,11 +68,6 @@ def _nullable_ints(t: pa.DataType):
     return pd.Int64Dtype() if pa.types.is_integer(t) else None
 
 
-def _identity(index_dir: Path) -> tuple:
-    st = os.stat(index_dir / MANIFEST)
-    return st.st_ino, st.st_size, st.st_mtime_ns
-
-
 class Searcher:
     """An opened index plus, loaded on first text query, the encoder for its model.
 
@@ -98,22 +90,14 @@ class Searcher:
             check_model(self.index.manifest, encoder.fingerprint, self.model_dir)
 
     def _open(self) -> NoteIndex:
-        for attempt in range(RELOAD_ATTEMPTS):
-            before = _identity(self.dir)
-            try:
-                index = open_index(self.dir, verify=self.verify, mmap=self.mmap)
-            except (FileNotFoundError, ValueError):
-                if attempt == RELOAD_ATTEMPTS - 1 or _identity(self.dir) == before:
-                    raise  # not a writer's replacement: a real fault
-                time.sleep(0.05 * (attempt + 1))
-                continue
-            self._loaded = before
-            return index
-        raise AssertionError("unreachable")
+        loaded = manifest_identity(self.dir)
+        index = open_index(self.dir, verify=self.verify, mmap=self.mmap)
+        self._loaded = loaded  # if a commit landed meanwhile, the next search reloads
+        return index
 
     def reload(self) -> bool:
         """Load the index again if its manifest changed; whether it did."""
-        if _identity(self.dir) == self._loaded:
+        if manifest_identity(self.dir) == self._loaded:
             return False
         index = self._open()
         if index.manifest.model_fingerprint != self.index.manifest.model_fingerprint:

@@ -1,4 +1,5 @@
 """Encoder: real ONNX sessions from the export stage against sentence-transformers on torch."""
+import dataclasses
 import random
 import shutil
 
@@ -87,7 +88,7 @@ def test_matryoshka_truncation_renormalizes(tiny_gemma_onnx, tmp_path):
     model = tmp_path / "model"
     shutil.copytree(tiny_gemma_onnx, model)
     m = ModelManifest.load(model)
-    ModelManifest.from_dict({**m.to_dict(), "matryoshka_dims": [32, 16, 8]}).save(model)
+    dataclasses.replace(m, matryoshka_dims=(32, 16, 8)).save(model)  # as export would write
     enc = Encoder(model, precision="fp32", threads=1)
     texts = notes(6, seed=5)
     full = enc.encode(texts)

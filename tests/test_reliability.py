@@ -332,3 +332,38 @@ def test_readers_see_the_old_or_the_new_index_during_add_remove_and_sync(index, 
     final = Searcher(index).ids()
     assert not {4, 10005} & set(final) and len(final) == 78
     assert {1, 2} <= set(final)  # removed, then back: the snapshot holds them
+
+
+def _read_only_run(args: list[str]) -> subprocess.CompletedProcess:
+    """Run the CLI as root without the capabilities that let root write through file
+    permissions, so a read-only directory is read-only for it too."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("setpriv (util-linux) is needed to drop root's override of permissions")
+    return subprocess.run(
+        [setpriv, "--bounding-set", "-dac_override,-dac_read_search,-fowner", "--inh-caps",
+         "-all", "--", sys.executable, "-m", "mimicsearch", *map(str, args)],
+        env=ENV, capture_output=True, text=True, check=False)
+
+
+def test_a_read_only_index_is_an_error_and_stays_intact(index, notes, tmp_path):
+    more = tmp_path / "more.csv"
+    df = pd.read_csv(notes)
+    df["ROW_ID"] += 10_000
+    df.to_csv(more, index=False)
+    (index / ".lock").touch()
+    before = tree(index)
+    for p in [index, *index.rglob("*")]:
+        if p.name != ".lock":  # the lock stays writable: the data files are what is tested
+            p.chmod(0o555 if p.is_dir() else 0o444)
+    try:
+        for args in (["remove", index, "--ids", "3"], ["add", index, more, "--no-progress"],
+                     ["sync", index, more, "--no-progress"]):
+            proc = _read_only_run(args)
+            assert proc.returncode == 1, (args, proc.stderr)
+            assert "Permission denied" in proc.stderr and "Traceback" not in proc.stderr
+    finally:
+        for p in [index, *index.rglob("*")]:
+            p.chmod(0o755 if p.is_dir() else 0o644)
+    assert tree(index) == before
+    assert open_index(index).store.ids().to_pylist() == pd.read_csv(notes).ROW_ID.tolist()

@@ -1,11 +1,14 @@
 """A loaded index directory: its shards searched together, with filters, by store row."""
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import faiss
 import numpy as np
 
+from ..fileio import MANIFEST
 from .faiss_ops import (
     faiss_message,
     ivf_of,
@@ -178,8 +181,35 @@ class NoteIndex:
         return D, I
 
 
+RELOAD_ATTEMPTS = 5  # a writer may replace files between our manifest read and file reads
+
+
+def manifest_identity(index_dir: str | Path) -> tuple | None:
+    """What changes whenever a writer commits (the manifest is replaced, never edited);
+    None where there is no manifest."""
+    try:
+        st = os.stat(Path(index_dir) / MANIFEST)
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
 def open_index(index_dir: str | Path, verify: bool = True, mmap: bool = False) -> NoteIndex:
-    """Load an index directory, checking every file against the manifest's sha256 first."""
+    """Load an index directory, checking every file against the manifest's sha256 first.
+    A writer committing meanwhile (its old files unlinked under us) makes it read again, so
+    a reader gets the state before or after a write, never an error from it."""
+    for attempt in range(RELOAD_ATTEMPTS):
+        before = manifest_identity(index_dir)
+        try:
+            return _open_index(index_dir, verify, mmap)
+        except (FileNotFoundError, ValueError):
+            if attempt == RELOAD_ATTEMPTS - 1 or manifest_identity(index_dir) == before:
+                raise  # not a writer's commit: a real fault
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _open_index(index_dir: str | Path, verify: bool, mmap: bool) -> NoteIndex:
     index_dir = Path(index_dir)
     manifest = IndexManifest.load(index_dir)
     shards = []
