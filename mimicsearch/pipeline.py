@@ -155,7 +155,7 @@ def _warnings(s: EncodeSummary | None, long: str) -> tuple[str, ...]:
     text = (f"{s.truncated} of {s.encoded} notes were longer than the model's token limit "
             "and only their start was embedded; --long chunk (long='chunk') embeds whole "
             "notes")
-    warnings.warn(text, TruncationWarning, stacklevel=3)
+    warnings.warn(text, TruncationWarning, stacklevel=4)  # the caller of build/add/sync
     return (text,)
 
 

@@ -5,9 +5,11 @@ Each submodule owns one stage's commands and lists them in `COMMANDS`.
 from __future__ import annotations
 
 import logging
+import warnings
 
 import click
 
+from ..pipeline import TruncationWarning
 from . import data, encode, export, index, train
 
 
@@ -32,6 +34,8 @@ def main(verbose: int) -> None:
     """
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    # Commands print a summary's warnings themselves, once, as "warning: ...".
+    warnings.filterwarnings("ignore", category=TruncationWarning)
 
 
 for _module in (data, train, export, encode, index):
