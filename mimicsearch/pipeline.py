@@ -35,7 +35,7 @@ from .index import (
 )
 from .model_manifest import ModelManifest
 from .options import EncodeOptions
-from .readers import IdType, Reader, is_table
+from .readers import IdType, Reader, as_table, is_table
 
 ENGINES = ("local", "spark")
 # Warn when more than this share of the notes was cut at the model's token limit.
@@ -261,6 +261,8 @@ def add_notes(notes, *, index_dir: str | Path, model_dir: str | Path | None = No
     m = IndexManifest.load(index_dir)
     model_dir = model_dir or m.model_dir or None
     options = _index_options(m, text_col, id_col, input_format)
+    if is_table(notes):  # read twice below (ids first, then texts): a stream only once
+        notes = as_table(notes)
     if not _is_embeddings(notes):
         if model_dir is None:
             raise ValueError(f"{_name(notes)} holds notes and this index records no model: "

@@ -70,6 +70,12 @@ def arrow_stream(obj):
                     f"{type(obj).__name__}")
 
 
+def as_table(obj) -> pa.Table:
+    """`obj` as a pyarrow Table, a stream read to its end (for readers that pass twice)."""
+    stream = arrow_stream(obj)
+    return stream if isinstance(stream, pa.Table) else stream.read_all()
+
+
 def describe_input(obj) -> str:
     """How messages name an input: its path, or the kind of table."""
     if is_table(obj):

@@ -321,3 +321,20 @@ def test_a_reader_beside_a_writer_sees_whole_states_and_hashes_once(night_one, t
     assert {p.name for p in hashed} == {sh.index.file.split("/")[-1]
                                         for sh in s.index.manifest.shards} | {
         s.index.manifest.deleted.file.split("/")[-1]}
+
+
+def test_add_and_sync_take_streams_that_can_be_read_once(night_one, notes, tmp_path):
+    import shutil
+
+    ix = tmp_path / "ix"
+    shutil.copytree(night_one[0], ix)
+    new = pa.Table.from_pandas(notes.iloc[60:70], preserve_index=False)
+
+    def stream(table):
+        return pa.RecordBatchReader.from_batches(table.schema, table.to_batches(4))
+
+    s = add_notes(stream(new), index_dir=ix, progress=False)
+    assert (s.read, s.encoded, s.added, s.live_notes) == (10, 10, 10, 70)
+    snapshot = pa.Table.from_pandas(notes.iloc[:70], preserve_index=False)
+    s = sync_notes(stream(snapshot), index_dir=ix, progress=False)
+    assert (s.read, s.unchanged, s.encoded) == (70, 70, 0)

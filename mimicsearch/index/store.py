@@ -126,6 +126,7 @@ class MetadataStore:
         self.id_type = id_type
         self.live = np.ones(table.num_rows, dtype=bool)
         self.live[deleted_rows] = False
+        self._counts: dict[str, dict] = {}
 
     @classmethod
     def load(cls, index_dir: str | Path, manifest: IndexManifest,
@@ -215,12 +216,15 @@ class MetadataStore:
         return self.table.take(pa.array(np.asarray(rows, dtype=np.int64))).to_pylist()
 
     def value_counts(self, column: str) -> dict:
-        """Live notes per value of `column` (null values left out)."""
+        """Live notes per value of `column` (null values left out); computed once per
+        column (a loaded store never changes: writers commit new files)."""
         if column not in self.metadata_columns:
             raise ValueError(f"no column {column!r}; columns: {self.describe_columns()}")
-        counts = pc.value_counts(self.notes_table([column]).column(column))
-        return {c["values"]: int(c["counts"]) for c in counts.to_pylist()
-                if c["values"] is not None}
+        if column not in self._counts:
+            counts = pc.value_counts(self.notes_table([column]).column(column))
+            self._counts[column] = {c["values"]: int(c["counts"]) for c in counts.to_pylist()
+                                    if c["values"] is not None}
+        return self._counts[column]
 
     def categories(self) -> dict[str, int]:
         return self.value_counts("CATEGORY") if "CATEGORY" in self.metadata_columns else {}
