@@ -367,3 +367,12 @@ def test_a_read_only_index_is_an_error_and_stays_intact(index, notes, tmp_path):
             p.chmod(0o755 if p.is_dir() else 0o644)
     assert tree(index) == before
     assert open_index(index).store.ids().to_pylist() == pd.read_csv(notes).ROW_ID.tolist()
+
+
+def test_search_params_of_the_wrong_type_are_an_error(index):
+    """Found by the CLI fuzz test at soak size: {"": null} reached faiss's parameter space."""
+    path = index / "manifest.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "search_params": {"": None}}))
+    r = run("query", index, "--note-id", "3")
+    assert r.exit_code == 1 and "manifest.json" in r.output
+    no_traceback(r)

@@ -258,7 +258,8 @@ class IndexManifest:
                 deleted=FileRef.from_dict(d["deleted"]) if d.get("deleted") else None,
                 deleted_rows=int(d.get("deleted_rows", 0)),
                 removed_natively=int(d.get("removed_natively", 0)),
-                search_params=dict(d.get("search_params", {})),
+                search_params={str(k): int(v)
+                               for k, v in dict(d.get("search_params") or {}).items()},
                 quality=Quality.from_dict(d["quality"]) if d.get("quality") else None,
                 metric=str(d.get("metric", "inner_product")),
                 encode=dict(d.get("encode") or {}),
