@@ -197,6 +197,8 @@ def _condition(store: MetadataStore, text: str) -> pc.Expression:
     fold = column.upper() == "CATEGORY"
     if _OPS[op] in ("isin", "notin"):
         values = [v for v in value.split(",") if v.strip()]
+        if not values:
+            raise ValueError(f"where {text!r}: no value after {op!r}")
         e = _membership(store, column, values, must_exist=_OPS[op] == "isin"
                         and pa.types.is_string(_column(store, column)), fold_case=fold)
         return e if _OPS[op] == "isin" else ~e

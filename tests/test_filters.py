@@ -152,6 +152,7 @@ def test_hits_carry_typed_metadata_and_convert_to_tables(index_dir, corpus):
     (Filters(where=["description=Report"]), r"did you mean 'DESCRIPTION'"),
     (Filters(where=["HADM_ID>=soon"]), r"HADM_ID holds int64 values; 'soon' is not one"),
     (Filters(where=["HADM_ID"]), r"expected COLUMN<op>VALUE"),
+    (Filters(where=["CATEGORY=,,"]), r"no value after '='"),
     (Filters(subjects=[999999]), r"SUBJECT_ID \[999999\] not in this index"),
     (Filters(since="March"), r"CHARTDATE holds date32\[day\] values; 'March' is not one"),
     (Filters(since="2150-01-01", date_col="DESCRIPTION"), r"since/until need a date column"),
