@@ -48,7 +48,16 @@ from .fileio import (
 )
 from .idset import IdSet
 from .options import EncodeOptions
-from .readers import IdType, InputFormat, Reader, RecordBatch, Reject, arrow_stream, is_table
+from .readers import (
+    IdType,
+    InputFormat,
+    Reader,
+    RecordBatch,
+    Reject,
+    arrow_stream,
+    is_table,
+    write_rejects,
+)
 
 SHARD_SIZE = 50_000  # rows per shard: the resume granularity
 BATCH_SIZE = 1024  # records read, tokenized and encoded together
@@ -71,15 +80,6 @@ class EncodeSummary:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def _write_rejects(path: Path, rejects: list[Reject], show_text: bool) -> None:
-    with atomic_path(path, new=True) as tmp, open(tmp, "w", encoding="utf-8",
-                                                   newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["line", "id", "reason"] + (["text"] if show_text else []))
-        for r in rejects:
-            w.writerow([r.line, r.id, r.reason] + ([r.text or ""] if show_text else []))
 
 
 def _read_rejects(path: Path) -> list[list[str]]:
@@ -285,7 +285,7 @@ def _seen_ids(out: Path, m: EmbeddingsManifest) -> IdSet:
 def _close_shard(out: Path, shard: _ShardWriter, m: EmbeddingsManifest, shards: list,
                  records: int, show_text: bool) -> EmbeddingsManifest:
     sha256, snippets_sha256 = shard.close()
-    _write_rejects(out / rejects_part(len(shards)), shard.rejects, show_text)
+    write_rejects(out / rejects_part(len(shards)), shard.rejects, show_text, new=True)
     shards.append(EmbeddingsShard(
         shard.name, shard.rows, sha256, records, len(shard.rejects), shard.truncated,
         shard.snippets, snippets_sha256))

@@ -10,7 +10,6 @@ up: read = encoded + rejected (+ unchanged, for sync).
 """
 from __future__ import annotations
 
-import csv
 import shutil
 import uuid
 import warnings
@@ -35,7 +34,7 @@ from .index import (
 )
 from .model_manifest import ModelManifest
 from .options import EncodeOptions
-from .readers import IdType, Reader, as_table, is_table
+from .readers import IdType, Reader, as_table, is_table, write_rejects
 
 ENGINES = ("local", "spark")
 # Warn when more than this share of the notes was cut at the model's token limit.
@@ -285,7 +284,7 @@ def add_notes(notes, *, index_dir: str | Path, model_dir: str | Path | None = No
         shutil.rmtree(tmp, ignore_errors=True)
     return IndexSummary(
         "add", str(index_dir), *_counts(encoded), unchanged=0, added=r.added_notes, edited=0,
-        removed=0, absent=0, live_notes=_live_notes(index_dir, r.manifest),
+        removed=0, absent=0, live_notes=r.live_notes,
         rows=r.manifest.rows, shards=len(r.manifest.shards), rejects_file=rejects,
         warnings=_warnings(encoded, options.long))
 
@@ -358,7 +357,8 @@ def sync_notes(notes, *, index_dir: str | Path, model_dir: str | Path | None = N
             for k in cols.keep:
                 wanted[k].append(batch.metadata[k][j])
     absent = [i for i in stored if i not in seen]
-    rejects_file = _write_sync_rejects(index_dir, rejects)
+    rejects_file = str(index_dir / "rejects-sync.csv")
+    write_rejects(rejects_file, rejects)
     table = pa.table({c: pa.array(v, pa.int64() if c == cols.id and m.id_type == "int64"
                                   else pa.string()) for c, v in wanted.items()})
     remove = edited + (absent if remove_missing else [])
@@ -383,16 +383,6 @@ def sync_notes(notes, *, index_dir: str | Path, model_dir: str | Path | None = N
         added=n_enc - len(edited), edited=len(edited),
         removed=len(absent) if remove_missing else 0,
         absent=0 if remove_missing else len(absent),
-        live_notes=_live_notes(index_dir, r.manifest), rows=r.manifest.rows,
+        live_notes=r.live_notes, rows=r.manifest.rows,
         shards=len(r.manifest.shards), rejects_file=rejects_file,
         warnings=_warnings(encoded, options.long))
-
-
-def _write_sync_rejects(index_dir: Path, rejects: list) -> str:
-    dest = index_dir / "rejects-sync.csv"
-    with atomic_open(dest, "w", encoding="utf-8", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["line", "id", "reason"])
-        for r in rejects:
-            w.writerow([r.line, r.id, r.reason])
-    return str(dest)

@@ -10,6 +10,7 @@ naming file and line: silently skipping them would shift every following row.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import enum
 import gzip
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from .fileio import atomic_path
 from .idset import IdSet
 
 # NOTEEVENTS (MIMIC-III) and note/discharge (MIMIC-IV) columns, matched case-insensitively.
@@ -100,6 +102,18 @@ class Reject:
     id: str
     reason: str
     text: str | None = None
+
+
+def write_rejects(path: str | Path, rejects: list[Reject], show_text: bool = False,
+                  new: bool = False) -> None:
+    """A rejects file: line, id, reason (and the note's text only with `show_text`); every
+    engine and command writes them through here. `new`: see fileio.atomic_path."""
+    with atomic_path(path, new=new) as tmp, open(tmp, "w", encoding="utf-8",
+                                                  newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["line", "id", "reason"] + (["text"] if show_text else []))
+        for r in rejects:
+            w.writerow([r.line, r.id, r.reason] + ([r.text or ""] if show_text else []))
 
 
 @dataclass
@@ -250,12 +264,8 @@ class Reader:
         self._parquet_rows = 0
         self._consumed = 0
         self._done = False
-        try:
+        with self._gzip_errors():
             header = self._open()
-        except (EOFError, gzip.BadGzipFile, zlib.error) as e:
-            raise MalformedInputError(f"{self.path}: not a complete gzip file "
-                                      f"({e or 'it ends early'}); re-copy or re-compress it"
-                                      ) from None
         self.columns = Columns.resolve(header, self.path, text_col, id_col, keep, id_type)
         self._header = header
 
@@ -490,14 +500,19 @@ class Reader:
         finally:
             self.close()
 
-    def _guarded(self, rows: Iterator[tuple]) -> Iterator[tuple]:
+    @contextlib.contextmanager
+    def _gzip_errors(self) -> Iterator[None]:
         """A damaged compressed file is an error naming it, not a zlib traceback."""
         try:
-            yield from rows
+            yield
         except (EOFError, gzip.BadGzipFile, zlib.error) as e:
             raise MalformedInputError(
                 f"{self.path}: not a complete gzip file ({e or 'it ends early'}); "
                 "re-copy or re-compress it") from None
+
+    def _guarded(self, rows: Iterator[tuple]) -> Iterator[tuple]:
+        with self._gzip_errors():
+            yield from rows
 
     def close(self) -> None:
         if self._raw is not None:

@@ -48,7 +48,7 @@ from .embeddings import (
     text_hash_column,
 )
 from .encoder import Encoder, LongMode
-from .fileio import MANIFEST, atomic_open, sweep_new, writer
+from .fileio import MANIFEST, sweep_new, writer
 from .index import BuildOptions, EmbeddingsSource, IndexManifest, Piece
 from .index.build import (
     PieceResult,
@@ -60,7 +60,15 @@ from .index.build import (
 )
 from .model_manifest import ModelManifest
 from .options import EncodeOptions
-from .readers import Columns, InputFormat, MalformedInputError, Reader, detect_format, is_table
+from .readers import (
+    Columns,
+    InputFormat,
+    MalformedInputError,
+    Reader,
+    detect_format,
+    is_table,
+    write_rejects,
+)
 
 # ---------------------------------------------------------------------------------------
 # Session
@@ -365,7 +373,7 @@ def encode_corpus_spark(input_path: str | Path, *, model_dir: str | Path,
                                       upto - before, r["truncated"], r["snippets"],
                                       r["snippets_sha256"]))
         before = upto
-    _write_rejects(out / REJECTS, rejects)
+    write_rejects(out / REJECTS, rejects)
     rows = sum(s.rows for s in shards)
     truncated = sum(s.truncated for s in shards)
     settings = {"engine": "spark", "input": str(Path(input_path).resolve()),
@@ -387,16 +395,6 @@ def encode_corpus_spark(input_path: str | Path, *, model_dir: str | Path,
         rejected=len(rejects), truncated=truncated, rows_written=rows, shards=len(shards),
         dimension=out_dim, resumed_at=0, seconds=round(seconds, 3),
         notes_per_s=round(rows / seconds, 1) if seconds else 0.0)
-
-
-def _write_rejects(path: Path, rejects: list) -> None:
-    import csv
-
-    with atomic_open(path, "w", encoding="utf-8", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["line", "id", "reason"])
-        for r in rejects:
-            w.writerow([r.line, r.id, r.reason])
 
 
 def _shard_writer(spec: EncodeSpec, out_dir: str, schema: pa.Schema, keep: list[str]):

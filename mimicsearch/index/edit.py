@@ -97,13 +97,15 @@ class ChangeResult:
     native: int  # removed rows deleted from faiss itself
     tombstoned: int  # removed rows only marked deleted (HNSW, merged on-disk shards)
     missing: tuple  # ids asked to be removed that the index did not hold
+    live_notes: int  # notes the index holds after the commit
     manifest: IndexManifest
 
     def to_dict(self) -> dict:
         return {"added_notes": self.added_notes, "added_rows": self.added_rows,
                 "removed_notes": self.removed_notes, "removed_rows": self.removed_rows,
                 "removed_natively": self.native, "tombstones": self.tombstoned,
-                "missing_ids": list(self.missing), "live_rows": self.manifest.live_rows,
+                "missing_ids": list(self.missing), "live_notes": self.live_notes,
+                "live_rows": self.manifest.live_rows,
                 "rows": self.manifest.rows, "shards": len(self.manifest.shards)}
 
 
@@ -208,7 +210,8 @@ def apply_changes(*, index_dir: str | Path, vectors: np.ndarray | None = None,
     removed_notes = len(set(wanted) - set(absent))
     added = 0 if table is None else len(set(table.column("id").to_pylist()))
     return ChangeResult(added, 0 if table is None else table.num_rows, removed_notes,
-                        len(rows), native, len(rows) - native, tuple(absent), new)
+                        len(rows), native, len(rows) - native, tuple(absent),
+                        len(store.ids()) - removed_notes + added, new)
 
 
 UNFINISHED = ("build-index was interrupted before it tuned and measured this index; re-run "

@@ -93,9 +93,13 @@ class NoteIndex:
     def _search_allowed(self, q, k, allowed):
         n_allowed = int(allowed.sum())
         if n_allowed == 0:
-            return (np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1))
+            return _no_hits(len(q), k)
         if n_allowed <= EXACT_SUBSET_ROWS and self._can_reconstruct():
             return self._search_subset(q, k, np.flatnonzero(allowed))
+
+        def short(I):  # queries with fewer than k hits where k allowed rows exist
+            return (I < 0).any(axis=1) if n_allowed >= k else np.zeros(len(q), bool)
+
         share = n_allowed / max(self.ntotal, 1)
         if share >= OVERFETCH_SHARE.get(self.knob[0] if self.knob else "",
                                         OVERFETCH_SHARE_DEFAULT):
@@ -103,17 +107,15 @@ class NoteIndex:
             D, I = self._search_all(q, fetch)
             ok = (I >= 0) & allowed[np.clip(I, 0, None)]
             D, I = merge_topk(np.where(ok, D, -np.inf), np.where(ok, I, -1), k)
-            short = (I < 0).any(axis=1) if n_allowed >= k else np.zeros(len(q), bool)
-            if short.any():
-                D[short], I[short] = self._search_all(q[short], k, allowed)
+            if (few := short(I)).any():
+                D[few], I[few] = self._search_all(q[few], k, allowed)
         else:
             D, I = self._search_all(q, k, allowed)
-        short = (I < 0).any(axis=1) if n_allowed >= k else np.zeros(len(q), bool)
-        if short.any() and n_allowed <= SUBSET_FALLBACK_ROWS and self._can_reconstruct():
+        few = short(I)
+        if few.any() and n_allowed <= SUBSET_FALLBACK_ROWS and self._can_reconstruct():
             # Approximate indexes only look at part of the data (nprobe lists, efSearch
             # nodes); when that part holds too few allowed rows, score the allowed rows.
-            D2, I2 = self._search_subset(q[short], k, np.flatnonzero(allowed))
-            D[short], I[short] = D2, I2
+            D[few], I[few] = self._search_subset(q[few], k, np.flatnonzero(allowed))
         return D, I
 
     def _search_all(self, q: np.ndarray, k: int,
@@ -132,9 +134,8 @@ class NoteIndex:
                     Ds.append(D)
                     Is.append(I)
         if not Ds:
-            return (np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1))
-        D, I = merge_topk(np.hstack(Ds), np.hstack(Is), k)
-        return D, I
+            return _no_hits(len(q), k)
+        return merge_topk(np.hstack(Ds), np.hstack(Is), k)
 
     def _can_reconstruct(self) -> bool:
         if not hasattr(self, "_reconstructable"):
@@ -182,6 +183,10 @@ class NoteIndex:
 
 
 RELOAD_ATTEMPTS = 5  # a writer may replace files between our manifest read and file reads
+
+
+def _no_hits(nq: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.full((nq, k), -np.inf, np.float32), np.full((nq, k), -1)
 
 
 def manifest_identity(index_dir: str | Path) -> tuple | None:
