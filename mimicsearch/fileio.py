@@ -44,6 +44,11 @@ def mark_new(path: str | os.PathLike) -> Path:
     return path
 
 
+def _marked(mark: Path) -> Path:
+    """The file a new-file mark stands for."""
+    return mark.with_name(mark.name[1:-len(NEW_MARK)])
+
+
 def sweep_new(root: str | os.PathLike, keep: Iterable[str],
               skip_below: Iterable[str] = ()) -> list[str]:
     """Delete what killed writers left under `root`: atomic_path temp files, and files they
@@ -64,7 +69,7 @@ def sweep_new(root: str | os.PathLike, keep: Iterable[str],
             p.unlink()
             removed.append(name)
     for mark in sorted(root.rglob(f".*{NEW_MARK}")):
-        target = mark.with_name(mark.name[1:-len(NEW_MARK)])
+        target = _marked(mark)
         name = target.relative_to(root).as_posix()
         if name.startswith(skip):
             continue
@@ -87,7 +92,7 @@ def foreign_files(root: str | os.PathLike, ours: Iterable[str],
     ours, below = set(ours), tuple(f"{d.rstrip('/')}/" for d in ours_below)
     if not root.is_dir():
         return []
-    marked = {m.with_name(m.name[1:-len(NEW_MARK)]).relative_to(root).as_posix()
+    marked = {_marked(m).relative_to(root).as_posix()
               for m in root.rglob(f".*{NEW_MARK}")}
     out = []
     for p in sorted(root.rglob("*")):
