@@ -129,8 +129,9 @@ class _ShardWriter(ShardWriter):
     """A local shard with what its manifest entry counts: records consumed, truncated
     notes, rejects."""
 
-    def __init__(self, out: Path, index: int, schema: pa.Schema, snippets: bool):
-        super().__init__(out, index, schema, snippets)
+    def __init__(self, out: Path, index: int, schema: pa.Schema, snippets: bool,
+                 full_text: bool):
+        super().__init__(out, index, schema, snippets, full_text)
         self.records = self.truncated = 0
         self.rejects: list[Reject] = []
 
@@ -199,7 +200,7 @@ def encode_corpus(input, *, model_dir: str | Path, out_dir: str | Path,
     try:
         for batch, enc in stream:
             if shard is None:
-                shard = _ShardWriter(out, len(shards), schema, o.snippets)
+                shard = _ShardWriter(out, len(shards), schema, o.snippets, o.full_text)
             texts = [batch.texts[p] for p in enc.parents]
             shard.write(_block_table(batch, enc, schema, texts), texts)
             shard.records += batch.records

@@ -5,7 +5,9 @@ Layout::
     OUT/manifest.json            EmbeddingsManifest (below)
     OUT/shard-00000.parquet      columns: id, line, [window], kept metadata..., text_hash,
                                  embedding
-    OUT/snippets-00000.parquet   column `snippet`: each row's note opening, for hit display
+    OUT/snippets-00000.parquet   column `snippet`: each row's note opening, for hit display;
+                                 with `full_text`, also `text`: the whole note (null on a
+                                 note's later windows)
     OUT/rejects.csv              line, id, reason[, text]: every input row not encoded
     OUT/embeddings.npy           optional: all embeddings in manifest row order
 
@@ -50,6 +52,7 @@ FORMAT_VERSION = 1
 KIND = "mimicsearch-embeddings"
 EMBEDDING = "embedding"
 SNIPPET = "snippet"
+FULL_TEXT = "text"
 TEXT_HASH = "text_hash"
 REJECTS = "rejects.csv"
 NPY = "embeddings.npy"
@@ -70,8 +73,13 @@ def text_hash_column(texts: Sequence[str]) -> pa.Array:
     return pa.array([text_hash(t) for t in texts], pa.string())
 
 
-def snippets_table(texts: list[str]) -> pa.Table:
-    return pa.table({SNIPPET: pa.array([snippet(t) for t in texts], pa.string())})
+def snippets_table(texts: list[str], full: Sequence[str | None] | None = None) -> pa.Table:
+    """Openings of `texts`, and with `full` (the whole texts, None where not kept) a
+    `text` column."""
+    cols = {SNIPPET: pa.array([snippet(t) for t in texts], pa.string())}
+    if full is not None:
+        cols[FULL_TEXT] = pa.array(list(full), pa.string())
+    return pa.table(cols)
 
 
 def shard_name(i: int) -> str:
@@ -242,26 +250,34 @@ class ShardWriter:
     """Shard `index` of `out` being written, with its snippets file when `snippets`: temp
     Parquet files that become the shard on close(). Both engines write shards through it."""
 
-    def __init__(self, out: Path, index: int, schema: pa.Schema, snippets: bool):
+    def __init__(self, out: Path, index: int, schema: pa.Schema, snippets: bool,
+                 full_text: bool = False):
         self.out = Path(out)
         self.name = shard_name(index)
-        self.snippets = snippets_name(index) if snippets else ""
+        self.full_text = full_text
+        self.snippets = snippets_name(index) if snippets or full_text else ""
         self._stack = contextlib.ExitStack()
         tmp = self._stack.enter_context(atomic_path(self.out / self.name, new=True))
         self._writers = [pq.ParquetWriter(tmp, schema, compression="zstd")]
-        if snippets:
+        if self.snippets:
             tmp = self._stack.enter_context(atomic_path(self.out / self.snippets, new=True))
-            self._writers.append(pq.ParquetWriter(tmp, snippets_table([]).schema,
-                                                  compression="zstd"))
+            empty = snippets_table([], [] if full_text else None)
+            self._writers.append(pq.ParquetWriter(tmp, empty.schema, compression="zstd"))
         self.rows = 0
 
     def write(self, table: pa.Table, texts: Sequence[str]) -> None:
         """Append `table` (shard schema) and, with snippets, the openings of `texts` (one
-        per row of `table`)."""
+        per row of `table`), with `full_text` the whole texts (once per note: a note's
+        later windows hold null)."""
         if table.num_rows:
             self._writers[0].write_table(table)
             if self.snippets:
-                self._writers[1].write_table(snippets_table(texts))
+                full = None
+                if self.full_text:
+                    first = (table.column("window").to_numpy(zero_copy_only=False) == 0
+                             if "window" in table.column_names else np.ones(len(texts), bool))
+                    full = [t if f else None for t, f in zip(texts, first)]
+                self._writers[1].write_table(snippets_table(texts, full))
         self.rows += table.num_rows
 
     def close(self) -> tuple[str, str]:
@@ -296,7 +312,8 @@ def verify_shard(out_dir: str | Path, s: EmbeddingsShard) -> None:
 def read_shard(out_dir: str | Path, s: EmbeddingsShard, columns: list[str] | None = None,
                snippets: bool = False) -> tuple[pa.Table, np.ndarray]:
     """(table without the embedding column, float32 [rows, dim]) of one shard, unverified;
-    `snippets` appends the shard's `snippet` column where it has one."""
+    `snippets` appends the shard's `snippet` column (and `text`, the whole notes, where
+    encode kept them) where it has one."""
     path = safe_child(out_dir, s.file)
     if not path.is_file():
         raise FileNotFoundError(f"{path} listed in {Path(out_dir) / MANIFEST} is missing")
@@ -311,11 +328,13 @@ def read_shard(out_dir: str | Path, s: EmbeddingsShard, columns: list[str] | Non
         raise ValueError(f"{path} has {table.num_rows} rows, manifest says {s.rows}")
     table = table.drop_columns([EMBEDDING])
     if snippets and s.snippets:
-        text = pq.read_table(safe_child(out_dir, s.snippets)).column(SNIPPET)
-        if len(text) != s.rows:
-            raise ValueError(f"{out_dir}/{s.snippets} has {len(text)} rows, manifest says "
+        side = pq.read_table(safe_child(out_dir, s.snippets))
+        if side.num_rows != s.rows or SNIPPET not in side.column_names:
+            raise ValueError(f"{out_dir}/{s.snippets} has {side.num_rows} rows, manifest says "
                              f"{s.rows}")
-        table = table.append_column(SNIPPET, text)
+        for name in (SNIPPET, FULL_TEXT):
+            if name in side.column_names:
+                table = table.append_column(name, side.column(name))
     return table, mat
 
 

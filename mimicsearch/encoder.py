@@ -244,6 +244,12 @@ class Encoder:
         raise ValueError(f"unknown prompt {prompt!r}; valid: "
                          f"{sorted({'query', 'document', *prompts})} or None")
 
+    def token_counts(self, texts: Sequence[str], prompt: str | None = "document") -> list[int]:
+        """Tokens each text is read as (prompt and special tokens included, cut at
+        max_seq_length): what an embedding API reports as usage."""
+        return [len(e.ids) for e in self._tok.encode_batch(
+            [self.prompt_text(prompt) + t for t in texts])]
+
     # -- tokenizer layer -----------------------------------------------------------------
 
     def _tokenize(self, texts: Sequence[str], prompt: str, long: LongMode) -> _Tokens:

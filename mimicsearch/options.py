@@ -27,6 +27,9 @@ class EncodeOptions:
     # Keep each note's opening (for hit display) beside the shards: clinical text on disk, so
     # off for `encode` unless asked; `build-index` turns it on (its store shows snippets).
     snippets: bool = False
+    # Keep each note's whole text too (the server's note view): clinical text on disk again,
+    # so off for `encode` unless asked; `build-index` turns it on unless told not to.
+    full_text: bool = False
 
     def __post_init__(self):
         if self.keep is not None and not isinstance(self.keep, tuple):

@@ -168,7 +168,8 @@ def build_index_from(notes, *, out_dir: str | Path, model_dir: str | Path | None
     embeddings directory, then build the index over them, both on `engine`.
 
     `encode` says how notes are encoded (columns, metadata to keep, dim, long notes,
-    precision); notes get snippets for the store unless it says otherwise. `build` says
+    precision); notes get snippets and their whole text for the store unless it
+    says otherwise. `build` says
     which index (memory budget, factory key, shards, recall target).
     Rejected rows are listed in OUT/embeddings/rejects.csv.
     Raises ValueError (bad input or options), FileExistsError (OUT holds an index),
@@ -180,7 +181,7 @@ def build_index_from(notes, *, out_dir: str | Path, model_dir: str | Path | None
                          f"{build.index_key!r} is not one")
     out = Path(out_dir)
     claim_out_dir(out)  # before encoding: a finished index is refused at once
-    options = encode or EncodeOptions(snippets=True)
+    options = encode or EncodeOptions(snippets=True, full_text=True)
     emb, encoded = embeddings_for(notes, model_dir=model_dir, embeddings_dir=out / "embeddings",
                                   options=options, engine=engine, threads=threads,
                                   progress=progress, partitions=partitions, master=master,

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .fileio import MANIFEST
 from .filters import Filters
 from .index import NoteIndex, check_model, open_index
 from .index.loaded import MAX_K, manifest_identity
 
-__all__ = ["Filters", "Hit", "Results", "Searcher", "check_model"]
-
+__all__ = ["Filters", "Hit", "Note", "Results", "Searcher", "check_model"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,25 @@ class Hit:
     snippet: str | None
     row: int
     window: int | None = None
+    metadata: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Note:
+    """One stored note: its metadata and, where the index keeps it, its whole text (None
+    otherwise, e.g. `build-index --no-full-text`); `snippet` is its opening."""
+
+    id: int | str
+    subject_id: int | str | None
+    hadm_id: int | str | None
+    category: str | None
+    chartdate: object
+    snippet: str | None
+    text: str | None
+    row: int
     metadata: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -134,6 +153,46 @@ class Searcher:
     def ids(self) -> list:
         """The ids of the notes the index holds now."""
         return self._fresh().store.ids().to_pylist()
+
+    def notes(self, note_ids: Iterable, text: bool = True) -> list[Note]:
+        """The stored notes `note_ids`, in the order given; raises ValueError for an id the
+        index does not hold (or no longer holds)."""
+        if isinstance(note_ids, (str, bytes)):
+            raise TypeError("notes() takes a list of note ids, got one str")
+        store = self._fresh().store
+        rows = []
+        for note_id in note_ids:
+            found, missing = store.rows_of([note_id])
+            if missing:
+                raise ValueError(f"note id {note_id!r} is not in the index (or was removed)")
+            rows.append(int(found[0]))  # a note's first window
+        return self._notes(store, rows, text)
+
+    def timeline(self, subject_id, text: bool = False) -> list[Note]:
+        """A patient's notes in time order (by `CHARTDATE`, then `CHARTTIME` where stored,
+        then index order); raises ValueError for a patient the index does not hold."""
+        store = self._fresh().store
+        rows = np.flatnonzero(store.mask(Filters(subjects=[subject_id]).expression(store)))
+        table = store.table.take(pa.array(rows)).select(
+            [c for c in ("row", "window", "CHARTDATE", "CHARTTIME") if c in
+             store.table.column_names])
+        if "window" in table.column_names:
+            table = table.filter(pc.equal(table.column("window"), 0))
+        keys = [(c, "ascending", "at_end") for c in ("CHARTDATE", "CHARTTIME") if c in
+                table.column_names] + [("row", "ascending", "at_end")]
+        order = pc.sort_indices(table, sort_keys=keys)
+        return self._notes(store, table.column("row").take(order).to_pylist(), text)
+
+    @staticmethod
+    def _notes(store, rows: list[int], text: bool) -> list[Note]:
+        texts = store.texts.get(rows) if text else [None] * len(rows)
+        out = []
+        for r, t in zip(store.records(rows), texts):
+            meta = {c: r[c] for c in store.metadata_columns}
+            out.append(Note(r["id"], meta.get("SUBJECT_ID"), meta.get("HADM_ID"),
+                            meta.get("CATEGORY"), meta.get("CHARTDATE"), r["snippet"], t,
+                            int(r["row"]), meta))
+        return out
 
     def allowed(self, filters: Filters | None) -> np.ndarray | None:
         """The store rows `filters` lets through (None: every row, nothing removed)."""

@@ -415,7 +415,8 @@ def _shard_writer(spec: EncodeSpec, out_dir: str, schema: pa.Schema, keep: list[
                 arrays += [batch.column(k) for k in keep]
                 arrays += [text_hash_column(texts), embedding_column(vectors)]
                 if shard is None:
-                    shard = ShardWriter(Path(out_dir), pid, schema, spec.options.snippets)
+                    shard = ShardWriter(Path(out_dir), pid, schema, spec.options.snippets,
+                                        spec.options.full_text)
                 shard.write(pa.Table.from_arrays(arrays, schema=schema), texts)
                 truncated += int(trunc.sum())
                 last = int(batch.column("line")[-1].as_py())

@@ -401,9 +401,10 @@ def test_store_table_and_string_ids(tmp_path, corpus):
     x, _, meta = corpus
     t = store_table(meta.slice(0, 2), 7, "int64")
     assert t.column_names == ["row", "id", "SUBJECT_ID", "HADM_ID", "CATEGORY", "CHARTDATE",
-                              "text_hash", "snippet"]
+                              "text_hash", "snippet", "text"]
     assert t.column("row").to_pylist() == [7, 8]
     assert t.column("snippet").to_pylist()[0] == "Note 0: patient stable."
+    assert t.column("text").to_pylist() == meta.column("TEXT").to_pylist()[:2]
     smeta = meta.set_column(0, "id", pa.array([f"n{i}" for i in range(N)]))
     ix_dir = tmp_path / "s"
     build_index(ArraySource(x, smeta.drop_columns(["TEXT"])), ix_dir, model_fingerprint="f",

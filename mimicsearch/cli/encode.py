@@ -50,6 +50,9 @@ from ._extras import import_stage
               help="Keep each note's opening (200 characters, clinical text) beside the shards, "
                    "so an index built from this directory shows it in hits (build-index from "
                    "notes always does).")
+@click.option("--full-text", is_flag=True,
+              help="Also keep each note's whole text (clinical text) beside the shards, so an "
+                   "index built from this directory can show whole notes (`serve`).")
 @click.option("--show-text", is_flag=True,
               help="Put rejected notes' text into rejects.csv (PHI: off by default).")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier run in --out with "
@@ -64,7 +67,7 @@ from ._extras import import_stage
               "else local[*]).")
 def encode(input, model_dir, out_dir, text_col, id_col, keep, no_keep, id_type, input_format,
            prompt, dim, long, max_length, precision, threads, shard_size, batch_size, npy,
-           snippets, show_text, overwrite, no_progress, as_json, engine, master):
+           snippets, full_text, show_text, overwrite, no_progress, as_json, engine, master):
     """Encode every note of INPUT (NOTEEVENTS.csv, CSV/TSV, Parquet, JSONL) into OUT.
 
     Rows that cannot be encoded go to OUT/rejects.csv with line and reason. Interrupted,
@@ -80,7 +83,8 @@ def encode(input, model_dir, out_dir, text_col, id_col, keep, no_keep, id_type, 
             text_col=text_col, id_col=id_col, keep=() if no_keep else (tuple(keep) or None),
             id_type=id_type, input_format=input_format,
             prompt=None if prompt == "none" else prompt, dim=dim, long=long,
-            max_length=max_length, precision=precision, snippets=snippets)
+            max_length=max_length, precision=precision, snippets=snippets,
+                              full_text=full_text)
         s = encode_notes(input, model_dir=model_dir, out_dir=out_dir, options=options,
                          engine=engine, threads=threads,
                          overwrite=overwrite, progress=not no_progress, shard_size=shard_size,

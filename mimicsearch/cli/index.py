@@ -75,6 +75,8 @@ def _report(s: IndexSummary, as_json: bool, extra: dict | None = None) -> None:
 @click.option("--precision", type=click.Choice(["fp32", "int8", "int4"]), help="Model "
               "variant (default: the most compact that passed parity; fp32 gives vectors that "
               "do not depend on the batch).")
+@click.option("--no-full-text", is_flag=True, help="Keep only each note's 200-character "
+              "opening in the index, not its whole text (`serve` then shows openings only).")
 @click.option("--threads", type=int, default=None, help="Encoder threads.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of the training sample and the recall measurement.")
@@ -87,8 +89,8 @@ def _report(s: IndexSummary, as_json: bool, extra: dict | None = None) -> None:
               "else local[*]).")
 def build_index_cmd(input_path, model_dir, out_dir, memory, index_key, shard_size,
                     merge_on_disk, recall_target, text_col, id_col, input_format, keep, dim,
-                    long_mode,
-                    precision, threads, seed, no_progress, as_json, engine, master):
+                    long_mode, precision, no_full_text, threads, seed, no_progress, as_json,
+                    engine, master):
     """Build a search index from NOTES: a notes file (encoded with --model) or an embeddings
     directory. Rejected rows are listed in OUT/embeddings/rejects.csv."""
     if engine == "spark":
@@ -101,7 +103,8 @@ def build_index_cmd(input_path, model_dir, out_dir, memory, index_key, shard_siz
             input_path, out_dir=out_dir, model_dir=model_dir,
             encode=EncodeOptions(text_col=text_col, id_col=id_col, input_format=input_format,
                                  keep=tuple(keep) or None,
-                                 dim=dim, long=long_mode, precision=precision, snippets=True),
+                                 dim=dim, long=long_mode, precision=precision, snippets=True,
+                                 full_text=not no_full_text),
             build=ix.BuildOptions(memory_bytes=budget, index_key=index_key,
                                   shard_size=shard_size, merge=merge_on_disk,
                                   recall_target=recall_target, seed=seed),

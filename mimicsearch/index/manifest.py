@@ -168,13 +168,20 @@ class BuildParams:
 class StorePart:
     file: FileRef
     rows: int
+    # The part's notes in full (Arrow IPC, one `text` column, row for row), where kept.
+    text: FileRef | None = None
 
     def to_dict(self) -> dict:
-        return {"file": asdict(self.file), "rows": self.rows}
+        d = {"file": asdict(self.file), "rows": self.rows}
+        if self.text is not None:
+            d["text"] = asdict(self.text)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> StorePart:
-        return cls(FileRef.from_dict(d["file"]), int(d["rows"]))
+        text = d.get("text")
+        return cls(FileRef.from_dict(d["file"]), int(d["rows"]),
+                   None if text is None else FileRef.from_dict(text))
 
 
 @dataclass(frozen=True)
@@ -216,7 +223,7 @@ class IndexManifest:
         out = [self.trained]
         for s in self.shards:
             out += [s.index] + ([s.data] if s.data else [])
-        out += [p.file for p in self.store_parts]
+        out += [f for p in self.store_parts for f in (p.file, p.text) if f is not None]
         return out + ([self.deleted] if self.deleted else [])
 
     def with_(self, **changes) -> IndexManifest:

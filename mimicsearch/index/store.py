@@ -4,7 +4,8 @@ Parquet parts under INDEX/store/, rows numbered globally from 0: a faiss id IS t
 row. Removed rows keep their number (a tombstone list marks them) so ids never shift.
 Columns: row, id (the note's own id), [window], every metadata column the notes were
 encoded with (SUBJECT_ID, HADM_ID, CATEGORY, CHARTDATE by default, or those kept), text_hash,
-snippet. Parts hold metadata as the text the notes file held; the loaded store gives each
+snippet. A note's whole text, where kept, lives in a file beside its part (`texts.py`), read
+by row only when asked for, so the loaded store's memory does not grow with note length. Parts hold metadata as the text the notes file held; the loaded store gives each
 column its type (integers, dates, timestamps, else strings) from all its values, so an id
 that went through pandas as 2588.0 is the integer 2588 and dates compare as dates.
 """
@@ -19,9 +20,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..embeddings import SNIPPET, TEXT_HASH, snippet
+from ..embeddings import FULL_TEXT, SNIPPET, TEXT_HASH, snippet
 from ..fileio import atomic_path
 from .manifest import FileRef, IndexManifest, StorePart
+from .texts import NoteTexts, write_texts
 
 STORE_DIR = "store"
 RESERVED = ("row", "id", "window", "line", TEXT_HASH, SNIPPET, "embedding")
@@ -33,8 +35,9 @@ TIME_TEXT = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]
 def store_table(metadata: pa.Table, first_row: int, id_type: str,
                 text_col: str = "TEXT") -> pa.Table:
     """Normalise an encoder metadata table (id, [window], metadata, [text_hash], a snippet
-    or the text) to the store's columns, numbering rows from `first_row`. Every column
-    other than those is metadata, kept as text."""
+    and/or the text) to the store's columns, numbering rows from `first_row`, with the whole
+    text as a last `text` column where the table has it. Every other column is metadata,
+    kept as text."""
     by_name = {c.upper(): c for c in metadata.column_names}
     if "ID" not in by_name:
         raise ValueError(f"metadata has no 'id' column (columns: {metadata.column_names})")
@@ -63,6 +66,11 @@ def store_table(metadata: pa.Table, first_row: int, id_type: str,
         cols[SNIPPET] = pa.array([None if t is None else snippet(t) for t in texts], pa.string())
     else:
         cols[SNIPPET] = pa.nulls(n, pa.string())
+    if text_col.upper() in by_name:
+        text = metadata.column(by_name[text_col.upper()]).cast(pa.string())
+        if "window" in cols:  # a note's text once, on its first window
+            text = pc.if_else(pc.equal(cols["window"], 0), text, pa.scalar(None, pa.string()))
+        cols[FULL_TEXT] = text
     return pa.table(cols)
 
 
@@ -94,12 +102,19 @@ def typed_column(col: pa.ChunkedArray) -> pa.ChunkedArray:
 
 
 def write_part(index_dir: str | Path, table: pa.Table) -> StorePart:
-    name = f"{STORE_DIR}/part-{uuid.uuid4().hex[:12]}.parquet"
-    path = Path(index_dir) / name
+    """A store part, and its texts file where `table` carries whole texts."""
+    stem = f"{STORE_DIR}/part-{uuid.uuid4().hex[:12]}"
+    path = Path(index_dir) / f"{stem}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
+    texts = None
+    if FULL_TEXT in table.column_names:
+        column = table.column(FULL_TEXT)
+        table = table.drop_columns([FULL_TEXT])
+        if column.null_count < len(column):
+            texts = write_texts(index_dir, f"{stem}.text.arrow", column)
     with atomic_path(path, new=True) as tmp:
         pq.write_table(table, tmp)
-    return StorePart(FileRef.of(index_dir, name), table.num_rows)
+    return StorePart(FileRef.of(index_dir, f"{stem}.parquet"), table.num_rows, texts)
 
 
 def write_deleted(index_dir: str | Path, rows: np.ndarray) -> FileRef:
@@ -114,7 +129,8 @@ def write_deleted(index_dir: str | Path, rows: np.ndarray) -> FileRef:
 class MetadataStore:
     """All store rows in Arrow, metadata typed; `live[row]` is False for removed rows."""
 
-    def __init__(self, table: pa.Table, deleted_rows: np.ndarray, id_type: str = "int64"):
+    def __init__(self, table: pa.Table, deleted_rows: np.ndarray, id_type: str = "int64",
+                 texts: NoteTexts | None = None):
         rows = table.column("row").to_numpy()
         if not np.array_equal(rows, np.arange(len(rows))):
             raise ValueError("store rows are not numbered 0..n-1 in order")
@@ -126,6 +142,7 @@ class MetadataStore:
         self.id_type = id_type
         self.live = np.ones(table.num_rows, dtype=bool)
         self.live[deleted_rows] = False
+        self.texts = texts or NoteTexts.empty(table.num_rows)
         self._counts: dict[str, dict] = {}
 
     @classmethod
@@ -144,7 +161,8 @@ class MetadataStore:
             path = (manifest.deleted.verify(index_dir) if verify
                     else Path(index_dir) / manifest.deleted.file)
             deleted = pq.read_table(path).column("row").to_numpy()
-        return cls(table, deleted, manifest.id_type)
+        return cls(table, deleted, manifest.id_type,
+                   NoteTexts.open(index_dir, manifest.store_parts, verify))
 
     def __len__(self) -> int:
         return self.table.num_rows

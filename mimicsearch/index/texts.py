@@ -1,0 +1,82 @@
+"""Whole note texts beside the store: what a note view shows, read by row on demand.
+
+One Arrow IPC file per store part (`store/part-*.text.arrow`, a `text` column, row for row
+with the part), written in fixed batches of BATCH_ROWS compressed rows and memory-mapped on
+read: a lookup decompresses one batch, so a server's memory stays flat however long the
+notes are. Notes indexed without their text (or before texts were kept) read as None.
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from ..embeddings import FULL_TEXT
+from ..fileio import atomic_path
+from .manifest import FileRef, StorePart
+
+BATCH_ROWS = 64
+
+
+def write_texts(index_dir: str | Path, name: str, column) -> FileRef:
+    path = Path(index_dir) / name
+    table = pa.table({FULL_TEXT: column}).combine_chunks()
+    options = pa.ipc.IpcWriteOptions(compression="zstd")
+    with atomic_path(path, new=True) as tmp, \
+            pa.ipc.new_file(str(tmp), table.schema, options=options) as w:
+        for start in range(0, table.num_rows, BATCH_ROWS):
+            w.write_table(table.slice(start, BATCH_ROWS), max_chunksize=BATCH_ROWS)
+    return FileRef.of(index_dir, name)
+
+
+class NoteTexts:
+    """Texts of store rows across parts; `get(rows)` is a list of str or None."""
+
+    def __init__(self, starts: np.ndarray, paths: list[Path | None]):
+        self._starts = starts  # first row of each part, and the end
+        self._paths = paths
+        self._readers: dict[int, pa.ipc.RecordBatchFileReader] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def empty(cls, rows: int) -> NoteTexts:
+        return cls(np.array([0, rows], dtype=np.int64), [None])
+
+    @classmethod
+    def open(cls, index_dir: str | Path, parts: Sequence[StorePart],
+             verify: bool = True) -> NoteTexts:
+        starts = np.cumsum([0] + [p.rows for p in parts]).astype(np.int64)
+        paths = [None if p.text is None else
+                 p.text.verify(index_dir) if verify else Path(index_dir) / p.text.file
+                 for p in parts]
+        return cls(starts, paths)
+
+    @property
+    def kept(self) -> bool:
+        """Whether any part holds texts."""
+        return any(p is not None for p in self._paths)
+
+    def get(self, rows: Sequence[int]) -> list[str | None]:
+        out: list[str | None] = []
+        for row in rows:
+            part = int(np.searchsorted(self._starts, row, side="right")) - 1
+            if not 0 <= part < len(self._paths) or self._paths[part] is None:
+                out.append(None)
+                continue
+            local = int(row) - int(self._starts[part])
+            with self._lock:
+                batch = self._reader(part).get_batch(local // BATCH_ROWS)
+            out.append(batch.column(0)[local % BATCH_ROWS].as_py())
+        return out
+
+    def _reader(self, part: int) -> pa.ipc.RecordBatchFileReader:
+        if part not in self._readers:
+            reader = pa.ipc.open_file(pa.memory_map(str(self._paths[part])))
+            if reader.schema.names != [FULL_TEXT]:
+                raise ValueError(f"{self._paths[part]} is not a texts file (columns "
+                                 f"{reader.schema.names})")
+            self._readers[part] = reader
+        return self._readers[part]
