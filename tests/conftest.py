@@ -7,4 +7,5 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from fixtures.data import *
 from fixtures.models import *
+from fixtures.server import *
 from fixtures.vectors import *

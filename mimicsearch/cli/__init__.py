@@ -10,7 +10,7 @@ import warnings
 import click
 
 from ..pipeline import TruncationWarning
-from . import data, encode, export, index, train
+from . import data, encode, export, index, serve, train
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -27,6 +27,7 @@ def main(verbose: int) -> None:
       mimicsearch build-index data/NOTEEVENTS.csv --model models/minilm --out index/
       mimicsearch query index/ "chest pain radiating to left arm"
       mimicsearch sync index/ tonight.csv --remove-missing   # nightly: new, edited, retracted
+      mimicsearch serve index/                 # search page and API on 127.0.0.1:8000
 
     \b
     Exit codes: 0 success; 1 bad input (the message names file, line or field);
@@ -38,6 +39,6 @@ def main(verbose: int) -> None:
     warnings.filterwarnings("ignore", category=TruncationWarning)
 
 
-for _module in (data, train, export, encode, index):
+for _module in (data, train, export, encode, index, serve):
     for _cmd in _module.COMMANDS:
         main.add_command(_cmd)

@@ -12,6 +12,7 @@ EXTRA_PACKAGES = {
     "train": {"torch", "transformers", "sentence_transformers", "sklearn", "pandas"},
     "export": {"torch", "transformers", "sentence_transformers", "optimum", "onnx"},
     "spark": {"pyspark", "pandas"},
+    "serve": {"fastapi", "starlette", "uvicorn", "prometheus_client", "pydantic"},
 }
 
 

@@ -1,0 +1,116 @@
+"""Request and response bodies of the API (they are also its OpenAPI description).
+
+Requests forbid unknown fields, so a misspelt filter is an error, not an ignored one.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+NoteId = int | str
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SearchRequest(_Request):
+    """Give `text` (a clinical question or passage) or `note_id` (more like a stored note)."""
+
+    text: str | None = Field(None, description="Query text, encoded with the query prompt.")
+    note_id: NoteId | None = Field(None, description="Use this stored note as the query; "
+                                   "it never comes back itself.")
+    k: int = Field(10, ge=1, description="Notes to return (at most the server's max_k).")
+    mode: Literal["dense", "lexical", "hybrid"] = Field(
+        "dense", description="Retriever; /info lists the modes this index has.")
+    subjects: list[NoteId] = Field([], description="Only these SUBJECT_IDs.")
+    exclude_subjects: list[NoteId] = Field([], description="Leave out these SUBJECT_IDs.")
+    categories: list[str] = Field([], description="Only these CATEGORY values "
+                                  "(case-insensitive).")
+    since: dt.date | None = Field(None, description="Earliest date (inclusive) of date_col.")
+    until: dt.date | None = Field(None, description="Latest date (inclusive) of date_col.")
+    where: list[str] = Field([], description="Conditions on any stored column: "
+                             "'HADM_ID=134690', 'CHARTDATE>=2150-01-01', 'CATEGORY!=ECG'.")
+    date_col: str = Field("CHARTDATE", description="The column since/until apply to.")
+    other_patients_only: bool = Field(False, description="With note_id: leave out every "
+                                      "note of the query note's patient.")
+
+
+class Retriever(BaseModel):
+    rank: int
+    score: float
+
+
+class SearchHit(BaseModel):
+    rank: int
+    id: NoteId
+    score: float
+    subject_id: NoteId | None
+    hadm_id: NoteId | None
+    category: str | None
+    chartdate: Any
+    snippet: str | None
+    metadata: dict[str, Any]
+    retrievers: dict[str, Retriever] = Field(
+        description="Each retriever's rank and score for this note (score provenance).")
+
+
+class SearchResponse(BaseModel):
+    mode: str
+    k: int
+    query: dict[str, Any]
+    filters: dict[str, Any]
+    hits: list[SearchHit]
+    took_ms: float
+
+
+class NoteBody(BaseModel):
+    id: NoteId
+    subject_id: NoteId | None
+    hadm_id: NoteId | None
+    category: str | None
+    chartdate: Any
+    snippet: str | None
+    text: str | None = Field(description="The whole note; null where the index keeps only "
+                             "openings (build-index --no-full-text).")
+    metadata: dict[str, Any]
+
+
+class Timeline(BaseModel):
+    subject_id: NoteId
+    count: int
+    notes: list[NoteBody]
+
+
+class EmbeddingsRequest(_Request):
+    """OpenAI's embeddings request; `input_type` is this server's addition."""
+
+    input: str | list[str] | list[int] | list[list[int]] = Field(
+        description="A text or a list of texts (token arrays are not accepted).")
+    model: str = Field(description="A model id from GET /v1/models.")
+    dimensions: int | None = Field(None, description="Matryoshka dimension (see /info).")
+    encoding_format: Literal["float", "base64"] = "float"
+    user: str | None = None
+    input_type: Literal["query", "document"] = Field(
+        "document", description="The model's prompt: 'query' for questions, 'document' for "
+        "notes and passages.")
+
+
+class Embedding(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingsResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Embedding]
+    model: str
+    usage: Usage
