@@ -34,8 +34,11 @@ from ._extras import import_stage
 @click.option("--max-inputs", type=click.IntRange(1), default=256, show_default=True,
               help="Most texts in one /v1/embeddings request.")
 @click.option("--batch-wait-ms", type=click.FloatRange(0, 1000), default=5.0,
-              show_default=True, help="How long a request waits for others to share its "
-              "encoder batch.")
+              show_default=True, help="How long a batch may wait for requests the server is "
+              "already handling (a lone request never waits).")
+@click.option("--batch-tokens", type=click.IntRange(16), default=256, show_default=True,
+              help="A batch stops gathering at this many padded tokens (texts x the longest "
+              "one's tokens; more adds padding, not speed, on a CPU).")
 @click.option("--no-batching", is_flag=True, help="Encode each request on its own (slower "
               "under concurrent load; for comparison).")
 @click.option("--cors-origin", multiple=True, help="Origin allowed to call the API from a "
@@ -45,8 +48,8 @@ from ._extras import import_stage
               default="info", show_default=True, help="Server log detail (info: one line "
               "per request; never note or query text).")
 def serve_cmd(index_dir, host, port, api_key_file, no_auth, model_dir, threads, max_k,
-              max_body_bytes, max_text_chars, max_inputs, batch_wait_ms, no_batching,
-              cors_origin, no_verify, log_level):
+              max_body_bytes, max_text_chars, max_inputs, batch_wait_ms, batch_tokens,
+              no_batching, cors_origin, no_verify, log_level):
     """Serve INDEX_DIR: a search page at / and a JSON API (/search, /notes/ID,
     /notes/ID/similar, /patients/ID/timeline, OpenAI-compatible /v1/embeddings, /info,
     /health, /metrics; described at /docs). Changes that add, remove or sync make to the
@@ -73,6 +76,7 @@ def serve_cmd(index_dir, host, port, api_key_file, no_auth, model_dir, threads, 
             host=host, port=port, api_key=key, no_auth=no_auth, model_dir=model_dir,
             threads=threads, verify=not no_verify, max_k=max_k, max_body_bytes=max_body_bytes,
             max_text_chars=max_text_chars, max_inputs=max_inputs, batch_wait_ms=batch_wait_ms,
+            batch_tokens=batch_tokens,
             batching=not no_batching, cors_origins=tuple(cors_origin), log_level=log_level)
         serving.serve(index_dir, settings)
     except EXPECTED as e:

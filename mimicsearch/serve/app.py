@@ -79,7 +79,7 @@ class Server:
         s = self.settings
         self.batcher = Batcher(lambda: self.searcher.encoder, self.encoder_pool,
                                wait_s=s.batch_wait_ms / 1000, max_batch=s.max_batch,
-                               token_budget=encoder.token_budget,
+                               token_budget=min(s.batch_tokens, encoder.token_budget),
                                max_length=encoder.max_seq_length, enabled=s.batching,
                                on_batch=self.metrics.batch)
         self.batcher.start()
@@ -221,6 +221,10 @@ def _routes(app: FastAPI, server: Server) -> None:
         return out
 
     async def run_search(req: SearchRequest) -> dict:
+        with server.batcher.coming() as ticket:
+            return await _run_search(req, ticket)
+
+    async def _run_search(req: SearchRequest, ticket) -> dict:
         started = time.perf_counter()
         if req.mode not in MODES:
             raise ApiError(400, f"mode {req.mode!r} needs a lexical part and this index has "
@@ -239,7 +243,7 @@ def _routes(app: FastAPI, server: Server) -> None:
                 text = checked_text(req.text, "text")
                 await server.on_index(server.searcher.allowed, filters)  # filter errors first
                 vectors, _ = await server.batcher.encode([text], "query",
-                                                         server.searcher.index.dim)
+                                                         server.searcher.index.dim, ticket)
                 results = await server.on_index(server.searcher.search_vectors, vectors, k,
                                                 filters)
                 query = {"text_chars": len(text)}
@@ -288,6 +292,10 @@ def _routes(app: FastAPI, server: Server) -> None:
     @app.post("/v1/embeddings", response_model=EmbeddingsResponse, tags=["embeddings"],
               summary="OpenAI-compatible embeddings")
     async def embeddings(req: EmbeddingsRequest):
+        with server.batcher.coming() as ticket:
+            return await _embeddings(req, ticket)
+
+    async def _embeddings(req: EmbeddingsRequest, ticket):
         names = server.model_names()
         if req.model not in names:
             raise ApiError(404, f"model {req.model!r} is not served here; models: {names}",
@@ -306,7 +314,7 @@ def _routes(app: FastAPI, server: Server) -> None:
             dim = server.encoder.check_dim(req.dimensions)
         except ValueError as e:
             raise ApiError(400, str(e), "dimensions") from None
-        vectors, counts = await server.batcher.encode(inputs, req.input_type, dim)
+        vectors, counts = await server.batcher.encode(inputs, req.input_type, dim, ticket)
         data = []
         for i, v in enumerate(vectors):
             v = np.ascontiguousarray(v, dtype="<f4")
@@ -314,8 +322,8 @@ def _routes(app: FastAPI, server: Server) -> None:
                          base64.b64encode(v.tobytes()).decode("ascii")
                          if req.encoding_format == "base64" else v.tolist()})
         used = int(sum(counts))
-        return {"object": "list", "data": data, "model": req.model,
-                "usage": {"prompt_tokens": used, "total_tokens": used}}
+        return JSONResponse({"object": "list", "data": data, "model": req.model,  # validated
+                             "usage": {"prompt_tokens": used, "total_tokens": used}})
 
     @app.get("/v1/models", tags=["embeddings"], summary="Models served (OpenAI-compatible)")
     async def models():

@@ -1,10 +1,12 @@
 """Coalescing concurrent embedding work into encoder batches.
 
 Requests queue their texts; one worker takes the first waiting request, gathers whatever
-else arrives within `wait_s` (stopping at `max_batch` texts or the encoder's token budget),
-encodes each (prompt, dim) group in one call on the encoder thread, and hands every request
-its rows. Under load the queue fills while a batch runs, so the next batch is full at once;
-alone, a request waits at most `wait_s`.
+else is queued (stopping at `max_batch` texts or `token_budget` padded tokens: texts times
+the longest one's estimated tokens, since a batch is padded to its longest), encodes
+each (prompt, dim) group in one call on the encoder thread, and hands every request its
+rows. Under load the queue fills while a batch runs, so the next batch forms at once. A
+batch waits (at most `wait_s`) only for requests already inside the server and on their
+way to the encoder (`coming()`), so a lone request never waits.
 """
 from __future__ import annotations
 
@@ -25,7 +27,16 @@ class _Job:
     prompt: str | None
     dim: int | None
     future: asyncio.Future
-    tokens: int = 0
+    longest: int = 0  # estimated tokens of its longest text
+
+
+class _Ticket:
+    arrived = False
+
+    def arrive(self, batcher: Batcher) -> None:
+        if not self.arrived:
+            self.arrived = True
+            batcher._coming -= 1
 
 
 class Batcher:
@@ -42,6 +53,7 @@ class Batcher:
         self._on_batch = on_batch or (lambda texts, requests: None)
         self._queue: asyncio.Queue[_Job] | None = None
         self._task: asyncio.Task | None = None
+        self._coming = 0  # requests being handled that will queue texts soon
 
     def start(self) -> None:
         self._queue = asyncio.Queue()
@@ -53,33 +65,55 @@ class Batcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    async def encode(self, texts: list[str], prompt: str | None,
-                     dim: int | None) -> tuple[np.ndarray, list[int]]:
+    @contextlib.contextmanager
+    def coming(self):
+        """Around a request that will (probably) encode: until its texts are queued (or it
+        ends without), a gathering batch may wait for it. Yields the ticket to pass to
+        `encode`."""
+        ticket = _Ticket()
+        self._coming += 1
+        try:
+            yield ticket
+        finally:
+            ticket.arrive(self)
+
+    async def encode(self, texts: list[str], prompt: str | None, dim: int | None,
+                     ticket: _Ticket | None = None) -> tuple[np.ndarray, list[int]]:
+        if ticket is not None:
+            ticket.arrive(self)
         future = asyncio.get_running_loop().create_future()
-        tokens = sum(min(len(t) // CHARS_PER_TOKEN + 2, self.max_length) for t in texts)
-        await self._queue.put(_Job(list(texts), prompt, dim, future, tokens))
+        longest = max((min(len(t) // CHARS_PER_TOKEN + 2, self.max_length) for t in texts),
+                      default=1)
+        await self._queue.put(_Job(list(texts), prompt, dim, future, longest))
         return await future
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
+        carry: _Job | None = None  # a job that did not fit the last batch: the next one's first
         while True:
-            jobs = [await self._queue.get()]
-            size, tokens = len(jobs[0].texts), jobs[0].tokens
+            jobs = [carry if carry is not None else await self._queue.get()]
+            carry = None
+            size, longest = len(jobs[0].texts), jobs[0].longest
             deadline = loop.time() + self.wait_s
-            while self.enabled and size < self.max_batch and tokens < self.token_budget:
+            while self.enabled and size < self.max_batch and \
+                    (size + 1) * longest <= self.token_budget:
                 try:
                     job = self._queue.get_nowait()
                 except asyncio.QueueEmpty:
                     left = deadline - loop.time()
-                    if left <= 0:
+                    if left <= 0 or self._coming <= 0:  # nobody else on the way
                         break
                     try:
                         job = await asyncio.wait_for(self._queue.get(), left)
                     except TimeoutError:
                         break
+                grown = size + len(job.texts)
+                if grown > self.max_batch or \
+                        grown * max(longest, job.longest) > self.token_budget:
+                    carry = job  # padded to the longest text, it would not fit
+                    break
                 jobs.append(job)
-                size += len(job.texts)
-                tokens += job.tokens
+                size, longest = grown, max(longest, job.longest)
             jobs = [j for j in jobs if not j.future.done()]  # clients that went away
             groups: dict[tuple, list[_Job]] = {}
             for j in jobs:

@@ -23,8 +23,13 @@ class ServeSettings:
     max_body_bytes: int = 1 << 20
     max_text_chars: int = 20_000
     max_inputs: int = 256
-    batch_wait_ms: float = 5.0  # how long a request waits for others to share its batch
-    max_batch: int = 64  # texts per encoder call (the encoder's token budget splits further)
+    # How long a batch may wait for requests already being handled (a lone request never
+    # waits; under load the queue fills while a batch runs).
+    batch_wait_ms: float = 5.0
+    max_batch: int = 64  # texts per encoder call
+    # A batch stops gathering at this many padded tokens (texts x the longest's tokens): a
+    # CPU's GEMMs are saturated by a few hundred rows; beyond, batching only adds padding.
+    batch_tokens: int = 256
     batching: bool = True  # False: one request per encoder call (the benchmark's baseline)
     cors_origins: tuple[str, ...] = ()
     log_level: str = "info"
