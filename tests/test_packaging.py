@@ -19,10 +19,13 @@ def test_wheel_ships_every_module(tmp_path):
         f"{dest}/{p.relative_to(ROOT / src).as_posix()}"
         for src, dest in LAYOUT.items()
         for p in (ROOT / src).rglob("*.py")
-    }
+    } | {f"mimicsearch/serve/page/{p.name}" for p in (ROOT / "mimicsearch/serve/page").iterdir()}
     assert expected - names == set()
     assert not any(n.startswith(("train/", "export/")) for n in names), "generic top-level modules"
     meta = next(n for n in names if n.endswith(".dist-info/METADATA"))
     requires = [line for line in zipfile.ZipFile(wheel).read(meta).decode().splitlines()
                 if line.startswith("Requires-Dist:") and "extra ==" not in line]
     assert requires and not any("torch" in r for r in requires), requires
+    serve = [line for line in zipfile.ZipFile(wheel).read(meta).decode().splitlines()
+             if line.startswith("Requires-Dist:") and 'extra == "serve"' in line]
+    assert serve and not any("torch" in r for r in serve), serve  # the server is torch-free

@@ -75,6 +75,8 @@ def test_text_search_is_the_librarys_answer(http, lib):
      Filters(since="2150-01-01", until="2190-12-31")),
     ({"where": ["CATEGORY!=Nursing/other", "HADM_ID>=150000"]},
      Filters(where=["CATEGORY!=Nursing/other", "HADM_ID>=150000"])),
+    ({"since": "2150-01-01", "date_col": "CHARTDATE", "categories": ["ECG", "Echo"]},
+     Filters(since="2150-01-01", categories=["ECG", "Echo"])),
 ])
 def test_every_filter_matches_the_library(http, lib, body, filters):
     got = post_search(http, text=QUERY, k=15, **body)
@@ -189,6 +191,7 @@ def test_embeddings_errors(http, body, status, param):
     ({"note_id": 987654321}, 404, "not in the index"),
     ({"text": QUERY, "other_patients_only": True}, 400, "note_id queries"),
     ({"text": QUERY, "since": "2150-02-30"}, 422, "since"),
+    ({"text": QUERY, "since": "2150-01-01", "date_col": "HADM_ID"}, 400, "need a date column"),
 ])
 def test_search_errors_name_the_field(http, body, status, words):
     r = http.post("/search", json=body)
