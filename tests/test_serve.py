@@ -19,6 +19,7 @@ from mimicsearch.encoder import Encoder
 from mimicsearch.filters import Filters
 from mimicsearch.search import Searcher
 
+pytestmark = pytest.mark.filterwarnings("ignore::mimicsearch.pipeline.TruncationWarning")
 QUERY = "worsening shortness of breath with bilateral pleural effusions"
 SECRET = "zebraquokka-marker-7731"  # must never reach the server log
 
@@ -355,5 +356,36 @@ def test_serves_another_processs_add_and_remove(serve_index, serve_notes, tmp_pa
             hits = c.post("/search", json={"text": later.TEXT.iloc[0][:300], "k": 50}).json()
             assert new_id not in ids(hits["hits"])
             assert "mimicsearch_index_reloads_total 2.0" in c.get("/metrics").text
+
+            snapshot = pd.read_csv(serve_notes[0])
+            edited_id = int(snapshot.ROW_ID.iloc[9])
+            snapshot.loc[9, "TEXT"] += " Addendum: reviewed again today."
+            snapshot.iloc[:200].to_csv(tmp_path / "tonight.csv", index=False)
+            sync = mimicsearch("sync", ix, tmp_path / "tonight.csv", "--remove-missing",
+                               "--no-progress")
+            assert sync.returncode == 0, sync.stderr
+            assert c.get(f"/notes/{edited_id}").json()["text"] == snapshot.TEXT.iloc[9]
+            assert c.get("/info").json()["notes"] == 200
+            gone = int(snapshot.ROW_ID.iloc[230])
+            assert c.get(f"/notes/{gone}").status_code == 404
+    finally:
+        stop(served)
+
+
+def test_an_index_without_whole_texts(serve_notes, minilm_onnx, tmp_path):
+    from mimicsearch.index import BuildOptions
+    from mimicsearch.options import EncodeOptions
+    from mimicsearch.pipeline import build_index_from
+
+    notes = pd.read_csv(serve_notes[0]).iloc[:30]
+    build_index_from(notes, out_dir=tmp_path / "ix", model_dir=minilm_onnx,
+                     encode=EncodeOptions(max_length=32, precision="fp32", snippets=True),
+                     build=BuildOptions(index_key="Flat"), progress=False)
+    served = start(tmp_path / "ix", tmp_path / "log")
+    try:
+        with served.client() as c:
+            assert c.get("/info").json()["full_text"] is False
+            note = c.get(f"/notes/{notes.ROW_ID.iloc[0]}").json()
+            assert note["text"] is None and notes.TEXT.iloc[0].startswith(note["snippet"][:40])
     finally:
         stop(served)
