@@ -45,6 +45,7 @@ class Encoded:
     truncated: np.ndarray  # bool [texts]: longer than max_seq_length (cut, or windowed)
     parents: np.ndarray  # int64 [rows]: index of each row's text within the block
     windows: np.ndarray  # int32 [rows]: window number within its text (0 if not split)
+    tokens: np.ndarray  # int64 [texts]: tokens read per text, prompt and specials included
 
 
 @dataclass
@@ -246,7 +247,7 @@ class Encoder:
 
     def token_counts(self, texts: Sequence[str], prompt: str | None = "document") -> list[int]:
         """Tokens each text is read as (prompt and special tokens included, cut at
-        max_seq_length): what an embedding API reports as usage."""
+        max_seq_length), without encoding: what `Encoded.tokens` reports after."""
         return [len(e.ids) for e in self._tok.encode_batch(
             [self.prompt_text(prompt) + t for t in texts])]
 
@@ -332,13 +333,14 @@ class Encoder:
 
     def _finish(self, tokens: _Tokens, raw: np.ndarray, dim: int, long: LongMode) -> Encoded:
         vectors = _normalize(raw[:, :dim])  # [rows, dim]
-        if long is LongMode.CHUNK and len(tokens.parents) != len(tokens.truncated):
+        n = len(tokens.truncated)
+        read = np.bincount(tokens.parents, weights=tokens.lengths, minlength=n).astype(np.int64)
+        if long is LongMode.CHUNK and len(tokens.parents) != n:
             starts = np.flatnonzero(np.r_[True, tokens.parents[1:] != tokens.parents[:-1]])
             vectors = _normalize(np.add.reduceat(vectors, starts, axis=0))  # [texts, dim]
-            n = len(tokens.truncated)
             return Encoded(vectors, tokens.truncated, np.arange(n, dtype=np.int64),
-                           np.zeros(n, dtype=np.int32))
-        return Encoded(vectors, tokens.truncated, tokens.parents, tokens.windows)
+                           np.zeros(n, dtype=np.int32), read)
+        return Encoded(vectors, tokens.truncated, tokens.parents, tokens.windows, read)
 
     # -- public API ----------------------------------------------------------------------
 
@@ -393,11 +395,12 @@ class Encoder:
         if not parts:
             empty = np.zeros(0, dtype=np.int64)
             return Encoded(np.zeros((0, dim), np.float32), np.zeros(0, bool), empty,
-                           empty.astype(np.int32))
+                           empty.astype(np.int32), empty)
         return Encoded(np.concatenate([e.vectors for _, e in parts]),
                        np.concatenate([e.truncated for _, e in parts]),
                        np.concatenate([e.parents + s for s, e in parts]),
-                       np.concatenate([e.windows for _, e in parts]))
+                       np.concatenate([e.windows for _, e in parts]),
+                       np.concatenate([e.tokens for _, e in parts]))
 
     def encode(self, texts: Iterable[str], prompt: str | None = "document",
                dim: int | None = None, long: LongMode | str = LongMode.TRUNCATE) -> np.ndarray:

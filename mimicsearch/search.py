@@ -65,6 +65,11 @@ class Note:
         return asdict(self)
 
 
+def _mimic(meta: dict) -> tuple:
+    """The four MIMIC columns hits and notes carry as fields (None where not stored)."""
+    return tuple(meta.get(c) for c in ("SUBJECT_ID", "HADM_ID", "CATEGORY", "CHARTDATE"))
+
+
 class Results(list):
     """Hits per query (a list of lists of `Hit`), also as one table: a row per hit with
     query, rank, id, score, row, window, snippet and every metadata column."""
@@ -189,9 +194,7 @@ class Searcher:
         out = []
         for r, t in zip(store.records(rows), texts):
             meta = {c: r[c] for c in store.metadata_columns}
-            out.append(Note(r["id"], meta.get("SUBJECT_ID"), meta.get("HADM_ID"),
-                            meta.get("CATEGORY"), meta.get("CHARTDATE"), r["snippet"], t,
-                            int(r["row"]), meta))
+            out.append(Note(r["id"], *_mimic(meta), r["snippet"], t, int(r["row"]), meta))
         return out
 
     def allowed(self, filters: Filters | None) -> np.ndarray | None:
@@ -284,10 +287,8 @@ class Searcher:
                     seen.add(r["id"])
                     meta = {c: r[c] for c in meta_cols}
                     hits.append(Hit(first_query + qi, len(hits) + 1, r["id"],
-                                    round(float(score), 6), meta.get("SUBJECT_ID"),
-                                    meta.get("HADM_ID"), meta.get("CATEGORY"),
-                                    meta.get("CHARTDATE"), r["snippet"], int(row),
-                                    r.get("window"), meta))
+                                    round(float(score), 6), *_mimic(meta), r["snippet"],
+                                    int(row), r.get("window"), meta))
                     if len(hits) == k:
                         break
                 short |= len(hits) < k and keep.all()

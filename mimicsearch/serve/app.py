@@ -204,12 +204,10 @@ def _routes(app: FastAPI, server: Server) -> None:
                            "k")
         return k
 
-    async def existing(note_id) -> object:
-        try:
-            return (await server.on_index(server.searcher.notes, [note_id], False))[0]
-        except ValueError as e:
-            raise ApiError(404 if "not in the index" in str(e) else 400, str(e),
-                           "note_id") from None
+    def note_error(e: ValueError) -> ApiError:
+        """A note lookup's ValueError: an id the index does not hold (404) or not of its id
+        type (400)."""
+        return ApiError(404 if "not in the index" in str(e) else 400, str(e), "note_id")
 
     def hits_of(results, mode: str) -> list[dict]:
         out = []
@@ -242,16 +240,23 @@ def _routes(app: FastAPI, server: Server) -> None:
                     raise ApiError(400, "other_patients_only applies to note_id queries; "
                                    "with text, use exclude_subjects", "other_patients_only")
                 text = checked_text(req.text, "text")
-                await server.on_index(server.searcher.allowed, filters)  # filter errors first
+                # Filter errors before encoding: compiling the filter checks it; the row
+                # mask is built once, by the search.
+                await server.on_index(lambda: filters.expression(server.searcher.index.store))
                 vectors, _ = await server.batcher.encode([text], "query",
                                                          server.searcher.index.dim, ticket)
                 results = await server.on_index(server.searcher.search_vectors, vectors, k,
                                                 filters)
                 query = {"text_chars": len(text)}
             else:
-                await existing(req.note_id)
-                results = await server.on_index(server.searcher.search_notes, [req.note_id],
-                                                k, filters, req.other_patients_only)
+                try:
+                    results = await server.on_index(server.searcher.search_notes,
+                                                    [req.note_id], k, filters,
+                                                    req.other_patients_only)
+                except ValueError as e:
+                    if str(e).startswith("note id "):  # the query note's own lookup
+                        raise note_error(e) from None
+                    raise
                 query = {"note_id": req.note_id}
         except (ValueError, TypeError) as e:
             raise ApiError(400, str(e)) from None
@@ -267,16 +272,22 @@ def _routes(app: FastAPI, server: Server) -> None:
     @app.get("/notes/{note_id}", response_model=NoteBody, tags=["notes"],
              summary="One note, whole, with its metadata")
     async def note(note_id: str):
-        await existing(note_id)
-        found = await server.on_index(server.searcher.notes, [note_id], True)
+        try:
+            found = await server.on_index(server.searcher.notes, [note_id], True)
+        except ValueError as e:
+            raise note_error(e) from None
         return _note_dict(found[0])
 
     @app.get("/notes/{note_id}/similar", response_model=SearchResponse, tags=["notes"],
              summary="More like this note")
     async def similar(note_id: str, k: int = Query(10, ge=1),
                       other_patients_only: bool = False):
-        stored = await existing(note_id)
-        return await run_search(SearchRequest(note_id=stored.id, k=k,
+        try:  # the path's text as the index's id type
+            typed = await server.on_index(
+                lambda: server.searcher.index.store.parse_ids([note_id])[0])
+        except ValueError as e:
+            raise note_error(e) from None
+        return await run_search(SearchRequest(note_id=typed, k=k,
                                               other_patients_only=other_patients_only))
 
     @app.get("/patients/{subject_id}/timeline", response_model=Timeline, tags=["notes"],
@@ -348,16 +359,16 @@ def _routes(app: FastAPI, server: Server) -> None:
                 col = store.notes_table(["CHARTDATE"]).column("CHARTDATE")
                 mm = pc.min_max(col).as_py()
                 dates = {"column": "CHARTDATE", "min": mm["min"], "max": mm["max"]}
-            live = int(store.live.sum())
-            server.metrics.notes.set(live)
-            return index, store, columns, dates
+            notes = len(store.ids())
+            server.metrics.notes.set(notes)
+            return index, store, columns, dates, notes
 
-        index, store, columns, dates = await server.on_index(describe)
+        index, store, columns, dates, notes = await server.on_index(describe)
         enc = server.encoder
         m = index.manifest
         return jsonable_encoder({
             "version": __version__,
-            "notes": len(store.ids()),
+            "notes": notes,
             "index": {"key": m.index_key, "dimension": m.dimension, "rows": m.rows},
             "model": {"id": server.model_names()[0], "dimension": enc.dimension,
                       "dimensions": enc.dims, "precision": enc.precision,

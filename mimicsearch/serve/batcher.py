@@ -137,5 +137,5 @@ class Batcher:
                     start = end
 
     def _encode(self, texts, prompt, dim):
-        encoder = self._encoder()
-        return encoder.encode(texts, prompt=prompt, dim=dim), encoder.token_counts(texts, prompt)
+        encoded = self._encoder().encode_detailed(texts, prompt=prompt, dim=dim)
+        return encoded.vectors, encoded.tokens.tolist()
