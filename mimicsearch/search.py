@@ -9,7 +9,7 @@ process is never returned once the remover has returned.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +18,17 @@ import pyarrow.compute as pc
 
 from .fileio import MANIFEST
 from .filters import Filters
+from .fusion import MODES, Fusion, check_mode, fuse
 from .index import NoteIndex, check_model, open_index
+from .index.lexical import analyze
 from .index.loaded import MAX_K, manifest_identity
 
-__all__ = ["Filters", "Hit", "Note", "Results", "Searcher", "check_model"]
+__all__ = ["MODES", "Filters", "Fusion", "Hit", "Note", "PatientHit", "Results", "Searcher",
+           "check_model"]
+# Patient search: how many notes each query retrieves to vote for their patients, and the
+# rank-vote constant (the RRF one).
+PATIENT_DEPTH = 200
+PATIENT_VOTE_K = 60
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,8 @@ class Hit:
     row: int
     window: int | None = None
     metadata: dict = field(default_factory=dict)
+    # Score provenance: retriever -> {"rank", "score"} (None where outside its candidates).
+    retrievers: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -60,6 +69,21 @@ class Note:
     text: str | None
     row: int
     metadata: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PatientHit:
+    """One patient returned by `Searcher.similar_patients`: its score (the votes of its
+    notes), how many of its notes were among the candidates, and the best of them."""
+
+    rank: int
+    subject_id: int | str
+    score: float
+    notes: int
+    best: Hit
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -155,6 +179,12 @@ class Searcher:
                                     precision=self.index.manifest.encode.get("precision"))
         return self._encoder
 
+    @property
+    def modes(self) -> tuple[str, ...]:
+        """The query modes this index answers: dense, and lexical and hybrid where it has
+        a lexical part."""
+        return MODES if self._fresh().lexical is not None else ("dense",)
+
     def ids(self) -> list:
         """The ids of the notes the index holds now."""
         return self._fresh().store.ids().to_pylist()
@@ -210,10 +240,15 @@ class Searcher:
         return store.mask(where)
 
     def search_texts(self, texts: Sequence[str], k: int = 10, filters: Filters | None = None,
-                     batch_size: int = 64) -> Results:
+                     batch_size: int = 64, mode: str = "dense",
+                     fusion: Fusion | None = None,
+                     vectors: np.ndarray | None = None) -> Results:
         """Hits per text (`Results`: a list per query), encoding `batch_size` texts at a time
-        with the model's query prompt. Raises TypeError for a bare str, ValueError for an
-        empty query or a filter the index cannot apply (naming the valid choices)."""
+        with the model's query prompt. `mode`: "dense" (the model), "lexical" (BM25 over
+        whole texts; no model needed) or "hybrid" (both, fused by `fusion`, default RRF).
+        `vectors`: the texts' query vectors where already encoded (a server batches them).
+        Raises TypeError for a bare str, ValueError for an empty query, a mode the index
+        lacks, or a filter the index cannot apply (naming the valid choices)."""
         if isinstance(texts, str):
             raise TypeError("search_texts() takes a list of texts, got one str")
         texts = list(texts)
@@ -225,12 +260,19 @@ class Searcher:
                 t.encode("utf-8")
             except UnicodeEncodeError:  # bytes that were not UTF-8 (surrogate-escaped)
                 raise ValueError(f"query {i} is not valid UTF-8 text") from None
+        mode = check_mode(mode, self.modes)
         allowed = self.allowed(filters)
         out = Results()
         for start in range(0, len(texts), batch_size):
             chunk = texts[start:start + batch_size]
-            vecs = self.encoder.encode(chunk, prompt="query", dim=self.index.dim)
-            out += self._hits(vecs, k, allowed, first_query=start)
+            if mode == "lexical":
+                vecs = None
+            elif vectors is not None:
+                vecs = np.atleast_2d(vectors)[start:start + batch_size]
+            else:
+                vecs = self.encoder.encode(chunk, prompt="query", dim=self.index.dim)
+            terms = None if mode == "dense" else analyze(chunk)
+            out += self._retrieve(mode, fusion, k, allowed, vecs, terms, start)
         return out
 
     def search_vectors(self, vectors: np.ndarray, k: int = 10,
@@ -239,21 +281,28 @@ class Searcher:
         return self._hits(np.atleast_2d(vectors), k, self.allowed(filters))
 
     def search_notes(self, note_ids: Iterable, k: int = 10, filters: Filters | None = None,
-                     exclude_own_subject: bool = False) -> Results:
-        """Use stored notes as queries (their stored vectors); the note itself never comes
-        back, and `exclude_own_subject` leaves out every note of its patient. Raises
-        ValueError for an id the index does not hold (or no longer holds)."""
+                     exclude_own_subject: bool = False, mode: str = "dense",
+                     fusion: Fusion | None = None) -> Results:
+        """Use stored notes as queries (their stored vectors; their whole text in lexical
+        and hybrid modes); the note itself never comes back, and `exclude_own_subject`
+        leaves out every note of its patient. Raises ValueError for an id the index does
+        not hold (or no longer holds)."""
         if isinstance(note_ids, (str, bytes)):
             raise TypeError("search_notes() takes a list of note ids, got one str")
         filters = filters or Filters()
+        mode = check_mode(mode, self.modes)
         store = self._fresh().store
         out = Results()
         for qi, note_id in enumerate(note_ids):
             rows, missing = store.rows_of([note_id])
             if missing:
                 raise ValueError(f"note id {note_id!r} is not in the index (or was removed)")
-            vec = self.index.reconstruct(rows).mean(axis=0, keepdims=True)  # [1, dim]
-            vec /= np.linalg.norm(vec, axis=1, keepdims=True)
+            vec = terms = None
+            if mode != "lexical":
+                vec = self.index.reconstruct(rows).mean(axis=0, keepdims=True)  # [1, dim]
+                vec /= np.linalg.norm(vec, axis=1, keepdims=True)
+            if mode != "dense":
+                terms = analyze(store.texts.get([int(rows[0])]))
             f = filters
             if exclude_own_subject:
                 subject = store.records(rows[:1])[0].get("SUBJECT_ID")
@@ -262,7 +311,112 @@ class Searcher:
                 f = f.and_exclude([subject])
             allowed = store.mask(f.expression(store))
             allowed[rows] = False
-            out += self._hits(vec, k, allowed, first_query=qi)
+            out += self._retrieve(mode, fusion, k, allowed, vec, terms, qi)
+        return out
+
+    def similar_patients(self, text: str | None = None, *, note_id=None, subject_id=None,
+                         k: int = 10, filters: Filters | None = None, mode: str = "dense",
+                         fusion: Fusion | None = None,
+                         depth: int = PATIENT_DEPTH) -> list[PatientHit]:
+        """Patients (not notes) ranked for a query text, a stored note, or a patient
+        ("patients like this one"); the query's own patient never comes back.
+
+        Note-level hits are aggregated: each query retrieves its top `depth` notes (in
+        `mode`, under `filters`) and each patient there gets 1/(60 + rank of its best
+        note); a patient query uses every one of its notes as a query and sums their
+        votes. Chosen over pooled patient vectors because it reuses the note index as it
+        is (every mode, filter and tombstone, nothing more to keep current on add/sync),
+        and a patient who shares one of several problems still ranks, where a mean vector
+        blurs a long multi-problem history into its commonest notes.
+        """
+        if sum(x is not None for x in (text, note_id, subject_id)) != 1:
+            raise ValueError("give exactly one of text, note_id or subject_id")
+        store = self._fresh().store
+        if "SUBJECT_ID" not in store.metadata_columns:
+            raise ValueError("this index stores no SUBJECT_ID column, so it cannot rank "
+                             f"patients (columns: {store.describe_columns()})")
+        if not 0 < k <= MAX_K:
+            raise ValueError(f"k={k}: must be between 1 and {MAX_K}")
+        depth = min(max(depth, k), MAX_K)
+        if text is not None:
+            results = self.search_texts([text], depth, filters, mode=mode, fusion=fusion)
+        else:
+            if subject_id is not None:
+                note_ids = [n.id for n in self.timeline(subject_id)]
+            else:
+                note_ids = [note_id]
+            results = self.search_notes(note_ids, depth, filters, exclude_own_subject=True,
+                                        mode=mode, fusion=fusion)
+        score: dict = {}  # patient -> summed votes
+        found: dict = {}  # patient -> ids of its notes among the candidates
+        best: dict = {}  # patient -> its best-ranked note over all queries
+        for hits in results:
+            voted = set()
+            for h in hits:  # best first: a patient's first hit is its best in this query
+                p = h.subject_id
+                if p is None:
+                    continue
+                found.setdefault(p, set()).add(h.id)
+                if p not in voted:
+                    voted.add(p)
+                    score[p] = score.get(p, 0.0) + 1.0 / (PATIENT_VOTE_K + h.rank)
+                    if p not in best or h.rank < best[p].rank:
+                        best[p] = h
+        ranked = sorted(score, key=lambda p: (-score[p], best[p].rank))
+        return [PatientHit(rank, p, round(score[p], 6), len(found[p]), best[p])
+                for rank, p in enumerate(ranked[:k], 1)]
+
+    def _retrieve(self, mode: str, fusion: Fusion | None, k: int, allowed,
+                  vecs: np.ndarray | None, terms: list[list[str]] | None,
+                  first_query: int) -> Results:
+        if mode == "dense":
+            return self._hits(vecs, k, allowed, first_query)
+        if mode == "lexical":
+            return self._lexical_hits(terms, k, allowed, first_query)
+        fusion = fusion or Fusion()
+        if not isinstance(fusion, Fusion):
+            raise TypeError(f"fusion must be a Fusion, got {type(fusion).__name__}")
+        depth = min(max(k, fusion.depth), MAX_K)
+        dense = self._hits(vecs, depth, allowed, first_query)
+        lexical = self._lexical_hits(terms, depth, allowed, first_query)
+        return Results(self._fused(d, x, vec, t, fusion, k)
+                       for d, x, vec, t in zip(dense, lexical, vecs, terms))
+
+    def _fused(self, dense: list[Hit], lexical: list[Hit], vec: np.ndarray,
+               terms: list[str], fusion: Fusion, k: int) -> list[Hit]:
+        index = self.index
+        by_id = {h.id: h for h in lexical} | {h.id: h for h in dense}
+
+        def dense_exact(ids):  # a note's best window, as its dense hit would score
+            return [float((index.reconstruct(index.store.rows_of([i])[0]) @ vec).max())
+                    for i in ids]
+
+        def lexical_exact(ids):
+            return index.lexical.row_scores(terms, [by_id[i].row - (by_id[i].window or 0)
+                                                    for i in ids])
+        fused = fuse({"dense": [(h.id, h.score) for h in dense],
+                      "lexical": [(h.id, h.score) for h in lexical]}, fusion,
+                     {"dense": dense_exact, "lexical": lexical_exact})
+        return [replace(by_id[f.key], rank=rank, score=round(f.score, 6), retrievers={
+            name: {"rank": r, "score": None if s is None else round(float(s), 6)}
+            for name, (r, s) in f.retrievers.items()})
+            for rank, f in enumerate(fused[:k], 1)]
+
+    def _lexical_hits(self, terms: list[list[str]], k: int, allowed,
+                      first_query: int = 0) -> Results:
+        index = self.index
+        store = index.store
+        meta_cols = list(store.metadata_columns)
+        out = Results()
+        for qi, query_terms in enumerate(terms):
+            scores, rows = index.lexical.search(query_terms, min(k, MAX_K), allowed)
+            hits = []
+            for rank, (score, row, r) in enumerate(zip(scores, rows, store.records(rows)), 1):
+                meta = {c: r[c] for c in meta_cols}
+                hits.append(Hit(first_query + qi, rank, r["id"], round(float(score), 6),
+                                *_mimic(meta), r["snippet"], int(row), r.get("window"), meta,
+                                {"lexical": {"rank": rank, "score": round(float(score), 6)}}))
+            out.append(hits)
         return out
 
     def _hits(self, vecs: np.ndarray, k: int, allowed, first_query: int = 0) -> Results:
@@ -286,9 +440,10 @@ class Searcher:
                         continue
                     seen.add(r["id"])
                     meta = {c: r[c] for c in meta_cols}
-                    hits.append(Hit(first_query + qi, len(hits) + 1, r["id"],
-                                    round(float(score), 6), *_mimic(meta), r["snippet"],
-                                    int(row), r.get("window"), meta))
+                    rank, score = len(hits) + 1, round(float(score), 6)
+                    hits.append(Hit(first_query + qi, rank, r["id"], score, *_mimic(meta),
+                                    r["snippet"], int(row), r.get("window"), meta,
+                                    {"dense": {"rank": rank, "score": score}}))
                     if len(hits) == k:
                         break
                 short |= len(hits) < k and keep.all()

@@ -17,6 +17,7 @@ from fixtures.server import mimicsearch, start, stop
 
 from mimicsearch.encoder import Encoder
 from mimicsearch.filters import Filters
+from mimicsearch.fusion import Fusion
 from mimicsearch.search import Searcher
 
 pytestmark = pytest.mark.filterwarnings("ignore::mimicsearch.pipeline.TruncationWarning")
@@ -121,6 +122,38 @@ def test_similar_and_other_patients_only(http, lib, csv_notes):
     assert subject not in {h["subject_id"] for h in by_post}
 
 
+@pytest.mark.parametrize("mode,fusion", [("lexical", None), ("hybrid", None),
+                                         ("hybrid", {"method": "weighted", "depth": 30,
+                                                     "lexical_weight": 0.5})])
+def test_lexical_and_hybrid_are_the_librarys_answer(http, lib, csv_notes, mode, fusion):
+    body = {"text": "heparin drip", "k": 10, "mode": mode, "categories": ["Nursing"]}
+    got = post_search(http, **body, **({"fusion": fusion} if fusion else {}))
+    want = lib.search_texts(["heparin drip"], k=10, filters=Filters(categories=["Nursing"]),
+                            mode=mode, fusion=Fusion(**fusion) if fusion else None)[0]
+    assert got["mode"] == mode and ids(got["hits"]) == [h.id for h in want]
+    assert [h["score"] for h in got["hits"]] == pytest.approx([h.score for h in want],
+                                                              abs=1e-5)
+    assert [h["retrievers"] for h in got["hits"]] == [h.retrievers for h in want]
+    assert {h["category"] for h in got["hits"]} == {"Nursing"}
+    note_id = int(csv_notes.ROW_ID.iloc[5])
+    similar = http.get(f"/notes/{note_id}/similar", params={"k": 5, "mode": mode}).json()
+    assert ids(similar["hits"]) == [h.id for h in lib.search_notes([note_id], k=5,
+                                                                   mode=mode)[0]]
+
+
+def test_similar_patients_route(http, lib, csv_notes):
+    subject = int(csv_notes.SUBJECT_ID.iloc[0])
+    got = http.get(f"/patients/{subject}/similar", params={"k": 4, "mode": "hybrid"}).json()
+    want = lib.similar_patients(subject_id=subject, k=4, mode="hybrid")
+    assert got["subject_id"] == subject and got["mode"] == "hybrid"
+    assert [p["subject_id"] for p in got["patients"]] == [p.subject_id for p in want]
+    assert subject not in [p["subject_id"] for p in got["patients"]]
+    assert got["patients"][0]["best"]["subject_id"] == got["patients"][0]["subject_id"]
+    assert http.get("/patients/987654/similar").status_code == 404
+    assert http.get("/patients/abc/similar").status_code == 400
+    assert http.get(f"/patients/{subject}/similar", params={"k": 51}).status_code == 400
+
+
 def test_timeline_in_time_order(http, csv_notes):
     subject = int(csv_notes.SUBJECT_ID.iloc[0])
     t = http.get(f"/patients/{subject}/timeline").json()
@@ -183,7 +216,10 @@ def test_embeddings_errors(http, body, status, param):
     ({"text": QUERY, "k": 51}, 400, "at most 50"),
     ({"text": QUERY, "k": 0}, 422, "k"),
     ({"text": QUERY, "k": "ten"}, 422, "k"),
-    ({"text": QUERY, "mode": "hybrid"}, 400, "lexical"),
+    ({"text": QUERY, "fusion": {"method": "rrf"}}, 400, "hybrid"),
+    ({"text": QUERY, "mode": "hybrid", "fusion": {"method": "max"}}, 422, "fusion"),
+    ({"text": QUERY, "mode": "hybrid", "fusion": {"dense_weight": 0, "lexical_weight": 0}},
+     400, "both fusion weights"),
     ({"text": QUERY, "mode": "fuzzy"}, 422, "mode"),
     ({"text": "   "}, 400, "empty"),
     ({"text": "x" * 4001}, 413, "4000"),
@@ -227,7 +263,8 @@ def test_limits(server, http):
 
 def test_info_health_metrics(http):
     info = http.get("/info").json()
-    assert info["notes"] == 240 and info["modes"] == ["dense"] and info["full_text"] is True
+    assert info["notes"] == 240 and info["modes"] == ["dense", "lexical", "hybrid"]
+    assert info["full_text"] is True
     assert info["model"]["dimensions"] == [384] and info["limits"]["max_k"] == 50
     assert sum(info["categories"].values()) == 240
     assert http.get("/health").json() == {"status": "ok"}
@@ -384,7 +421,10 @@ def test_an_index_without_whole_texts(serve_notes, minilm_onnx, tmp_path):
     served = start(tmp_path / "ix", tmp_path / "log")
     try:
         with served.client() as c:
-            assert c.get("/info").json()["full_text"] is False
+            info = c.get("/info").json()
+            assert info["full_text"] is False and info["modes"] == ["dense"]
+            r = c.post("/search", json={"text": "heparin", "mode": "lexical"})
+            assert r.status_code == 400 and "modes here: ['dense']" in r.json()["error"]["message"]
             note = c.get(f"/notes/{notes.ROW_ID.iloc[0]}").json()
             assert note["text"] is None and notes.TEXT.iloc[0].startswith(note["snippet"][:40])
     finally:

@@ -11,6 +11,7 @@ from ..index.loaded import MAX_K
 from ..options import EncodeOptions
 from ..pipeline import IndexSummary, add_notes, build_index_from, sync_notes
 from ..readers import FILE_FORMATS
+from ..fusion import METHODS, MODES, Fusion
 from ..search import Filters, Searcher
 from ._errors import EXPECTED
 from ._errors import fail as _fail
@@ -77,6 +78,9 @@ def _report(s: IndexSummary, as_json: bool, extra: dict | None = None) -> None:
               "do not depend on the batch).")
 @click.option("--no-full-text", is_flag=True, help="Keep only each note's 200-character "
               "opening in the index, not its whole text (`serve` then shows openings only).")
+@click.option("--no-lexical", is_flag=True, help="No BM25 part: `query --mode lexical` and "
+              "`--mode hybrid` will be refused (default: BM25 over every note's whole text, "
+              "rebuilt by add/remove/sync; needs the whole texts).")
 @click.option("--threads", type=int, default=None, help="Encoder threads.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of the training sample and the recall measurement.")
@@ -89,8 +93,8 @@ def _report(s: IndexSummary, as_json: bool, extra: dict | None = None) -> None:
               "else local[*]).")
 def build_index_cmd(input_path, model_dir, out_dir, memory, index_key, shard_size,
                     merge_on_disk, recall_target, text_col, id_col, input_format, keep, dim,
-                    long_mode, precision, no_full_text, threads, seed, no_progress, as_json,
-                    engine, master):
+                    long_mode, precision, no_full_text, no_lexical, threads, seed, no_progress,
+                    as_json, engine, master):
     """Build a search index from NOTES: a notes file (encoded with --model) or an embeddings
     directory. Rejected rows are listed in OUT/embeddings/rejects.csv."""
     if engine == "spark":
@@ -107,7 +111,8 @@ def build_index_cmd(input_path, model_dir, out_dir, memory, index_key, shard_siz
                                  full_text=not no_full_text),
             build=ix.BuildOptions(memory_bytes=budget, index_key=index_key,
                                   shard_size=shard_size, merge=merge_on_disk,
-                                  recall_target=recall_target, seed=seed),
+                                  recall_target=recall_target, seed=seed,
+                                  lexical=not no_lexical),
             engine=engine, threads=threads, progress=not no_progress, master=master)
         m = ix.IndexManifest.load(out_dir)
     except EXPECTED as e:
@@ -120,6 +125,9 @@ def build_index_cmd(input_path, model_dir, out_dir, memory, index_key, shard_siz
         return
     click.echo(f"index: {m.index_key}, dim {m.dimension} ({m.build.reason})")
     if q:
+        if m.lexical:
+            click.echo(f"lexical: BM25 over {m.lexical.documents} whole notes "
+                       "(query --mode lexical|hybrid)")
         click.echo(f"recall@{q.k} {q.recall_at_10:.3f} (target {q.recall_target}"
                    f"{'' if q.target_met else ', NOT met'}) at {q.search_params or 'exact'}, "
                    f"{q.ms_per_query:.2f} ms/query")
@@ -127,6 +135,48 @@ def build_index_cmd(input_path, model_dir, out_dir, memory, index_key, shard_siz
 
 def _split_ids(values: tuple[str, ...]) -> list[str]:
     return [v for chunk in values for v in chunk.replace(",", " ").split() if v]
+
+
+def _mode_options(fn):
+    """--mode and the hybrid fusion settings, shared by `query` and `patients`."""
+    for option in reversed([
+        click.option("--mode", type=click.Choice(MODES), default="dense", show_default=True,
+                     help="dense: the model; lexical: BM25 over whole notes; hybrid: both, "
+                     "fused (`info` lists the modes an index has)."),
+        click.option("--fusion", type=click.Choice(METHODS), default=None,
+                     help="Hybrid only. rrf (default): sum of weight/(k + rank); weighted: "
+                     "sum of weight x min-max scaled score."),
+        click.option("--rrf-k", type=click.IntRange(min=1), default=None,
+                     help="Hybrid rrf: the constant k (default 60)."),
+        click.option("--weights", metavar="DENSE,LEXICAL", default=None,
+                     help="Hybrid: the retrievers' weights (default 1,1), e.g. 1,0.5."),
+        click.option("--depth", type=click.IntRange(min=1), default=None,
+                     help="Hybrid: candidates taken from each retriever (default 100)."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+def _fusion(mode: str, method, rrf_k, weights, depth) -> Fusion | None:
+    given = [n for n, v in (("--fusion", method), ("--rrf-k", rrf_k), ("--weights", weights),
+                            ("--depth", depth)) if v is not None]
+    if mode != "hybrid":
+        if given:
+            raise click.UsageError(f"{', '.join(given)} apply only to --mode hybrid")
+        return None
+    d = Fusion()
+    w = (d.dense_weight, d.lexical_weight)
+    if weights is not None:
+        try:
+            w = tuple(float(x) for x in weights.split(","))
+            if len(w) != 2:
+                raise ValueError
+        except ValueError:
+            raise click.BadParameter(f"{weights!r}: give two numbers, DENSE,LEXICAL "
+                                     "(e.g. 1,0.5)", param_hint="--weights") from None
+    if rrf_k is not None and (method or d.method) != "rrf":
+        raise click.UsageError("--rrf-k applies to --fusion rrf only")
+    return Fusion(method or d.method, rrf_k or d.k, w[0], w[1], depth or d.depth)
 
 
 @click.command("query")
@@ -152,6 +202,9 @@ def _split_ids(values: tuple[str, ...]) -> list[str]:
               "CHARTDATE>=2150-01-01; ops = != >= <= > <. `info` lists the columns.")
 @click.option("--exclude-subject", is_flag=True,
               help="With --note-id: leave out all notes of the query note's patient.")
+@_mode_options
+@click.option("--explain", is_flag=True, help="Show each retriever's rank and score per hit "
+              "(--json always carries them, as `retrievers`).")
 @click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False,
               path_type=Path), help="Model directory (default: the one the index was built with).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
@@ -160,11 +213,21 @@ def _split_ids(values: tuple[str, ...]) -> list[str]:
               "manifest (about 1 s/GB; for large indexes you trust).")
 @click.option("--json", "as_json", is_flag=True, help="Hits as JSON.")
 def query_cmd(index_dir, text, query_file, note_ids, k, subject, category, since, until,
-              date_col, where, exclude_subject, model_dir, batch_size, no_verify, as_json):
+              date_col, where, exclude_subject, mode, fusion, rrf_k, weights, depth, explain,
+              model_dir, batch_size, no_verify, as_json):
     """Search an index with a text, a file of texts (--file) or stored notes (--note-id).
 
-    A filter naming a column, category or patient the index does not hold is an error that
-    lists the valid ones.
+    \b
+    Modes: dense (the model's vectors; the default), lexical (BM25 over whole notes: exact
+    drug names, devices, lab values), hybrid (both, fused; RRF with k=60 unless told).
+    Filters apply in every mode. A filter naming a column, category or patient the index
+    does not hold is an error that lists the valid ones.
+
+    \b
+    Examples:
+      mimicsearch query index/ "heparin drip for PE" --mode hybrid --explain
+      mimicsearch query index/ --note-id 1234 --exclude-subject --mode lexical
+      mimicsearch query index/ "HCT 24" --mode hybrid --fusion weighted --weights 1,0.5
     """
     given = sum(bool(x) for x in (text, query_file, note_ids))
     if given != 1:
@@ -175,20 +238,23 @@ def query_cmd(index_dir, text, query_file, note_ids, k, subject, category, since
     filters = Filters(subjects=subject, categories=category, since=since, until=until,
                       where=where, date_col=date_col)
     try:
+        fused = _fusion(mode, fusion, rrf_k, weights, depth)
         s = Searcher(index_dir, model_dir, verify=not no_verify)
         if s.index.manifest.quality is None:
             click.echo(f"warning: {ix.UNFINISHED}; this query uses default search "
                        "parameters", err=True)
         if note_ids:
             queries = list(note_ids)
-            results = s.search_notes(queries, k, filters, exclude_own_subject=exclude_subject)
+            results = s.search_notes(queries, k, filters, exclude_own_subject=exclude_subject,
+                                     mode=mode, fusion=fused)
         else:
             queries = ([text] if text else
                        [ln.strip() for ln in query_file.read_text(encoding="utf-8").splitlines()
                         if ln.strip()])
             if not queries:
                 raise ValueError(f"{query_file} holds no queries (one per line expected)")
-            results = s.search_texts(queries, k, filters, batch_size=batch_size)
+            results = s.search_texts(queries, k, filters, batch_size=batch_size, mode=mode,
+                                     fusion=fused)
     except EXPECTED as e:
         raise _fail(e) from None
     if as_json:
@@ -198,7 +264,7 @@ def query_cmd(index_dir, text, query_file, note_ids, k, subject, category, since
     for q, hits in zip(queries, results):
         if len(queries) > 1 or note_ids:
             click.echo(f"== {'note ' + str(q) if note_ids else _clip(q, 70)}")
-        click.echo(_table(hits))
+        click.echo(_table(hits, explain))
 
 
 def _clip(s: str | None, n: int) -> str:
@@ -206,16 +272,27 @@ def _clip(s: str | None, n: int) -> str:
     return s if len(s) <= n else s[: n - 1] + "…"
 
 
-def _table(hits) -> str:
+def _table(hits, explain: bool = False) -> str:
     if not hits:
         return "(no hits)"
-    head = ("#", "id", "subject", "hadm", "category", "date", "score", "snippet")
+    head = ("#", "id", "subject", "hadm", "category", "date", "score",
+            *(("dense", "lexical") if explain else ()), "snippet")
     rows = [(str(h.rank), str(h.id), _clip(h.subject_id, 10), _clip(h.hadm_id, 10),
              _clip(h.category, 18), _clip(h.chartdate, 10), f"{h.score:.4f}",
+             *((_provenance(h, "dense"), _provenance(h, "lexical")) if explain else ()),
              _clip(h.snippet, 60)) for h in hits]
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
                      for r in [head, *rows])
+
+
+def _provenance(hit, retriever: str) -> str:
+    """'#rank score' of one retriever for a hit; '-' where it did not return it."""
+    r = hit.retrievers.get(retriever)
+    if r is None:
+        return "-"
+    rank = "-" if r["rank"] is None else f"#{r['rank']}"
+    return rank if r["score"] is None else f"{rank} {r['score']:.3f}"
 
 
 def _new_notes_options(fn):
@@ -235,6 +312,72 @@ def _new_notes_options(fn):
     ]):
         fn = option(fn)
     return fn
+
+
+@click.command("patients")
+@click.argument("index_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("text", required=False)
+@click.option("--note-id", help="Patients like the one this stored note describes.")
+@click.option("--subject", "subject_id", help="Patients like this SUBJECT_ID (all its notes "
+              "are the query).")
+@click.option("-k", "k", type=click.IntRange(1, MAX_K), default=10, show_default=True,
+              help="Patients to return.")
+@click.option("--category", multiple=True,
+              help="Only notes of this CATEGORY vote, any case (repeatable).")
+@click.option("--since", metavar="DATE", help="Only notes on or after DATE vote.")
+@click.option("--until", metavar="DATE", help="Only notes on or before DATE vote.")
+@click.option("--date-col", default="CHARTDATE", show_default=True,
+              help="The date column --since/--until read.")
+@click.option("--where", "where", multiple=True, metavar="COL<op>VALUE",
+              help="A condition on any stored column, as for `query` (repeatable).")
+@_mode_options
+@click.option("--notes-per-query", type=click.IntRange(1, MAX_K), default=200,
+              show_default=True, help="Notes each query retrieves to vote for their patients.")
+@click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False,
+              path_type=Path), help="Model directory (default: the one the index was built with).")
+@click.option("--no-verify", is_flag=True, help="Skip hashing the index files.")
+@click.option("--json", "as_json", is_flag=True, help="Patients as JSON.")
+def patients_cmd(index_dir, text, note_id, subject_id, k, category, since, until, date_col,
+                 where, mode, fusion, rrf_k, weights, depth, notes_per_query, model_dir,
+                 no_verify, as_json):
+    """Patients like a query TEXT, a stored note (--note-id) or a patient (--subject),
+    best first; the query's own patient never comes back.
+
+    Each query retrieves its top --notes-per-query notes and every patient there gets
+    1/(60 + rank of its best note); a --subject query uses each of the patient's notes as a
+    query and sums the votes.
+
+    \b
+    Examples:
+      mimicsearch patients index/ --subject 4312 --mode hybrid
+      mimicsearch patients index/ "new onset atrial fibrillation on warfarin" -k 20
+    """
+    if sum(x is not None for x in (text, note_id, subject_id)) != 1:
+        raise click.UsageError("give exactly one of TEXT, --note-id or --subject")
+    filters = Filters(categories=category, since=since, until=until, where=where,
+                      date_col=date_col)
+    try:
+        fused = _fusion(mode, fusion, rrf_k, weights, depth)
+        s = Searcher(index_dir, model_dir, verify=not no_verify)
+        patients = s.similar_patients(text, note_id=note_id, subject_id=subject_id, k=k,
+                                      filters=filters, mode=mode, fusion=fused,
+                                      depth=notes_per_query)
+    except EXPECTED as e:
+        raise _fail(e) from None
+    if as_json:
+        _echo_json({"query": {"text": text, "note_id": note_id, "subject_id": subject_id},
+                    "mode": mode, "patients": [p.to_dict() for p in patients]})
+        return
+    if not patients:
+        click.echo("(no patients)")
+        return
+    head = ("#", "subject", "score", "notes", "best note", "category", "date", "snippet")
+    rows = [(str(p.rank), str(p.subject_id), f"{p.score:.4f}", str(p.notes), str(p.best.id),
+             _clip(p.best.category, 18), _clip(p.best.chartdate, 10), _clip(p.best.snippet, 50))
+            for p in patients]
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    for r in [head, *rows]:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
 
 
 @click.command("add")
@@ -373,4 +516,4 @@ def info_cmd(index_dir, as_json):
     click.echo("\n".join(lines))
 
 
-COMMANDS: list = [build_index_cmd, query_cmd, add_cmd, sync_cmd, remove_cmd, ids_cmd, info_cmd]
+COMMANDS: list = [build_index_cmd, query_cmd, patients_cmd, add_cmd, sync_cmd, remove_cmd, ids_cmd, info_cmd]

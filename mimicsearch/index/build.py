@@ -27,7 +27,8 @@ from .faiss_ops import faiss_message, new_index, write_index
 from .loaded import open_index
 from .manifest import BuildParams, FileRef, IndexManifest, IndexShard, StorePart
 from .sources import VectorSource, check_vectors
-from .store import store_table, write_part
+from .lexical import build_lexical
+from .store import MetadataStore, store_table, write_part
 from .tune import EVAL_K, EVAL_QUERIES, measure_quality
 
 
@@ -42,6 +43,7 @@ class BuildOptions:
     recall_target: float = 0.95
     seed: int = 0
     eval_queries: int = EVAL_QUERIES
+    lexical: bool = True  # BM25 over the whole texts too, where the notes' texts are kept
 
     def __post_init__(self):
         if not 0 < self.recall_target <= 1:
@@ -221,6 +223,9 @@ def finish_build(out: Path, plan: BuildPlan, trained: Trained,
         index_key=c.key, family=c.family, trained=trained.ref,
         shards=tuple(r.shard for r in results), store_parts=tuple(r.part for r in results),
         rows=plan.rows, build=build, id_type=plan.id_type, encode=dict(encode or {}))
+    if o.lexical:
+        store = MetadataStore.load(out, manifest, verify=False)
+        manifest = manifest.with_(lexical=build_lexical(out, manifest, store))
     manifest.validate()
     manifest.save(out)
     if o.merge:

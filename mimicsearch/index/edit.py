@@ -16,6 +16,7 @@ import pyarrow as pa
 
 from ..fileio import MANIFEST, atomic_path, foreign_files, mark_new, sweep_new, writer
 from .faiss_ops import clone, faiss_message, ivf_of, quiet_stdout, read_faiss, write_index
+from .lexical import build_lexical
 from .manifest import FileRef, IndexManifest, IndexShard
 from .sources import check_vectors
 from .store import MetadataStore, store_table, write_deleted, write_part
@@ -203,6 +204,8 @@ def apply_changes(*, index_dir: str | Path, vectors: np.ndarray | None = None,
         deleted = np.union1d(np.flatnonzero(~store.live), rows)
         changes.update(deleted=write_deleted(index_dir, deleted), deleted_rows=len(deleted))
     new = m.with_(**changes)
+    if m.lexical is not None and (table is not None or len(rows)):
+        new = new.with_(lexical=_lexical_for(index_dir, new))
     new.validate()
     if new != m:
         new.save(index_dir)
@@ -212,6 +215,17 @@ def apply_changes(*, index_dir: str | Path, vectors: np.ndarray | None = None,
     return ChangeResult(added, 0 if table is None else table.num_rows, removed_notes,
                         len(rows), native, len(rows) - native, tuple(absent),
                         len(store.ids()) - removed_notes + added, new)
+
+
+def _lexical_for(index_dir: Path, new: IndexManifest):
+    """The lexical part rebuilt over the notes `new` holds; refused (nothing committed)
+    when a note comes without its text, since BM25 could not find it."""
+    part = build_lexical(index_dir, new, MetadataStore.load(index_dir, new, verify=False))
+    if part is None:
+        raise ValueError("this index also scores notes by BM25 over their whole text, and "
+                         "the new notes come without it: add them from a notes file, or "
+                         "from an embeddings directory encoded with --full-text")
+    return part
 
 
 UNFINISHED = ("build-index was interrupted before it tuned and measured this index; re-run "

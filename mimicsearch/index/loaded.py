@@ -18,6 +18,7 @@ from .faiss_ops import (
     search_knob,
     selector_params,
 )
+from .lexical import LexicalIndex
 from .manifest import IndexManifest
 from .store import MetadataStore
 
@@ -41,11 +42,13 @@ class NoteIndex:
     """The shards of an index directory, searched together with a global top-k."""
 
     def __init__(self, index_dir: str | Path, manifest: IndexManifest,
-                 shards: list[faiss.Index], store: MetadataStore):
+                 shards: list[faiss.Index], store: MetadataStore,
+                 lexical: LexicalIndex | None = None):
         self.dir = Path(index_dir)
         self.manifest = manifest
         self.shards = shards
         self.store = store
+        self.lexical = lexical  # BM25 over whole texts, where the index has that part
         self._first_rows = np.array([s.first_row for s in manifest.shards], dtype=np.int64)
         self.knob = search_knob(shards[0]) if shards else None
         self.set_search_params(manifest.search_params)
@@ -232,7 +235,9 @@ def _open_index(index_dir: str | Path, verify: bool, mmap: bool) -> NoteIndex:
                              f"manifest says {s.ntotal} of dim {manifest.dimension}")
         shards.append(index)
     store = MetadataStore.load(index_dir, manifest, verify=verify)
-    return NoteIndex(index_dir, manifest, shards, store)
+    lexical = None if manifest.lexical is None else LexicalIndex.open(
+        index_dir, manifest.lexical, manifest.rows, verify)
+    return NoteIndex(index_dir, manifest, shards, store, lexical)
 
 
 def _is_ivf_key(manifest: IndexManifest) -> bool:

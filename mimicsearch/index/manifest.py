@@ -7,7 +7,10 @@ Layout::
     INDEX/shard-*.faiss              shards; faiss ids are global store row numbers
     INDEX/merged-*.faiss + .ivfdata  optional: IVF shards merged into one on-disk index
     INDEX/store/part-*.parquet       metadata per row (see store.py)
+    INDEX/store/part-*.text.arrow    whole note texts, row for row with their part
     INDEX/store/deleted-*.parquet    rows removed (tombstones; filtered at query time)
+    INDEX/lexical-*.{data,indices,indptr,rows}.npy, .{vocab,params}.json
+                                     optional: BM25 over the live notes (lexical.py)
     INDEX/embeddings/                the encoded corpus, when built from notes
 
 File names carry a random suffix so a rewrite never touches the file the manifest names:
@@ -184,6 +187,34 @@ class StorePart:
                    None if text is None else FileRef.from_dict(text))
 
 
+# The lexical part's files (bm25s's arrays and vocabulary, and rows.npy), by role.
+LEXICAL_ROLES = {"data": "data.npy", "indices": "indices.npy", "indptr": "indptr.npy",
+                 "vocab": "vocab.json", "params": "params.json", "rows": "rows.npy"}
+
+
+@dataclass(frozen=True)
+class LexicalPart:
+    """The BM25 files of one commit, the documents (notes) they score and how."""
+
+    files: dict  # role -> FileRef
+    documents: int
+    analyzer: dict
+
+    def refs(self) -> list[FileRef]:
+        return [self.files[r] for r in LEXICAL_ROLES]
+
+    def to_dict(self) -> dict:
+        return {"files": {r: asdict(f) for r, f in self.files.items()},
+                "documents": self.documents, "analyzer": dict(self.analyzer)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> LexicalPart:
+        files = {r: FileRef.from_dict(f) for r, f in dict(d["files"]).items()}
+        if set(files) != set(LEXICAL_ROLES):
+            raise ValueError(f"lexical files {sorted(files)}; expected {sorted(LEXICAL_ROLES)}")
+        return cls(files, int(d["documents"]), dict(d["analyzer"]))
+
+
 @dataclass(frozen=True)
 class IndexManifest:
     model_fingerprint: str
@@ -208,6 +239,8 @@ class IndexManifest:
     # The encode options the vectors were made with (EncodeOptions.to_dict(), dim resolved);
     # `add` and `query` encode new text the same way. Empty for in-memory vectors.
     encode: dict = field(default_factory=dict)
+    # BM25 over the notes' whole texts (lexical.py); None where not built.
+    lexical: LexicalPart | None = None
     kind: str = KIND
     format_version: int = FORMAT_VERSION
 
@@ -224,6 +257,7 @@ class IndexManifest:
         for s in self.shards:
             out += [s.index] + ([s.data] if s.data else [])
         out += [f for p in self.store_parts for f in (p.file, p.text) if f is not None]
+        out += self.lexical.refs() if self.lexical else []
         return out + ([self.deleted] if self.deleted else [])
 
     def with_(self, **changes) -> IndexManifest:
@@ -238,6 +272,7 @@ class IndexManifest:
         d["build"] = self.build.to_dict()
         d["deleted"] = asdict(self.deleted) if self.deleted else None
         d["quality"] = self.quality.to_dict() if self.quality else None
+        d["lexical"] = self.lexical.to_dict() if self.lexical else None
         return d
 
     @classmethod
@@ -270,6 +305,7 @@ class IndexManifest:
                 quality=Quality.from_dict(d["quality"]) if d.get("quality") else None,
                 metric=str(d.get("metric", "inner_product")),
                 encode=dict(d.get("encode") or {}),
+                lexical=LexicalPart.from_dict(d["lexical"]) if d.get("lexical") else None,
             )
         except KeyError as e:
             raise ValueError(f"index manifest is missing the field {e.args[0]!r}") from None

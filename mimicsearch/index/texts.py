@@ -72,6 +72,14 @@ class NoteTexts:
             out.append(batch.column(0)[local % BATCH_ROWS].as_py())
         return out
 
+    def part_column(self, part: int) -> pa.ChunkedArray:
+        """Every text of store part `part` (its position in the manifest)."""
+        if self._paths[part] is None:
+            return pa.chunked_array([pa.nulls(int(self._starts[part + 1] - self._starts[part]),
+                                              pa.string())])
+        with self._lock:
+            return self._reader(part).read_all().column(0)
+
     def _reader(self, part: int) -> pa.ipc.RecordBatchFileReader:
         if part not in self._readers:
             reader = pa.ipc.open_file(pa.memory_map(str(self._paths[part])))

@@ -16,6 +16,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pyarrow.compute as pc
@@ -28,6 +29,7 @@ from starlette.exceptions import HTTPException
 
 from .. import __version__
 from ..filters import Filters
+from ..fusion import Fusion
 from ..search import Searcher
 from .batcher import Batcher
 from .guard import Guard, error_body
@@ -38,12 +40,12 @@ from .schemas import (
     NoteBody,
     SearchRequest,
     SearchResponse,
+    SimilarPatients,
     Timeline,
 )
 from .settings import ServeSettings
 
 log = logging.getLogger("mimicsearch.serve")
-MODES = ("dense",)  # the lexical part of an index (and with it hybrid) is not built yet
 
 
 class ApiError(Exception):
@@ -209,15 +211,29 @@ def _routes(app: FastAPI, server: Server) -> None:
         type (400)."""
         return ApiError(404 if "not in the index" in str(e) else 400, str(e), "note_id")
 
-    def hits_of(results, mode: str) -> list[dict]:
-        out = []
-        for h in results[0] if results else []:
-            out.append({"rank": h.rank, "id": h.id, "score": h.score,
-                        "subject_id": h.subject_id, "hadm_id": h.hadm_id,
-                        "category": h.category, "chartdate": h.chartdate,
-                        "snippet": h.snippet, "metadata": h.metadata,
-                        "retrievers": {mode: {"rank": h.rank, "score": h.score}}})
-        return out
+    def hit_dict(h) -> dict:
+        return {"rank": h.rank, "id": h.id, "score": h.score, "subject_id": h.subject_id,
+                "hadm_id": h.hadm_id, "category": h.category, "chartdate": h.chartdate,
+                "snippet": h.snippet, "metadata": h.metadata, "retrievers": h.retrievers}
+
+    def hits_of(results) -> list[dict]:
+        return [hit_dict(h) for h in (results[0] if results else [])]
+
+    def fusion_of(req) -> Fusion | None:
+        if req.fusion is None:
+            return None
+        if req.mode != "hybrid":
+            raise ApiError(400, "fusion applies to mode 'hybrid' only", "fusion")
+        try:
+            return Fusion(**req.fusion.model_dump())
+        except ValueError as e:
+            raise ApiError(400, str(e), "fusion") from None
+
+    async def check_mode(mode: str) -> None:
+        modes = await server.on_index(lambda: server.searcher.modes)
+        if mode not in modes:
+            raise ApiError(400, f"mode {mode!r} needs the index's lexical part and this "
+                           f"index has none; modes here: {list(modes)}", "mode")
 
     async def run_search(req: SearchRequest) -> dict:
         with server.batcher.coming() as ticket:
@@ -225,9 +241,8 @@ def _routes(app: FastAPI, server: Server) -> None:
 
     async def _run_search(req: SearchRequest, ticket) -> dict:
         started = time.perf_counter()
-        if req.mode not in MODES:
-            raise ApiError(400, f"mode {req.mode!r} needs a lexical part and this index has "
-                           f"none; modes here: {list(MODES)}", "mode")
+        await check_mode(req.mode)
+        fusion = fusion_of(req)
         if (req.text is None) == (req.note_id is None):
             raise ApiError(400, "give either text or note_id (one of them)", "text")
         k = k_of(req.k)
@@ -243,16 +258,20 @@ def _routes(app: FastAPI, server: Server) -> None:
                 # Filter errors before encoding: compiling the filter checks it; the row
                 # mask is built once, by the search.
                 await server.on_index(lambda: filters.expression(server.searcher.index.store))
-                vectors, _ = await server.batcher.encode([text], "query",
-                                                         server.searcher.index.dim, ticket)
-                results = await server.on_index(server.searcher.search_vectors, vectors, k,
-                                                filters)
+                vectors = None
+                if req.mode != "lexical":
+                    vectors, _ = await server.batcher.encode([text], "query",
+                                                             server.searcher.index.dim, ticket)
+                results = await server.on_index(
+                    lambda: server.searcher.search_texts([text], k, filters, mode=req.mode,
+                                                         fusion=fusion, vectors=vectors))
                 query = {"text_chars": len(text)}
             else:
                 try:
-                    results = await server.on_index(server.searcher.search_notes,
-                                                    [req.note_id], k, filters,
-                                                    req.other_patients_only)
+                    results = await server.on_index(
+                        lambda: server.searcher.search_notes(
+                            [req.note_id], k, filters, req.other_patients_only,
+                            mode=req.mode, fusion=fusion))
                 except ValueError as e:
                     if str(e).startswith("note id "):  # the query note's own lookup
                         raise note_error(e) from None
@@ -261,7 +280,7 @@ def _routes(app: FastAPI, server: Server) -> None:
         except (ValueError, TypeError) as e:
             raise ApiError(400, str(e)) from None
         return {"mode": req.mode, "k": k, "query": query, "filters": filters.to_dict(),
-                "hits": hits_of(results, req.mode),
+                "hits": hits_of(results),
                 "took_ms": round((time.perf_counter() - started) * 1000, 2)}
 
     @app.post("/search", response_model=SearchResponse, tags=["search"],
@@ -281,14 +300,40 @@ def _routes(app: FastAPI, server: Server) -> None:
     @app.get("/notes/{note_id}/similar", response_model=SearchResponse, tags=["notes"],
              summary="More like this note")
     async def similar(note_id: str, k: int = Query(10, ge=1),
-                      other_patients_only: bool = False):
+                      other_patients_only: bool = False,
+                      mode: Literal["dense", "lexical", "hybrid"] = "dense"):
         try:  # the path's text as the index's id type
             typed = await server.on_index(
                 lambda: server.searcher.index.store.parse_ids([note_id])[0])
         except ValueError as e:
             raise note_error(e) from None
-        return await run_search(SearchRequest(note_id=typed, k=k,
+        return await run_search(SearchRequest(note_id=typed, k=k, mode=mode,
                                               other_patients_only=other_patients_only))
+
+    @app.get("/patients/{subject_id}/similar", response_model=SimilarPatients,
+             tags=["notes"], summary="Patients like this one (never itself)")
+    async def similar_patients(subject_id: str, k: int = Query(10, ge=1),
+                               mode: Literal["dense", "lexical", "hybrid"] = "dense"):
+        started = time.perf_counter()
+        k = k_of(k)
+        await check_mode(mode)
+
+        def find():
+            store = server.searcher.index.store
+            typed = subject_id
+            if str(store.metadata_columns.get("SUBJECT_ID")) == "int64":
+                typed = store.parse_ids([subject_id])[0]
+            return typed, server.searcher.similar_patients(subject_id=typed, k=k, mode=mode)
+        try:
+            typed, patients = await server.on_index(find)
+        except ValueError as e:
+            status = 404 if "not in this index" in str(e) else 400
+            raise ApiError(status, str(e).replace("note id", "SUBJECT_ID"), "subject_id"
+                           ) from None
+        return {"subject_id": typed, "mode": mode,
+                "patients": [{"rank": p.rank, "subject_id": p.subject_id, "score": p.score,
+                              "notes": p.notes, "best": hit_dict(p.best)} for p in patients],
+                "took_ms": round((time.perf_counter() - started) * 1000, 2)}
 
     @app.get("/patients/{subject_id}/timeline", response_model=Timeline, tags=["notes"],
              summary="A patient's notes in time order")
@@ -361,9 +406,9 @@ def _routes(app: FastAPI, server: Server) -> None:
                 dates = {"column": "CHARTDATE", "min": mm["min"], "max": mm["max"]}
             notes = len(store.ids())
             server.metrics.notes.set(notes)
-            return index, store, columns, dates, notes
+            return index, store, columns, dates, notes, server.searcher.modes
 
-        index, store, columns, dates, notes = await server.on_index(describe)
+        index, store, columns, dates, notes, modes = await server.on_index(describe)
         enc = server.encoder
         m = index.manifest
         return jsonable_encoder({
@@ -373,7 +418,7 @@ def _routes(app: FastAPI, server: Server) -> None:
             "model": {"id": server.model_names()[0], "dimension": enc.dimension,
                       "dimensions": enc.dims, "precision": enc.precision,
                       "max_seq_length": enc.max_seq_length},
-            "modes": list(MODES), "columns": columns, "categories": store.categories(),
+            "modes": list(modes), "columns": columns, "categories": store.categories(),
             "dates": dates, "full_text": store.texts.kept, "auth": s.auth,
             "limits": {"max_k": s.max_k, "max_body_bytes": s.max_body_bytes,
                        "max_text_chars": s.max_text_chars, "max_inputs": s.max_inputs}})

@@ -16,6 +16,18 @@ class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class FusionBody(_Request):
+    """How mode "hybrid" fuses the dense and lexical lists (the Python `Fusion`)."""
+
+    method: Literal["rrf", "weighted"] = Field(
+        "rrf", description="rrf: sum of weight/(k + rank); weighted: sum of weight x the "
+        "min-max scaled score.")
+    k: int = Field(60, ge=1, description="RRF's constant.")
+    dense_weight: float = Field(1.0, ge=0)
+    lexical_weight: float = Field(1.0, ge=0)
+    depth: int = Field(100, ge=1, description="Candidates taken from each retriever.")
+
+
 class SearchRequest(_Request):
     """Give `text` (a clinical question or passage) or `note_id` (more like a stored note)."""
 
@@ -24,7 +36,10 @@ class SearchRequest(_Request):
                                    "it never comes back itself.")
     k: int = Field(10, ge=1, description="Notes to return (at most the server's max_k).")
     mode: Literal["dense", "lexical", "hybrid"] = Field(
-        "dense", description="Retriever; /info lists the modes this index has.")
+        "dense", description="Retriever: dense (the model), lexical (BM25 over whole notes) "
+        "or hybrid (both, fused); /info lists the modes this index has.")
+    fusion: FusionBody | None = Field(None, description="Hybrid only: the fusion settings "
+                                      "(default RRF, k 60, equal weights, depth 100).")
     subjects: list[NoteId] = Field([], description="Only these SUBJECT_IDs.")
     exclude_subjects: list[NoteId] = Field([], description="Leave out these SUBJECT_IDs.")
     categories: list[str] = Field([], description="Only these CATEGORY values "
@@ -39,8 +54,9 @@ class SearchRequest(_Request):
 
 
 class Retriever(BaseModel):
-    rank: int
-    score: float
+    rank: int | None = Field(description="Rank in this retriever's list; null where the "
+                             "note was outside its candidates.")
+    score: float | None = Field(description="This retriever's score; null where unknown.")
 
 
 class SearchHit(BaseModel):
@@ -63,6 +79,21 @@ class SearchResponse(BaseModel):
     query: dict[str, Any]
     filters: dict[str, Any]
     hits: list[SearchHit]
+    took_ms: float
+
+
+class SimilarPatient(BaseModel):
+    rank: int
+    subject_id: NoteId
+    score: float = Field(description="Summed votes: 1/(60 + rank of its best note) a query.")
+    notes: int = Field(description="Its notes among the candidates.")
+    best: SearchHit = Field(description="Its best-ranked note.")
+
+
+class SimilarPatients(BaseModel):
+    subject_id: NoteId
+    mode: str
+    patients: list[SimilarPatient]
     took_ms: float
 
 

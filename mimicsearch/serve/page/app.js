@@ -128,7 +128,7 @@
       open.dataset.noteId = h.id;
       open.addEventListener("click", () => openNote(h.id));
       top.append(open, el("span", "score", "score " + h.score.toFixed(3)));
-      const prov = Object.entries(h.retrievers).map(([r, v]) => r + " rank " + v.rank + " (" + v.score.toFixed(3) + ")").join(" · ");
+      const prov = Object.entries(h.retrievers).map(([r, v]) => r + " " + (v.rank === null ? "not in top" : "rank " + v.rank) + (v.score === null ? "" : " (" + v.score.toFixed(3) + ")")).join(" · ");
       li.append(top, badges(h), el("span", "provenance", prov));
       const snip = el("p", "snippet");
       snip.append(highlighted(h.snippet || "", query.text ? state.terms : []));

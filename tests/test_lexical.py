@@ -1,0 +1,291 @@
+"""The lexical part of an index and the query modes: BM25 over whole texts built beside the
+FAISS shards, kept exact through add/remove/sync, filtered like the dense part; dense,
+lexical and hybrid answers equal brute force on a small corpus; RRF and weighted fusion on
+constructed cases; patient search on constructed patients. Real faiss indexes, real bm25s
+indexes, real files."""
+from __future__ import annotations
+
+import json
+
+import bm25s
+import numpy as np
+import pyarrow as pa
+import pytest
+import Stemmer
+from fixtures.server import mimicsearch
+from fixtures.vectors import unit
+
+from mimicsearch.filters import Filters
+from mimicsearch.fusion import Fusion, fuse
+from mimicsearch.index import (
+    ArraySource,
+    BuildOptions,
+    add_to_index,
+    build_index,
+    open_index,
+    remove_from_index,
+)
+from mimicsearch.search import Searcher
+
+WORDS = ("heparin warfarin metoprolol furosemide insulin vancomycin pneumonia effusion "
+         "fracture stent catheter intubated sepsis fibrillation embolism creatinine lactate "
+         "troponin hemoglobin platelets").split()
+FILLER = "the patient was seen and examined today with family at bedside".split()
+DIM = 16
+
+
+def corpus(n: int, first_id: int = 0, seed: int = 0):
+    """Notes mixing rare clinical words with filler, of varied lengths, 7 patients, 3
+    categories; random unit vectors (the dense part is checked against its own brute force)."""
+    rng = np.random.default_rng(seed)
+    texts = []
+    for i in range(n):
+        words = list(rng.choice(WORDS, size=int(rng.integers(1, 6)))) + list(
+            rng.choice(FILLER, size=int(rng.integers(0, 40))))
+        rng.shuffle(words)
+        texts.append(" ".join(words).capitalize() + ".")
+    ids = np.arange(first_id, first_id + n, dtype=np.int64)
+    meta = pa.table({"id": ids, "SUBJECT_ID": [str(100 + i % 7) for i in ids],
+                     "CATEGORY": [("Nursing", "Radiology", "ECG")[i % 3] for i in ids],
+                     "TEXT": texts})
+    return unit(rng.standard_normal((n, DIM))), meta, texts
+
+
+def bm25_brute(texts: list[str], query: str) -> np.ndarray:
+    """A fresh bm25s index over `texts` with the documented analysis: the reference."""
+    stem = Stemmer.Stemmer("english")
+    retriever = bm25s.BM25(k1=1.5, b=0.75, method="lucene")
+    retriever.index(bm25s.tokenize(texts, stopwords="en", stemmer=stem, show_progress=False),
+                    show_progress=False)
+    q = bm25s.tokenize([query], stopwords="en", stemmer=stem, return_ids=False,
+                       show_progress=False)[0]
+    return retriever.get_scores(q) if q else np.zeros(len(texts), np.float32)
+
+
+def build(tmp_path, n=90, **options):
+    x, meta, texts = corpus(n)
+    ix = tmp_path / "ix"
+    build_index(ArraySource(x, meta), ix, model_fingerprint="f", progress=False,
+                options=BuildOptions(index_key="Flat", shard_size=40, **options))
+    return ix, x, meta, texts
+
+
+def test_round_trip_hashed_and_equal_to_a_fresh_bm25(tmp_path):
+    ix, _, meta, texts = build(tmp_path)
+    m = open_index(ix).manifest
+    assert m.lexical is not None and m.lexical.documents == len(texts)
+    names = {f.file for f in m.files()}
+    assert {f.file for f in m.lexical.refs()} <= names
+    assert m.lexical.analyzer["stemmer"] == "english"
+    s = Searcher(ix)
+    assert s.modes == ("dense", "lexical", "hybrid")
+    for query in ("heparin and warfarin", "Intubated for SEPSIS", "embolisms"):
+        ref = bm25_brute(texts, query)
+        hits = s.search_texts([query], k=10, mode="lexical")[0]
+        want = np.argsort(-ref, kind="stable")[:len(hits)]
+        assert [h.id for h in hits] == meta.column("id").to_numpy()[want].tolist()
+        assert [h.score for h in hits] == pytest.approx(ref[want].tolist(), rel=1e-5)
+        assert all(h.retrievers == {"lexical": {"rank": h.rank, "score": h.score}}
+                   for h in hits)
+        assert len(hits) == min(10, int((ref > 0).sum()))  # non-matching notes are no hits
+    # the stemmer matters: a plural finds the singular
+    assert s.search_texts(["catheters"], k=3, mode="lexical")[0]
+
+
+def test_a_tampered_lexical_file_is_refused(tmp_path):
+    ix, *_ = build(tmp_path, n=30)
+    ref = open_index(ix).manifest.lexical.files["data"]
+    path = ix / ref.file
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="corrupted|modified"):
+        open_index(ix)
+
+
+def brute_dense(x, live, allowed, q, k):
+    ok = np.flatnonzero(live & allowed)
+    scores = x[ok] @ q
+    order = np.argsort(-scores, kind="stable")[:k]
+    return ok[order], scores[order]
+
+
+def test_every_mode_equals_brute_force_after_add_remove_and_filters(tmp_path):
+    ix, x, meta, texts = build(tmp_path, n=90)
+    x2, meta2, texts2 = corpus(25, first_id=90, seed=1)
+    add_to_index(x2, meta2, index_dir=ix)
+    remove_from_index([3, 4, 50, 95], index_dir=ix)
+    xs = np.vstack([x, x2])
+    all_texts = texts + texts2
+    ids = np.arange(115)
+    live = ~np.isin(ids, [3, 4, 50, 95])
+    cats = np.array([("Nursing", "Radiology", "ECG")[i % 3] for i in ids])
+    subjects = np.array([str(100 + i % 7) for i in ids])
+    s = Searcher(ix)
+    assert s.index.manifest.lexical.documents == live.sum()
+    q_text = "warfarin fibrillation stent"
+    q_vec = unit(np.random.default_rng(9).standard_normal((1, DIM)))[0].astype(np.float32)
+    k = 8
+    for filters, allowed in [
+        (None, np.ones(115, bool)),
+        (Filters(categories=["Radiology", "ECG"]), cats != "Nursing"),
+        (Filters(exclude_subjects=["101", "102"]), ~np.isin(subjects, ["101", "102"])),
+    ]:
+        rows, scores = brute_dense(xs, live, allowed, q_vec, k)
+        dense = s.search_vectors(q_vec, k, filters)[0]
+        assert [h.id for h in dense] == rows.tolist()
+        assert [h.score for h in dense] == pytest.approx(scores.tolist(), abs=1e-5)
+
+        lex_ref = bm25_brute([t for t, ok in zip(all_texts, live) if ok], q_text)
+        full = np.zeros(115)
+        full[live] = lex_ref
+        full[~allowed] = 0
+        order = [i for i in np.argsort(-full, kind="stable") if full[i] > 0][:k]
+        lexical = s.search_texts([q_text], k, filters, mode="lexical")[0]
+        assert [h.id for h in lexical] == order
+        assert [h.score for h in lexical] == pytest.approx(full[order].tolist(), rel=1e-5)
+
+        # hybrid: RRF over each retriever's top `depth`, computed here by hand
+        depth = 20
+        d_rows, _ = brute_dense(xs, live, allowed, q_vec, depth)
+        l_rows = [i for i in np.argsort(-full, kind="stable") if full[i] > 0][:depth]
+        rrf = {}
+        for ranked in (d_rows.tolist(), l_rows):
+            for r, i in enumerate(ranked, 1):
+                rrf[i] = rrf.get(i, 0) + 1 / (60 + r)
+        want = sorted(rrf, key=lambda i: -rrf[i])[:k]
+        got = s._retrieve("hybrid", Fusion(depth=depth), k, s.allowed(filters),
+                          q_vec[None], [analyze_one(q_text)], 0)[0]
+        assert [h.id for h in got] == want
+        assert [h.score for h in got] == pytest.approx([rrf[i] for i in want], abs=1e-6)
+        for h in got:
+            assert set(h.retrievers) == {"dense", "lexical"}
+            assert h.retrievers["lexical"]["rank"] == (l_rows.index(h.id) + 1
+                                                       if h.id in l_rows else None)
+
+
+def analyze_one(text):
+    from mimicsearch.index.lexical import analyze
+
+    return analyze([text])[0]
+
+
+def test_rrf_on_a_constructed_case():
+    dense = [("a", 0.9), ("b", 0.8), ("c", 0.7)]
+    lexical = [("c", 12.0), ("d", 9.0), ("a", 1.0)]
+    out = fuse({"dense": dense, "lexical": lexical}, Fusion(k=60))
+    score = {"a": 1 / 61 + 1 / 63, "b": 1 / 62, "c": 1 / 63 + 1 / 61, "d": 1 / 62}
+    # a and c tie exactly; the tie goes to the dense list's order; b before d likewise
+    assert [f.key for f in out] == ["a", "c", "b", "d"]
+    assert [f.score for f in out] == pytest.approx([score[k] for k in "acbd"])
+    assert out[2].retrievers == {"dense": (2, 0.8), "lexical": (None, None)}
+    lexical_heavy = fuse({"dense": dense, "lexical": lexical},
+                         Fusion(k=60, dense_weight=1, lexical_weight=2))
+    assert [f.key for f in lexical_heavy][:2] == ["c", "a"]
+    assert lexical_heavy[0].score == pytest.approx(1 / 63 + 2 / 61)
+
+
+def test_weighted_fusion_scores_missing_candidates_exactly():
+    dense = [("a", 0.9), ("b", 0.5)]
+    lexical = [("c", 10.0), ("a", 5.0)]
+    exact = {"dense": lambda keys: [0.1 for _ in keys],  # c's dense score
+             "lexical": lambda keys: [0.0 for _ in keys]}  # b matches no word
+    out = fuse({"dense": dense, "lexical": lexical}, Fusion("weighted"), exact)
+    # dense scaled over {a .9, b .5, c .1}; lexical over {c 10, a 5, b 0}
+    want = {"a": 1.0 + 0.5, "b": 0.5 + 0.0, "c": 0.0 + 1.0}
+    assert {f.key: round(f.score, 9) for f in out} == pytest.approx(want)
+    assert [f.key for f in out] == ["a", "c", "b"]
+    assert out[1].retrievers["dense"] == (None, 0.1)
+    with pytest.raises(ValueError, match="method"):
+        Fusion("max")
+    with pytest.raises(ValueError, match="both fusion weights"):
+        Fusion(dense_weight=0, lexical_weight=0)
+
+
+def test_no_lexical_part_refuses_those_modes_by_name(tmp_path):
+    ix, *_ = build(tmp_path, n=30, lexical=False)
+    s = Searcher(ix)
+    assert s.modes == ("dense",) and open_index(ix).manifest.lexical is None
+    with pytest.raises(ValueError, match=r"modes here: \['dense'\]"):
+        s.search_texts(["heparin"], mode="lexical")
+    with pytest.raises(ValueError, match="valid: \\['dense', 'lexical', 'hybrid'\\]"):
+        s.search_texts(["heparin"], mode="bm25")
+
+
+def test_adding_notes_without_text_to_a_lexical_index_is_refused(tmp_path):
+    ix, *_ = build(tmp_path, n=30)
+    before = (ix / "manifest.json").read_bytes()
+    x2, meta2, _ = corpus(3, first_id=30)
+    with pytest.raises(ValueError, match="BM25 over their whole text"):
+        add_to_index(x2, meta2.drop_columns(["TEXT"]), index_dir=ix)
+    assert (ix / "manifest.json").read_bytes() == before
+    assert Searcher(ix).search_texts(["heparin warfarin"], mode="lexical")[0]
+
+
+def test_patient_search_on_constructed_patients(tmp_path):
+    """Three patients: 1 and 2 share a disease (their vectors and words), 3 has another;
+    a query patient 1 must rank 2 first, never 1 itself, in every mode."""
+    rng = np.random.default_rng(0)
+    cardiac, ortho = unit(rng.standard_normal((2, DIM)))
+    rows, vecs = [], []
+    story = {1: (cardiac, "atrial fibrillation on warfarin, rate controlled with metoprolol"),
+             2: (cardiac, "new atrial fibrillation; warfarin started, metoprolol titrated"),
+             3: (ortho, "hip fracture after a fall, orthopedics to fix the femur"),
+             4: (ortho, "wrist fracture in a cast, orthopedics follow up")}
+    for subject, (center, text) in story.items():
+        for j in range(4):
+            rows.append({"id": subject * 10 + j, "SUBJECT_ID": str(subject),
+                         "TEXT": f"{text}. Day {j}."})
+            vecs.append(unit((center + 0.3 * rng.standard_normal(DIM))[None])[0])
+    ix = tmp_path / "ix"
+    build_index(ArraySource(np.array(vecs, np.float32), pa.Table.from_pylist(rows)), ix,
+                model_fingerprint="f", options=BuildOptions(index_key="Flat"), progress=False)
+    s = Searcher(ix)
+    for mode in ("dense", "lexical", "hybrid"):
+        ranked = s.similar_patients(subject_id=1, k=3, mode=mode)
+        assert ranked[0].subject_id == 2, mode
+        assert 1 not in [p.subject_id for p in ranked]
+        assert ranked[0].notes == 4 and ranked[0].best.subject_id == 2
+        by_note = s.similar_patients(note_id=31, k=1, mode=mode)
+        assert by_note[0].subject_id == 4, mode
+    ranked = s.similar_patients("femur fracture", k=2, mode="lexical")
+    assert {p.subject_id for p in ranked} == {3, 4}
+    assert [p.rank for p in ranked] == [1, 2] and ranked[0].score >= ranked[1].score
+    with pytest.raises(ValueError, match="exactly one"):
+        s.similar_patients("x", subject_id=1)
+    with pytest.raises(ValueError, match="not in this index"):
+        s.similar_patients(subject_id=99)
+
+
+def test_query_and_patients_cli_in_every_mode(serve_index, tmp_path):
+    """The real MiniLM index: --mode, --explain, --json provenance, patients, usage errors."""
+    out = mimicsearch("query", str(serve_index), "heparin drip", "--mode", "hybrid",
+                      "--explain", "-k", "5")
+    assert out.returncode == 0, out.stderr
+    head = out.stdout.splitlines()[0].split()
+    assert head[:3] == ["#", "id", "subject"] and "dense" in head and "lexical" in head
+    assert len(out.stdout.splitlines()) == 6
+    out = mimicsearch("query", str(serve_index), "heparin drip", "--mode", "hybrid",
+                      "--fusion", "weighted", "--weights", "1,0.5", "--json", "-k", "4")
+    hits = json.loads(out.stdout)[0]["hits"]
+    assert len(hits) == 4 and all(set(h["retrievers"]) == {"dense", "lexical"} for h in hits)
+    assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+    out = mimicsearch("query", str(serve_index), "heparin", "--mode", "lexical", "--json")
+    hits = json.loads(out.stdout)[0]["hits"]
+    assert hits and all("heparin" in Searcher(serve_index).notes([h["id"]])[0].text.lower()
+                        for h in hits)
+    bad = mimicsearch("query", str(serve_index), "heparin", "--weights", "1,2")
+    assert bad.returncode == 2 and "apply only to --mode hybrid" in bad.stderr
+    bad = mimicsearch("query", str(serve_index), "heparin", "--mode", "hybrid",
+                      "--weights", "one,two")
+    assert bad.returncode == 2 and "DENSE,LEXICAL" in bad.stderr
+    subject = Searcher(serve_index).notes(Searcher(serve_index).ids()[:1])[0].subject_id
+    out = mimicsearch("patients", str(serve_index), "--subject", str(subject), "--mode",
+                      "hybrid", "-k", "3", "--json")
+    assert out.returncode == 0, out.stderr
+    patients = json.loads(out.stdout)["patients"]
+    assert len(patients) == 3 and subject not in [p["subject_id"] for p in patients]
+    bad = mimicsearch("patients", str(serve_index), "--subject", "999999999")
+    assert bad.returncode == 1 and "not in this index" in bad.stderr
+    bad = mimicsearch("patients", str(serve_index), "--subject", "nobody")
+    assert bad.returncode == 1 and "int64" in bad.stderr and "Traceback" not in bad.stderr
