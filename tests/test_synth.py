@@ -314,3 +314,39 @@ def test_cli_synth_writes_files_and_json_summary(tmp_path):
     assert summary["diagnoses"] == len(_rows(tmp_path / "DIAGNOSES_ICD.csv")) > 0
     bad = CliRunner().invoke(main, ["synth", "--patients", "0", "--out", str(tmp_path)])
     assert bad.exit_code == 2 and "--patients" in bad.output
+
+
+def _shingles(texts, n=4):
+    out = set()
+    for t in texts:
+        words = TOKEN.findall(t.lower())
+        out |= {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+    return out
+
+
+def test_transfer_corpus_is_mimic_shaped_deterministic_and_written_apart(synth_dir, tmp_path):
+    from mimicsearch.synth import generate_transfer
+    from mimicsearch.train.pairs import PairOptions, make_pairs
+
+    a = generate_transfer(40, tmp_path / "a", seed=3)
+    generate_transfer(40, tmp_path / "b", seed=3)
+    assert (tmp_path / "a" / "NOTEEVENTS.csv").read_bytes() == \
+        (tmp_path / "b" / "NOTEEVENTS.csv").read_bytes()
+    assert _header(tmp_path / "a" / "NOTEEVENTS.csv") == NOTE_COLUMNS
+    assert _header(tmp_path / "a" / "DIAGNOSES_ICD.csv") == DIAGNOSIS_COLUMNS
+    notes = pd.read_csv(tmp_path / "a" / "NOTEEVENTS.csv")
+    assert len(notes) == a.notes and notes.SUBJECT_ID.nunique() == 40
+    assert (notes.CATEGORY == "Discharge summary").sum() == a.admissions
+    # discharge summaries name the admission's diagnoses, as real ones do
+    assert notes[notes.CATEGORY == "Discharge summary"].TEXT.str.contains(
+        "Discharge Diagnoses").all()
+    # its word 4-grams are mostly its own: few appear anywhere in the standard corpus
+    standard = pd.read_csv(synth_dir / "NOTEEVENTS.csv", nrows=3000).TEXT
+    mine = _shingles(notes.TEXT)
+    shared = len(mine & _shingles(standard)) / len(mine)
+    assert shared < 0.05, shared
+    make_pairs(tmp_path / "a" / "NOTEEVENTS.csv", tmp_path / "pairs",
+               options=PairOptions(val_fraction=0.2, test_fraction=0.2, seed=0))
+    out = CliRunner().invoke(main, ["synth", "--patients", "3", "--out", str(tmp_path / "c"),
+                                    "--style", "transfer", "--no-progress"])
+    assert out.exit_code == 0 and "for 3 patients" in out.output

@@ -81,3 +81,37 @@ def test_config_rejects_bad_values(tmp_path):
         TrainConfig(model="m", data="d", out="o", batch_size=1)
     c = TrainConfig(model="m", data="d", out="o", loss="hierarchical")
     assert TrainConfig.from_dict(c.to_dict()) == c
+
+
+def test_eval_every_records_a_curve_and_augment_retells_the_notes(tiny_gemma_dir, data_dir,
+                                                                  tmp_path):
+    report = train(TrainConfig(model=str(tiny_gemma_dir), data=str(data_dir),
+                               out=str(tmp_path / "run"), epochs=1, batch_size=8, lr=1e-3,
+                               max_seq_length=48, eval_every=1, augment=0.8, device="cpu",
+                               progress=False))
+    curve = report["curve"]
+    assert [c["step"] for c in curve] == [1, 2, 3]
+    assert all(np.isfinite(c["loss"]) and 0 <= c["val"]["recall@10_excluded"] <= 1
+               for c in curve)
+    assert sum(c.get("best", False) for c in curve) >= 1 and curve[0]["best"]
+    saved = json.loads((tmp_path / "run" / "training.json").read_text())
+    assert saved["curve"] == curve and saved["config"]["augment"] == 0.8
+    with pytest.raises(ValueError, match="augment"):
+        TrainConfig(model="m", data="d", out="o", augment=1.5)
+
+
+def test_augment_keeps_the_patient_facts_and_is_seeded():
+    import random
+
+    from mimicsearch.train.augment import augment
+
+    note = ("Allergies: sulfa. Meds: apixaban 5 mg BID; furosemide 40 mg. Plan: continue "
+            "diuresis. Device: L PICC line. Follow up with cardiology in 2 weeks. Family "
+            "updated at bedside.")
+    assert augment(note, random.Random(0), 0.0) == note
+    a = augment(note, random.Random(1), 1.0)
+    assert a == augment(note, random.Random(1), 1.0) and a != note
+    outs = [augment(note, random.Random(i), 1.0) for i in range(200)]
+    kept = np.mean(["apixaban" in o.lower() for o in outs])
+    assert 0.5 < kept < 1.0  # usually kept, sometimes dropped with its sentence
+    assert len({o.split(".")[0] for o in outs}) > 3  # openings differ: no fixed layout

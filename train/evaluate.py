@@ -169,7 +169,7 @@ def evaluate_embedder(embed: Embedder, data_dir: str | os.PathLike,
                       seed: int = 0) -> dict[str, float]:
     """All metrics of one model on one split of a pairs directory."""
     split = Split(split)
-    embed = _deduplicated(embed)
+    embed = embed if getattr(embed, "cached", False) else _deduplicated(embed)
     pairs = load_table(data_dir, "pairs", split)
     notes = load_table(data_dir, "notes", split)
     diagnoses = load_table(data_dir, "diagnoses")
@@ -185,18 +185,40 @@ def evaluate(model: str | os.PathLike, data_dir: str | os.PathLike,
              base: str | os.PathLike | None = None, out: str | os.PathLike | None = None,
              split: Split | str = Split.TEST, device: str | None = None,
              max_seq_length: int | None = None, batch_size: int = 32,
-             show_progress: bool = False, prompt: str | None = None) -> dict:
+             show_progress: bool = False, prompt: str | None = None,
+             retrievers: bool = True, patients: bool = True,
+             fusion_data: str | os.PathLike | None = None) -> dict:
     """Evaluate `model` (and `base`, for comparison) on held-out patients; write metrics.json
-    (default: inside the model directory, else ./metrics.json) and return its content."""
+    (default: inside the model directory, else ./metrics.json) and return its content.
+
+    `retrievers`: also BM25 and each model's hybrid with BM25 on the same pairs (fusion
+    chosen on the validation split of `fusion_data`, default `data_dir`: give the training
+    corpus's pairs when evaluating on a transfer corpus, which must not tune anything), and,
+    with `patients`, patient search (`compare`)."""
     manifest = PairsManifest.load(data_dir)
     result = {"data": str(data_dir), "split": Split(split).value, "prompt": prompt,
               "data_files": manifest.files, "models": {}}
+    embeds = {}
     for role, name in (("base", base), ("model", model)):
         if name is None:
             continue
-        embed = load_embedder(name, device, batch_size, max_seq_length, show_progress, prompt)
+        embed = _deduplicated(load_embedder(name, device, batch_size, max_seq_length,
+                                            show_progress, prompt))
+        embeds[role] = embed
         result["models"][role] = {"path": str(name),
                                   "metrics": evaluate_embedder(embed, data_dir, split)}
+    if retrievers:
+        from .compare import compare_retrievers
+
+        split = Split(split)
+        val = None
+        if split != Split.VAL or fusion_data is not None:
+            val = load_table(fusion_data or data_dir, "pairs", Split.VAL)
+        result["fusion_data"] = str(fusion_data or data_dir)
+        result["retrieval"] = compare_retrievers(
+            embeds, load_table(data_dir, "pairs", split), val,
+            load_table(data_dir, "notes", split), load_table(data_dir, "diagnoses"),
+            patients=patients)
     if out is None:
         out = Path(model) / "metrics.json" if Path(model).is_dir() else Path("metrics.json")
     write_json(out, result)
@@ -221,6 +243,7 @@ def _deduplicated(embed: Embedder) -> Embedder:
         if new:
             cache.update(zip(new, embed(new)))
         return np.stack([cache[t] for t in texts]) if texts else np.zeros((0, 0), np.float32)
+    embed_once.cached = True
     return embed_once
 
 

@@ -23,6 +23,7 @@ from transformers import get_cosine_schedule_with_warmup
 
 from mimicsearch.fileio import atomic_path, read_json, write_json
 
+from .augment import augment
 from .batching import PatientBatchSampler
 from .evaluate import next_note_recall, st_embedder
 from .losses import TEMPERATURE, LossKind, chapter_matrix, make_loss
@@ -63,6 +64,9 @@ class TrainConfig:
     max_train_pairs: int = 0           # > 0: train on a seeded sample of this many pairs
     val_max_pairs: int = 2000          # validation pairs used per epoch (cost cap)
     checkpoint_every: int = 0          # > 0: also save checkpoint/ every this many steps
+    eval_every: int = 0                # > 0: also score validation every this many steps
+                                       # (the curve in training.json; best model kept)
+    augment: float = 0.0               # strength of training-time text augmentation, 0..1
     seed: int = 0
     device: str | None = None          # default: cuda if available
     progress: bool = True
@@ -76,6 +80,8 @@ class TrainConfig:
         if self.batch_size < 2:
             raise ValueError(f"batch_size must be >= 2 for in-batch negatives, got "
                              f"{self.batch_size}")
+        if not 0 <= self.augment <= 1:
+            raise ValueError(f"augment must be in [0, 1], got {self.augment}")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
 
@@ -140,14 +146,23 @@ def train(config: TrainConfig, resume: bool = False) -> dict:
         optimizer, math.ceil(config.warmup_ratio * total_steps), max(total_steps, 1))
 
     state = {"epoch": 0, "batch": 0, "step": 0, "best": -math.inf, "history": [],
-             "epoch_losses": []}
+             "epoch_losses": [], "curve": []}
     if resume:
         state = _load_state(state_path, config, optimizer, scheduler)
     report = {"config": config.to_dict(), "data": {"files": manifest.files,
                                                    "sources": manifest.sources},
               "train_pairs": len(pairs), "val_pairs": len(val_pairs),
               "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
-              "best_metric": BEST_METRIC, "history": state["history"], "steps": state["step"]}
+              "best_metric": BEST_METRIC, "history": state["history"], "steps": state["step"],
+              "curve": state.setdefault("curve", [])}
+
+    def validate() -> tuple[dict | None, float]:
+        if len(val_pairs) < 2:
+            return None, -math.inf
+        val = next_note_recall(st_embedder(model, config.batch_size, prompt=config.prompt),
+                               val_pairs)
+        model.train()
+        return val, val[BEST_METRIC]
 
     # -- loop -------------------------------------------------------------------------------
     done = False
@@ -158,7 +173,9 @@ def train(config: TrainConfig, resume: bool = False) -> dict:
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}",
                    disable=not config.progress, leave=False)
         for batch in bar:
-            features = [model.preprocess([texts[i] for i in batch], prompt=prompt)
+            rng = random.Random(f"{config.seed}:{state['step']}")
+            features = [model.preprocess([augment(texts[i], rng, config.augment)
+                                          for i in batch], prompt=prompt)
                         for texts in (anchors, positives)]
             features = [batch_to_device(f, model.device) for f in features]
             with torch.autocast(device_type=torch.device(device).type, dtype=autocast_dtype,
@@ -174,6 +191,16 @@ def train(config: TrainConfig, resume: bool = False) -> dict:
             loss = loss.item()
             state["epoch_losses"].append(loss)
             bar.set_postfix(loss=f"{loss:.4f}")
+            if config.eval_every and state["step"] % config.eval_every == 0:
+                val, score = validate()
+                recent = state["epoch_losses"][-config.eval_every:]
+                point = {"step": state["step"], "loss": float(np.mean(recent)), "val": val}
+                if score > state["best"]:
+                    state["best"] = score
+                    point["best"] = True
+                    save_model(model, out / "model")
+                state["curve"].append(point)
+                write_json(out / "training.json", report)
             if config.checkpoint_every and state["step"] % config.checkpoint_every == 0:
                 _save_checkpoint(model, ckpt, state, config, optimizer, scheduler)
             if config.max_steps and state["step"] >= config.max_steps:
@@ -189,9 +216,7 @@ def train(config: TrainConfig, resume: bool = False) -> dict:
         if done and state["batch"] < steps_per_epoch:
             entry["partial"] = True  # stopped by max_steps; --resume continues this epoch
         if len(val_pairs) >= 2:
-            entry["val"] = next_note_recall(
-                st_embedder(model, config.batch_size, prompt=config.prompt), val_pairs)
-            score = entry["val"][BEST_METRIC]
+            entry["val"], score = validate()
         else:
             score = -entry["loss"] if losses else -math.inf  # no validation: lowest train loss
         if score > state["best"] or not (out / "model").is_dir():

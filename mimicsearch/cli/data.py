@@ -18,10 +18,15 @@ from ._errors import fail
               help="Directory to write NOTEEVENTS.csv and DIAGNOSES_ICD.csv into (created).")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Random seed; the same seed and --patients give byte-identical files.")
+@click.option("--style", type=click.Choice(["standard", "transfer"]), default="standard",
+              show_default=True, help="transfer: a corpus written independently of the "
+              "standard one (own vocabulary, layouts, abbreviations, typos, lengths) to test "
+              "whether a fine-tune transfers; never train or tune on it.")
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="Show a progress bar on stderr.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def synth(patients: int, out_dir: Path, seed: int, progress: bool, as_json: bool) -> None:
+def synth(patients: int, out_dir: Path, seed: int, style: str, progress: bool,
+          as_json: bool) -> None:
     """Write a synthetic MIMIC-III corpus shaped like the real one.
 
     NOTEEVENTS.csv and DIAGNOSES_ICD.csv get MIMIC-III v1.4's exact columns. Each patient has a
@@ -30,14 +35,16 @@ def synth(patients: int, out_dir: Path, seed: int, progress: bool, as_json: bool
     quirks ([**...**] placeholders, 2100s dates, missing CHARTTIME/HADM_ID, ISERROR rows).
 
     \b
-    Example:
+    Examples:
       mimicsearch synth --patients 500 --out data/ --seed 0
+      mimicsearch synth --patients 500 --out transfer/ --style transfer
     """
-    from mimicsearch.synth import generate
+    from mimicsearch.synth import generate, generate_transfer
 
     start = time.perf_counter()
     try:
-        summary = generate(patients, out_dir, seed=seed, progress=progress)
+        write = generate_transfer if style == "transfer" else generate
+        summary = write(patients, out_dir, seed=seed, progress=progress)
     except (ValueError, OSError) as e:
         raise fail(e) from None
     seconds = time.perf_counter() - start

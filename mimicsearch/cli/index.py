@@ -507,6 +507,10 @@ def info_cmd(index_dir, as_json):
            else ""),
         f"size       {info['disk_bytes'] / 2**20:.1f} MiB on disk",
         f"built      {b['seconds']:.1f} s from {b['source']}: {b['reason']}",
+        "modes      " + ", ".join(info["modes"]) + (
+            f" (BM25 over {info['lexical']['documents']} whole notes, "
+            f"{info['lexical']['bytes'] / 2**20:.1f} MiB)" if info["lexical"] else
+            " (no lexical part: built with --no-lexical or --no-full-text)"),
     ]
     if q:
         lines.append(f"quality    recall@{q['k']} {q['recall_at_10']:.3f} (target "

@@ -98,6 +98,13 @@ def pairs_cmd(notes_csv, out, diagnoses, within_admission, categories, min_chars
               help="Train on a seeded sample of this many pairs (0: all).")
 @click.option("--val-max-pairs", default=2000, show_default=True, type=click.IntRange(2),
               help="Validation pairs scored after each epoch (a sample, for speed).")
+@click.option("--eval-every", default=0, show_default=True, type=click.IntRange(0),
+              help="Also score validation every N steps: a loss/recall curve in "
+              "training.json, and model/ is the best point of it.")
+@click.option("--augment", default=0.0, show_default=True, type=click.FloatRange(0, 1),
+              help="Re-tell both notes of each pair at random every step (drop/reorder "
+              "sentences, later start, typos, case), 0..1: against learning the corpus's "
+              "templates instead of the patient.")
 @click.option("--seed", default=0, show_default=True, type=int,
               help="Seed of the shuffling and initialisation.")
 @click.option("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available).")
@@ -107,8 +114,7 @@ def pairs_cmd(notes_csv, out, diagnoses, within_admission, categories, min_chars
 def train_cmd(model, data, out, loss, epochs, batch_size, mini_batch_size, lr, warmup_ratio,
               weight_decay, grad_clip, temperature, max_seq_length, prompt, distinct_patients,
               gradient_checkpointing, precision, max_steps, checkpoint_every, max_train_pairs,
-              val_max_pairs,
-              seed, device, resume, no_progress, as_json):
+              val_max_pairs, eval_every, augment, seed, device, resume, no_progress, as_json):
     """Fine-tune MODEL (sentence-transformers dir or hub id) so that a note's nearest neighbour
     is the patient's next note."""
     trainer = import_stage("mimicsearch.train.trainer", "train")
@@ -120,7 +126,8 @@ def train_cmd(model, data, out, loss, epochs, batch_size, mini_batch_size, lr, w
             max_seq_length=max_seq_length, prompt=prompt, distinct_patients=distinct_patients,
             gradient_checkpointing=gradient_checkpointing, precision=precision,
             max_steps=max_steps, max_train_pairs=max_train_pairs, val_max_pairs=val_max_pairs,
-            checkpoint_every=checkpoint_every, seed=seed, device=device,
+            checkpoint_every=checkpoint_every, eval_every=eval_every, augment=augment,
+            seed=seed, device=device,
             progress=not no_progress)
         report = trainer.train(config, resume=resume)
     except _ERRORS as e:
@@ -138,6 +145,15 @@ def train_cmd(model, data, out, loss, epochs, batch_size, mini_batch_size, lr, w
                    f"{_num(v.get('recall@5_excluded'), 8)} {_num(v.get('recall@10_excluded'), 9)}"
                    + ("  best" if e.get("best") else "") + ("  (partial)" if e.get("partial")
                                                             else ""))
+    if report.get("curve"):
+        click.echo(f"{'step':>5} {'loss':>8} {'val R@1':>8} {'val R@5':>8} {'val R@10':>9}")
+        for c in report["curve"]:
+            v = c.get("val") or {}
+            click.echo(f"{c['step']:5d} {_num(c['loss'], 8)} "
+                       f"{_num(v.get('recall@1_excluded'), 8)} "
+                       f"{_num(v.get('recall@5_excluded'), 8)} "
+                       f"{_num(v.get('recall@10_excluded'), 9)}" + ("  best" if c.get("best")
+                                                                    else ""))
 
 
 @click.command("evaluate")
@@ -157,18 +173,36 @@ def train_cmd(model, data, out, loss, epochs, batch_size, mini_batch_size, lr, w
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1),
               help="Texts encoded together.")
 @click.option("--device", help="cpu, cuda ... (default: cuda if available).")
+@click.option("--fusion-data", type=click.Path(exists=True, file_okay=False),
+              help="Pairs directory whose validation split chooses the hybrid's fusion "
+              "(default: --data). Give the training corpus's when --data is a transfer "
+              "corpus: nothing may be tuned on that.")
+@click.option("--no-retrievers", is_flag=True, help="Only the models' own metrics: no BM25, "
+              "hybrid or patient-search rows.")
+@click.option("--no-patients", is_flag=True, help="No patient-search measure (the slowest "
+              "part: every note of every held-out patient is a query).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print metrics.json.")
 def evaluate_cmd(model, data, base, out, split, max_seq_length, prompt, batch_size, device,
-                 no_progress, as_json):
+                 fusion_data, no_retrievers, no_patients, no_progress, as_json):
     """Evaluate MODEL (sentence-transformers or exported ONNX dir) on held-out patients:
-    next-note recall@k, diagnosis AUROC, silhouettes; writes metrics.json."""
+    next-note recall@k, diagnosis AUROC, silhouettes; writes metrics.json.
+
+    \b
+    Beside the models, on the same pairs: BM25 (the index's own lexical scoring), and each
+    model's hybrid with BM25, its fusion chosen on the validation split (every setting
+    tried is in metrics.json); both recall protocols (excluded: the query note and copies
+    of its text are not candidates; seed: nothing excluded) and the candidate pool. Then
+    patient search: ICD-9 chapter overlap of each held-out patient with its 10 most
+    similar patients, against random and BM25, with 95% intervals.
+    """
     evaluation = import_stage("mimicsearch.train.evaluate", "train")
     try:
         result = evaluation.evaluate(model, data, base=base, out=out, split=split,
                                      device=device, max_seq_length=max_seq_length,
                                      batch_size=batch_size, show_progress=not no_progress,
-                                     prompt=prompt)
+                                     prompt=prompt, retrievers=not no_retrievers,
+                                     patients=not no_patients, fusion_data=fusion_data)
     except _ERRORS as e:
         raise fail(e) from None
     if as_json:
@@ -179,6 +213,34 @@ def evaluate_cmd(model, data, base, out, split, max_seq_length, prompt, batch_si
     for name, b, m in evaluation.comparison_rows(result):
         delta = m - b if isinstance(m, float) and isinstance(b, float) else None
         click.echo(f"{name:24} {_num(b, 10)} {_num(m, 10)} {_num(delta, 9, signed=True)}")
+    if "retrieval" in result:
+        _retrieval_table(result["retrieval"])
+
+
+def _retrieval_table(r: dict) -> None:
+    pool = r["pool"]
+    click.echo(f"\nnext-note recall, {pool['pairs']} queries over {pool['corpus']} candidate "
+               "notes (excluded: query note and copies of its text left out; seed: none)")
+    click.echo(f"{'retriever':16} {'R@1':>7} {'R@5':>7} {'R@10':>7}   {'seed R@5':>8} "
+               f"{'seed R@10':>9}")
+    for name, m in r["recall"].items():
+        click.echo(f"{name:16} {_num(m['recall@1_excluded'], 7)} {_num(m['recall@5_excluded'], 7)}"
+                   f" {_num(m['recall@10_excluded'], 7)}   {_num(m['recall@5_seed'], 8)} "
+                   f"{_num(m['recall@10_seed'], 9)}")
+    for role, t in r["fusion"].items():
+        c = t["chosen"]
+        click.echo(f"hybrid({role}) fusion chosen on val: {c['method']}"
+                   + (f" k={c['k']}" if c["method"] == "rrf" else "")
+                   + f", weights dense {c['dense_weight']:g} / lexical {c['lexical_weight']:g}"
+                   f", depth {c['depth']} (of {len(t['tried'])} tried)")
+    if "patients" in r:
+        p = r["patients"]
+        click.echo(f"\npatient search, {p['patients']} held-out patients: ICD-9 chapter "
+                   f"overlap with the top {p['k']} (Jaccard, 95% interval)")
+        for name, v in p.items():
+            if isinstance(v, dict):
+                lo, hi = v["ci95"]
+                click.echo(f"{name:16} {v['mean']:.4f}  [{lo:.4f}, {hi:.4f}]")
 
 
 def _num(x, width: int, signed: bool = False) -> str:

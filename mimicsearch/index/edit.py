@@ -294,5 +294,9 @@ def index_info(index_dir: str | Path) -> dict:
         "finished": m.quality is not None,
         "columns": {n: str(t) for n, t in store.metadata_columns.items()},
         "live_notes": len(store.ids()),
+        "modes": ["dense", "lexical", "hybrid"] if m.lexical else ["dense"],
+        "lexical": None if m.lexical is None else {
+            "documents": m.lexical.documents, "analyzer": m.lexical.analyzer,
+            "bytes": sum(f.size_bytes for f in m.lexical.refs())},
     }
 

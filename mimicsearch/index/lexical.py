@@ -60,8 +60,6 @@ def build_lexical(index_dir: str | Path, manifest: IndexManifest, store,
     """BM25 over the live notes of `manifest` (whose parts and tombstones are written);
     None where a live note has no stored text (`--no-full-text`): a lexical part that
     silently skipped notes would rank them last."""
-    import bm25s
-
     index_dir = Path(index_dir)
     rows = document_rows(store)
     starts = np.cumsum([0] + [p.rows for p in manifest.store_parts])
@@ -83,9 +81,7 @@ def build_lexical(index_dir: str | Path, manifest: IndexManifest, store,
                 ids += tokenizer.tokenize(texts[s:s + TOKENIZE_BLOCK], update_vocab=True,
                                           return_as="ids", show_progress=False)
                 bar.update(min(TOKENIZE_BLOCK, len(texts) - s))
-    bm25 = bm25s.BM25(k1=ANALYZER["k1"], b=ANALYZER["b"], method=ANALYZER["method"])
-    with _quiet():
-        bm25.index((ids, tokenizer.get_vocab_dict()), show_progress=False)
+    bm25 = _bm25(ids, tokenizer.get_vocab_dict())
     prefix = f"lexical-{uuid.uuid4().hex[:12]}"
     names = {r: f"{prefix}.{n}" for r, n in ROLES.items()}
     for name in names.values():
@@ -103,6 +99,15 @@ def build_lexical(index_dir: str | Path, manifest: IndexManifest, store,
                        dict(ANALYZER))
 
 
+def _bm25(ids: list[list[int]], vocab: dict):
+    import bm25s
+
+    bm25 = bm25s.BM25(k1=ANALYZER["k1"], b=ANALYZER["b"], method=ANALYZER["method"])
+    with _quiet():
+        bm25.index((ids, vocab), show_progress=False)
+    return bm25
+
+
 class LexicalIndex:
     """A loaded lexical part: BM25 scores of store rows for analysed queries."""
 
@@ -111,6 +116,14 @@ class LexicalIndex:
         self.rows = rows  # document -> store row
         self.doc_of = np.full(rows_total, -1, dtype=np.int64)  # store row -> document
         self.doc_of[rows] = np.arange(len(rows))
+
+    @classmethod
+    def over(cls, texts: Sequence[str]) -> LexicalIndex:
+        """In memory, over `texts` (row i = text i), analysed as an index's part is."""
+        tokenizer = _tokenizer()
+        ids = tokenizer.tokenize(list(texts), update_vocab=True, return_as="ids",
+                                 show_progress=False)
+        return cls(_bm25(ids, tokenizer.get_vocab_dict()), np.arange(len(texts)), len(texts))
 
     @classmethod
     def open(cls, index_dir: str | Path, part: LexicalPart, rows_total: int,

@@ -1,7 +1,8 @@
 """Synthetic MIMIC-III-shaped note tables: the corpus every test, demo and benchmark uses.
 
 `generator` writes NOTEEVENTS.csv and DIAGNOSES_ICD.csv; `vocab` holds the clinical
-vocabulary (ICD-9 codes, drugs, labs, note styles) the generator draws on.
+vocabulary (ICD-9 codes, drugs, labs, note styles) the generator draws on; `transfer` writes
+a corpus of the same shape independently of both, to measure whether a fine-tune transfers.
 """
 from .generator import (
     CATEGORY_COUNTS,
@@ -13,6 +14,7 @@ from .generator import (
     SynthSummary,
     generate,
 )
+from .transfer import generate_transfer
 
 __all__ = [
     "CATEGORY_COUNTS",
@@ -23,4 +25,5 @@ __all__ = [
     "NOTE_COLUMNS",
     "SynthSummary",
     "generate",
+    "generate_transfer",
 ]

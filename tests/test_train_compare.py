@@ -1,0 +1,105 @@
+"""Retrievers side by side (train/compare.py) on constructed cases with known answers:
+BM25 and dense scorers, hybrid fusion as the product fuses, the validation choice of a
+fusion, and patient search's chapter overlap through a real index."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from mimicsearch.fusion import Fusion
+from mimicsearch.train import evaluate as ev
+from mimicsearch.train.compare import (
+    bm25_scorer,
+    choose_fusion,
+    dense_scorer,
+    hybrid_scorer,
+    next_note_recall,
+    pair_targets,
+    patient_search,
+)
+
+
+def chain_pairs():
+    texts = ["n1", "n2", "n3", "n4"]
+    return pd.DataFrame({"anchor_row_id": [1, 2, 3], "positive_row_id": [2, 3, 4],
+                         "anchor_text": texts[:3], "positive_text": texts[1:]})
+
+
+def test_dense_recall_equals_the_models_own_evaluation():
+    sims = {"n1": [1, .9, 0, 0], "n2": [0, 1, .9, 0], "n3": [0, 0, 1, .9], "n4": [0, 0, 0, 1]}
+
+    def embed(batch):
+        return np.array([sims[t] for t in batch], dtype=np.float32)
+    pairs = chain_pairs()
+    corpus, targets, excluded = pair_targets(pairs)
+    got = next_note_recall(dense_scorer(embed(pairs.anchor_text), embed(corpus.positive_text)),
+                           targets, excluded, ks=(1,))
+    want = ev.next_note_recall(embed, pairs, ks=(1,))
+    assert got == {k: want[k] for k in got} and got["recall@1_excluded"] == 1.0
+    assert got["recall@1_seed"] == pytest.approx(1 / 3)
+
+
+def test_bm25_finds_the_note_sharing_a_rare_word_and_misses_unmatched_ones():
+    queries = ["started warfarin for atrial fibrillation", "nothing in common here"]
+    corpus = ["patient walked in the hall", "warfarin dose held, INR 3.1",
+              "the patient slept well"]
+    score = bm25_scorer(queries, corpus)
+    s = score(0, [])
+    assert np.argmax(s) == 1 and np.isinf(s[0]) and np.isinf(s[2])
+    assert np.isinf(score(1, [])).all()  # shares no word: retrieves nothing
+    assert np.isinf(score(0, [1])[1])  # dropped rows are never candidates
+
+
+def test_hybrid_ranks_as_the_product_fuses():
+    # 4 candidates; dense ranks the target (row 2) third, lexical first
+    dense = lambda i, drop: np.array([0.9, 0.8, 0.7, 0.1])
+    lexical = lambda i, drop: np.array([-np.inf, 1.0, 5.0, 2.0])
+    fused = hybrid_scorer(dense, lexical, Fusion(k=60))(0, [])
+    # RRF: row0 1/61; row1 1/62+1/63; row2 1/63+1/61; row3 1/64+1/62
+    order = np.argsort(-fused, kind="stable").tolist()
+    assert order == [2, 1, 3, 0]
+    got = next_note_recall(hybrid_scorer(dense, lexical, Fusion()), np.array([2]), [[]],
+                           ks=(1,))
+    assert got["recall@1_excluded"] == 1.0
+    deep = hybrid_scorer(dense, lexical, Fusion(depth=1))(0, [])
+    assert np.isfinite(deep).sum() == 2  # each list's top 1 only: rows 0 and 2
+
+
+def test_choose_fusion_prefers_the_better_retriever():
+    rng = np.random.default_rng(0)
+    n = 40
+    targets = np.arange(n)
+    good = np.eye(n) + 0.01 * rng.random((n, n))  # lexical finds every target
+    noise = rng.random((n, n))  # dense is noise
+    dense = lambda i, drop: noise[i].copy()
+    lexical = lambda i, drop: good[i].copy()
+    grid = [Fusion(lexical_weight=0.25), Fusion(lexical_weight=2.0)]
+    chosen, tried = choose_fusion(dense, lexical, targets, [[]] * n, grid)
+    assert chosen.lexical_weight == 2.0 and len(tried) == 2
+    assert tried[1]["recall@5"] >= tried[0]["recall@5"]
+
+
+def test_patient_search_overlap_beats_random_on_constructed_patients():
+    """Two diseases, three patients each: notes and codes agree within a disease, so the
+    top patients share chapters and random does not."""
+    rng = np.random.default_rng(1)
+    story = {"cardiac": ("atrial fibrillation warfarin metoprolol", "42731"),
+             "ortho": ("femur fracture fixation orthopedics", "82021")}
+    notes, diagnoses, vectors = [], [], []
+    centers = {"cardiac": np.eye(8)[0], "ortho": np.eye(8)[1]}
+    for p in range(6):
+        kind = "cardiac" if p < 3 else "ortho"
+        diagnoses.append({"subject_id": p, "hadm_id": 100 + p, "seq_num": 1,
+                          "icd9_code": story[kind][1]})
+        for j in range(3):
+            notes.append({"row_id": p * 10 + j, "subject_id": p, "hadm_id": 100 + p,
+                          "text": f"{story[kind][0]} day {j}"})
+            v = centers[kind] + 0.1 * rng.standard_normal(8)
+            vectors.append(v / np.linalg.norm(v))
+    notes, diagnoses = pd.DataFrame(notes), pd.DataFrame(diagnoses)
+    got = patient_search(notes, diagnoses, {"model": np.array(vectors, np.float32)},
+                         {"model": Fusion()}, k=2)
+    assert got["patients"] == 6
+    assert got["random"]["mean"] == pytest.approx(2 / 5)  # 2 of 5 others share the chapter
+    for name in ("bm25", "model", "hybrid(model)"):
+        assert got[name]["mean"] == 1.0, name
+        assert got[name]["ci95"] == [1.0, 1.0]

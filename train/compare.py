@@ -1,0 +1,244 @@
+"""Retrievers side by side on held-out patients: BM25, dense models and their hybrids, on
+the same next-note pairs; and patient search against random and BM25.
+
+Every retriever is a *scorer*: query i -> a score per corpus row, with some rows dropped
+(the query note itself and copies of its text, under the "excluded" protocol). A hybrid
+scorer fuses two scorers' top `depth` lists with the product's own `fuse`, so what is
+measured is what `query --mode hybrid` does. Fusion settings are chosen on the validation
+split only and then applied, unchanged, to the split evaluated.
+
+Patient search is measured through the product too: the split's notes go into a real index
+(their vectors and whole texts), and `Searcher.similar_patients` ranks the other patients
+for each held-out patient. The measure is the one the model card uses: the Jaccard overlap
+of the ICD-9 chapters (over all their admissions) of a patient and each of its top-k
+patients, averaged; random is its exact expectation over the other patients.
+"""
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from mimicsearch.fusion import Fusion, fuse
+from mimicsearch.index.lexical import LexicalIndex, analyze
+
+from .icd9 import chapter
+
+Scorer = Callable[[int, Sequence[int]], np.ndarray]  # (query, dropped rows) -> scores
+KS = (1, 5, 10)
+PATIENT_K = 10
+# What `--tune-fusion` tries on the validation split.
+FUSION_GRID = (
+    [Fusion("rrf", k=k, lexical_weight=w) for k in (10, 60) for w in (0.25, 0.5, 1.0, 2.0)]
+    + [Fusion("weighted", lexical_weight=w) for w in (0.1, 0.25, 0.5, 1.0, 2.0)])
+
+
+def dense_scorer(queries: np.ndarray, corpus: np.ndarray) -> Scorer:
+    def scores(i: int, drop: Sequence[int]) -> np.ndarray:
+        s = (corpus @ queries[i]).astype(np.float64)
+        s[list(drop)] = -np.inf
+        return s
+    return scores
+
+
+def bm25_scorer(query_texts: Sequence[str], corpus_texts: Sequence[str]) -> Scorer:
+    """BM25 exactly as an index's lexical part scores (same analysis, same library)."""
+    index = LexicalIndex.over(corpus_texts)
+    terms = analyze(query_texts)
+
+    def scores(i: int, drop: Sequence[int]) -> np.ndarray:
+        s = index.scores(terms[i]).astype(np.float64)
+        s[s <= 0] = -np.inf  # a note sharing no word is not retrieved
+        s[list(drop)] = -np.inf
+        return s
+    return scores
+
+
+def hybrid_scorer(dense: Scorer, lexical: Scorer, fusion: Fusion) -> Scorer:
+    """Fused ranks as scores: candidates outside both top-`depth` lists score -inf."""
+    def top(s: np.ndarray) -> list[tuple[int, float]]:
+        n = min(fusion.depth, int(np.isfinite(s).sum()))
+        idx = np.argpartition(-s, n - 1)[:n] if n else np.zeros(0, int)
+        idx = idx[np.lexsort((idx, -s[idx]))]
+        return [(int(j), float(s[j])) for j in idx]
+
+    def scores(i: int, drop: Sequence[int]) -> np.ndarray:
+        d, x = dense(i, drop), lexical(i, drop)
+        exact = {"dense": lambda keys: d[keys], "lexical": lambda keys: np.where(
+            np.isfinite(x[keys]), x[keys], 0.0)}
+        out = np.full(len(d), -np.inf)
+        fused = fuse({"dense": top(d), "lexical": top(x)}, fusion, exact)
+        # strictly decreasing pseudo-scores keep fuse's tie order in the rank count
+        out[[f.key for f in fused]] = -np.arange(len(fused), dtype=np.float64)
+        return out
+    return scores
+
+
+def pair_targets(pairs: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, list[list[int]]]:
+    """The corpus (distinct positives), each pair's target row in it, and the rows each
+    query drops under the excluded protocol (its own note and copies of its text)."""
+    corpus = pairs.drop_duplicates("positive_row_id").reset_index(drop=True)
+    position = {r: i for i, r in enumerate(corpus["positive_row_id"])}
+    by_text: dict[str, list[int]] = {}
+    for i, t in enumerate(corpus["positive_text"]):
+        by_text.setdefault(t, []).append(i)
+    targets = pairs["positive_row_id"].map(position).to_numpy()
+    excluded = [sorted({*by_text.get(t, []), *([position[r]] if r in position else [])}
+                       - {int(tg)})
+                for r, t, tg in zip(pairs["anchor_row_id"], pairs["anchor_text"], targets)]
+    return corpus, targets, excluded
+
+
+def next_note_recall(scorer: Scorer, targets: np.ndarray, excluded: list[list[int]],
+                     ks: Sequence[int] = KS,
+                     protocols: Sequence[str] = ("excluded", "seed")) -> dict[str, float]:
+    """Recall@k under each protocol: the target's rank is 1 + the candidates scoring
+    strictly higher (ties go to the target); a target not retrieved at all is a miss."""
+    out = {}
+    drops_of = {"excluded": excluded, "seed": [[]] * len(targets)}
+    for protocol in protocols:
+        drops = drops_of[protocol]
+        ranks = np.empty(len(targets), dtype=np.int64)
+        for i, (target, drop) in enumerate(zip(targets, drops)):
+            s = scorer(i, drop)
+            t = s[target]
+            ranks[i] = 1 + int((s > t).sum()) if np.isfinite(t) else len(s) + 1
+        out |= {f"recall@{k}_{protocol}": float((ranks <= k).mean()) for k in ks}
+    return out
+
+
+def choose_fusion(dense: Scorer, lexical: Scorer, targets, excluded,
+                  grid: Sequence[Fusion] = FUSION_GRID) -> tuple[Fusion, list[dict]]:
+    """The fusion with the best mean of recall@5 and @10 (excluded protocol) on these
+    pairs (the validation split's), and what every setting tried gave."""
+    tried = []
+    for f in grid:
+        r = next_note_recall(hybrid_scorer(dense, lexical, f), targets, excluded, ks=(5, 10),
+                             protocols=("excluded",))
+        tried.append({"fusion": f.to_dict(), "recall@5": r["recall@5_excluded"],
+                      "recall@10": r["recall@10_excluded"]})
+    best = max(range(len(grid)), key=lambda i: (tried[i]["recall@5"] + tried[i]["recall@10"],
+                                                -i))
+    return grid[best], tried
+
+
+# ---------------------------------------------------------------------------------------
+# Patient search
+
+
+def patient_chapters(notes: pd.DataFrame, diagnoses: pd.DataFrame) -> dict:
+    """subject_id -> the ICD-9 chapters of all its admissions' codes."""
+    adm = diagnoses[diagnoses["hadm_id"].isin(set(notes["hadm_id"].dropna()))]
+    chapters = adm.assign(ch=adm["icd9_code"].map(chapter)).dropna(subset=["ch"])
+    got = chapters.groupby("subject_id")["ch"].agg(set).to_dict()
+    return {s: got.get(s, set()) for s in notes["subject_id"].unique()}
+
+
+def jaccard(a: set, b: set) -> float:
+    return len(a & b) / len(a | b) if a | b else 0.0
+
+
+def random_overlap(chapters: dict) -> np.ndarray:
+    """Per patient, the expected overlap with a random other patient."""
+    ps = list(chapters)
+    return np.array([np.mean([jaccard(chapters[p], chapters[q]) for q in ps if q != p])
+                     for p in ps])
+
+
+def patient_index(notes: pd.DataFrame, vectors: np.ndarray | None, out: Path) -> Path:
+    """A real index of the split's notes (vectors and whole texts) to search patients in;
+    without vectors (BM25 alone) the dense part holds a placeholder."""
+    from mimicsearch.index import ArraySource, BuildOptions, build_index
+
+    meta = pa.table({"id": notes["row_id"].astype("int64").to_numpy(),
+                     "SUBJECT_ID": notes["subject_id"].astype("int64").astype(str).to_numpy(),
+                     "TEXT": notes["text"].tolist()})
+    if vectors is None:
+        vectors = np.zeros((len(notes), 8), np.float32)
+        vectors[:, 0] = 1
+    build_index(ArraySource(vectors, meta), out, model_fingerprint="evaluation",
+                options=BuildOptions(index_key="Flat", eval_queries=8), progress=False)
+    return out
+
+
+def patient_overlap(index_dir: Path, chapters: dict, mode: str, fusion: Fusion | None = None,
+                    k: int = PATIENT_K) -> np.ndarray:
+    """Per held-out patient, the mean chapter overlap with its top-k similar patients."""
+    from mimicsearch.search import Searcher
+
+    s = Searcher(index_dir, watch=False)
+    out = []
+    for p in chapters:
+        top = s.similar_patients(subject_id=int(p), k=k, mode=mode, fusion=fusion)
+        out.append(np.mean([jaccard(chapters[p], chapters[t.subject_id]) for t in top])
+                   if top else 0.0)
+    return np.array(out)
+
+
+def mean_ci(values: np.ndarray, seed: int = 0, draws: int = 2000) -> dict:
+    """Mean and a 95% bootstrap interval over the patients."""
+    rng = np.random.default_rng(seed)
+    boots = rng.choice(values, size=(draws, len(values)), replace=True).mean(axis=1)
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    return {"mean": float(values.mean()), "ci95": [float(lo), float(hi)]}
+
+
+def patient_search(notes: pd.DataFrame, diagnoses: pd.DataFrame,
+                   vectors: dict[str, np.ndarray], fusions: dict[str, Fusion],
+                   k: int = PATIENT_K) -> dict:
+    """Chapter overlap@k of patient search per retriever (random, bm25, each model dense
+    and hybrid), with 95% intervals over the held-out patients."""
+    chapters = patient_chapters(notes, diagnoses)
+    out = {"k": k, "patients": len(chapters), "random": mean_ci(random_overlap(chapters))}
+    with tempfile.TemporaryDirectory(prefix="mimicsearch-eval-") as tmp:
+        lexical = patient_index(notes, None, Path(tmp) / "bm25")
+        out["bm25"] = mean_ci(patient_overlap(lexical, chapters, "lexical", k=k))
+        for role, v in vectors.items():
+            ix = patient_index(notes, v, Path(tmp) / role)
+            out[role] = mean_ci(patient_overlap(ix, chapters, "dense", k=k))
+            if role in fusions:
+                out[f"hybrid({role})"] = mean_ci(patient_overlap(
+                    ix, chapters, "hybrid", fusions[role], k=k))
+    return out
+
+
+def compare_retrievers(embeds: dict, pairs: pd.DataFrame, val_pairs: pd.DataFrame | None,
+                       notes: pd.DataFrame, diagnoses: pd.DataFrame,
+                       patients: bool = True) -> dict:
+    """BM25, each model (`embeds`: role -> cached embedder) and each model's hybrid with
+    BM25 on the same pairs, with the candidate pool; the hybrid's fusion chosen on
+    `val_pairs` (equal-weight RRF where there are none), equal-weight RRF beside it."""
+    corpus, targets, excluded = pair_targets(pairs)
+    queries, documents = pairs["anchor_text"].tolist(), corpus["positive_text"].tolist()
+    lexical = bm25_scorer(queries, documents)
+    rows = {"bm25": next_note_recall(lexical, targets, excluded)}
+    tuning, fusions = {}, {}
+    if val_pairs is not None and len(val_pairs):
+        v_corpus, v_targets, v_excluded = pair_targets(val_pairs)
+        v_queries, v_documents = val_pairs["anchor_text"].tolist(), v_corpus[
+            "positive_text"].tolist()
+        v_lexical = bm25_scorer(v_queries, v_documents)
+    for role, embed in embeds.items():
+        dense = dense_scorer(embed(queries), embed(documents))
+        rows[role] = next_note_recall(dense, targets, excluded)
+        rows[f"rrf({role})"] = next_note_recall(hybrid_scorer(dense, lexical, Fusion()),
+                                                targets, excluded)
+        if val_pairs is not None and len(val_pairs):
+            fusion, tried = choose_fusion(dense_scorer(embed(v_queries), embed(v_documents)),
+                                          v_lexical, v_targets, v_excluded)
+            tuning[role] = {"chosen_on": "val", "chosen": fusion.to_dict(), "tried": tried}
+            rows[f"hybrid({role})"] = next_note_recall(hybrid_scorer(dense, lexical, fusion),
+                                                       targets, excluded)
+            fusions[role] = fusion
+        else:
+            fusions[role] = Fusion()
+    out = {"pool": {"pairs": len(pairs), "corpus": len(corpus)}, "recall": rows,
+           "fusion": tuning}
+    if patients:
+        vectors = {role: embed(notes["text"].tolist()) for role, embed in embeds.items()}
+        out["patients"] = patient_search(notes, diagnoses, vectors, fusions)
+    return out
