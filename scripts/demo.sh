@@ -17,6 +17,7 @@ mimicsearch export "$minilm" --out models/minilm
 mimicsearch build-index data/demo/NOTEEVENTS.csv --model models/minilm --out runs/demo-index
 mimicsearch info runs/demo-index
 mimicsearch query runs/demo-index "worsening shortness of breath, bilateral pleural effusions, on furosemide" -k 5
+mimicsearch query runs/demo-index "furosemide drip, bilateral pleural effusions" -k 5 --mode hybrid --explain
 
 # The server: start it on a free loopback port, ask it one search over HTTP, stop it.
 port=$(python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')

@@ -57,3 +57,31 @@ def test_errors_are_one_line(tiny_gemma_dir, tmp_path):
                                        str(tmp_path / "p"), "--prompt", "nope"])
     assert result.exit_code == 1
     assert "unknown prompt 'nope'; the model's prompts: ['document', 'query']" in result.output
+
+
+def test_the_embeddinggemma_recipe_runs_on_the_tiny_gemma3(tiny_gemma_dir, tmp_path):
+    """scripts/train-embeddinggemma.sh as written (cached loss, 512 tokens, document prompt,
+    augmentation, a curve), shrunk to 2 steps on CPU through its environment knobs."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    write_synthetic(tmp_path, patients=12, notes_per_patient=3)
+    _run(["pairs", tmp_path / "NOTEEVENTS.csv", "--out", tmp_path / "pairs",
+          "--val-fraction", "0.25", "--test-fraction", "0"])
+    script = Path(__file__).parents[1] / "scripts" / "train-embeddinggemma.sh"
+    env = {**os.environ, "MODEL": str(tiny_gemma_dir), "PAIRS": str(tmp_path / "pairs"),
+           "OUT": str(tmp_path / "run"), "BATCH": "8", "MINI_BATCH": "4", "STEPS": "2",
+           "EVAL_EVERY": "1", "DEVICE": "cpu", "MAX_SEQ_LENGTH": "48",  # the fixture's limit
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    out = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    report = json.loads((tmp_path / "run" / "training.json").read_text())
+    c = report["config"]
+    assert (c["max_seq_length"], c["mini_batch_size"], c["prompt"], c["augment"]) == (
+        48, 4, "document", 0.5)
+    assert "MAX_SEQ_LENGTH:-512" in script.read_text()  # the real model's recipe
+    assert [p["step"] for p in report["curve"]] == [1, 2]
+    assert (tmp_path / "run" / "model" / "modules.json").is_file()

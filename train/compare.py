@@ -26,6 +26,7 @@ import pyarrow as pa
 from mimicsearch.fusion import Fusion, fuse
 from mimicsearch.index.lexical import LexicalIndex, analyze
 
+from .evaluate import pair_targets
 from .icd9 import chapter
 
 Scorer = Callable[[int, Sequence[int]], np.ndarray]  # (query, dropped rows) -> scores
@@ -76,21 +77,6 @@ def hybrid_scorer(dense: Scorer, lexical: Scorer, fusion: Fusion) -> Scorer:
         out[[f.key for f in fused]] = -np.arange(len(fused), dtype=np.float64)
         return out
     return scores
-
-
-def pair_targets(pairs: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, list[list[int]]]:
-    """The corpus (distinct positives), each pair's target row in it, and the rows each
-    query drops under the excluded protocol (its own note and copies of its text)."""
-    corpus = pairs.drop_duplicates("positive_row_id").reset_index(drop=True)
-    position = {r: i for i, r in enumerate(corpus["positive_row_id"])}
-    by_text: dict[str, list[int]] = {}
-    for i, t in enumerate(corpus["positive_text"]):
-        by_text.setdefault(t, []).append(i)
-    targets = pairs["positive_row_id"].map(position).to_numpy()
-    excluded = [sorted({*by_text.get(t, []), *([position[r]] if r in position else [])}
-                       - {int(tg)})
-                for r, t, tg in zip(pairs["anchor_row_id"], pairs["anchor_text"], targets)]
-    return corpus, targets, excluded
 
 
 def next_note_recall(scorer: Scorer, targets: np.ndarray, excluded: list[list[int]],

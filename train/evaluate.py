@@ -92,19 +92,27 @@ def recall_at_k(queries: np.ndarray, corpus: np.ndarray, targets: np.ndarray,
     return {f"recall@{k}": float((ranks <= k).mean()) for k in ks}
 
 
-def next_note_recall(embed: Embedder, pairs: pd.DataFrame,
-                     ks: Sequence[int] = KS) -> dict[str, float]:
-    """Next-note recall@k with the anchor's own text excluded, and under the seed's protocol."""
-    if pairs.empty:
-        raise ValueError("no pairs to evaluate")
+def pair_targets(pairs: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, list[list[int]]]:
+    """The corpus (distinct positives), each pair's target row in it, and the rows each
+    query drops under the excluded protocol (its own note and copies of its text)."""
     corpus = pairs.drop_duplicates("positive_row_id").reset_index(drop=True)
     position = {r: i for i, r in enumerate(corpus["positive_row_id"])}
     by_text: dict[str, list[int]] = {}
     for i, t in enumerate(corpus["positive_text"]):
         by_text.setdefault(t, []).append(i)
     targets = pairs["positive_row_id"].map(position).to_numpy()
-    excluded = [sorted({*by_text.get(t, []), *([position[r]] if r in position else [])})
-                for r, t in zip(pairs["anchor_row_id"], pairs["anchor_text"])]
+    excluded = [sorted({*by_text.get(t, []), *([position[r]] if r in position else [])}
+                       - {int(tg)})
+                for r, t, tg in zip(pairs["anchor_row_id"], pairs["anchor_text"], targets)]
+    return corpus, targets, excluded
+
+
+def next_note_recall(embed: Embedder, pairs: pd.DataFrame,
+                     ks: Sequence[int] = KS) -> dict[str, float]:
+    """Next-note recall@k with the anchor's own text excluded, and under the seed's protocol."""
+    if pairs.empty:
+        raise ValueError("no pairs to evaluate")
+    corpus, targets, excluded = pair_targets(pairs)
     corpus_emb = embed(corpus["positive_text"].tolist())
     query_emb = embed(pairs["anchor_text"].tolist())
     out = {f"{k}_excluded": v
