@@ -140,13 +140,21 @@ def query_tantivy(texts_path: str, out: str, queries: list[str]) -> dict:
             "ms_p50_filtered": None}
 
 
+def _peak_rss_mb() -> float:
+    """This process's own peak RSS (VmHWM; ru_maxrss would carry the parent's across exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _child(role: str, engine: str, texts_path: str, out: str, queries_json: str) -> None:
     fn = {"build": {"bm25s": build_bm25s, "tantivy": build_tantivy},
           "query": {"bm25s": query_bm25s, "tantivy": query_tantivy}}[role][engine]
     args = (texts_path, out) if role == "build" else (texts_path, out,
                                                       json.loads(queries_json))
     result = fn(*args)
-    result["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["rss_mb"] = _peak_rss_mb()
     print(json.dumps(result))
 
 
@@ -175,7 +183,7 @@ def main() -> None:
     queries = _queries(texts, a.queries)
     chars = sum(map(len, texts))
     del texts
-    flags = sorted({f for f in open("/proc/cpuinfo").read().split()
+    flags = sorted({f for f in Path("/proc/cpuinfo").read_text().split()
                     if f in ("avx2", "avx512f", "avx512_vnni", "amx_int8")})
     print(f"{a.notes:,} notes, {chars / 2**20:.0f} MiB of text; {a.queries} queries; "
           f"{os.cpu_count()} cpus {' '.join(flags)}")

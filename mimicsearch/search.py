@@ -388,8 +388,12 @@ class Searcher:
         by_id = {h.id: h for h in lexical} | {h.id: h for h in dense}
 
         def dense_exact(ids):  # a note's best window, as its dense hit would score
-            return [float((index.reconstruct(index.store.rows_of([i])[0]) @ vec).max())
-                    for i in ids]
+            rows, _ = index.store.rows_of(ids)
+            owner = index.store.table.column("id").take(pa.array(rows)).to_pylist()
+            best: dict = {}
+            for i, score in zip(owner, index.reconstruct(rows) @ vec):
+                best[i] = max(best.get(i, -np.inf), float(score))
+            return [best.get(i, 0.0) for i in ids]
 
         def lexical_exact(ids):
             return index.lexical.row_scores(terms, [by_id[i].row - (by_id[i].window or 0)

@@ -27,10 +27,8 @@ from mimicsearch.index import (
 )
 from mimicsearch.search import Searcher
 
-WORDS = ("heparin warfarin metoprolol furosemide insulin vancomycin pneumonia effusion "
-         "fracture stent catheter intubated sepsis fibrillation embolism creatinine lactate "
-         "troponin hemoglobin platelets").split()
-FILLER = "the patient was seen and examined today with family at bedside".split()
+WORDS = ["heparin", "warfarin", "metoprolol", "furosemide", "insulin", "vancomycin", "pneumonia", "effusion", "fracture", "stent", "catheter", "intubated", "sepsis", "fibrillation", "embolism", "creatinine", "lactate", "troponin", "hemoglobin", "platelets"]
+FILLER = ["the", "patient", "was", "seen", "and", "examined", "today", "with", "family", "at", "bedside"]
 DIM = 16
 
 
@@ -111,7 +109,7 @@ def brute_dense(x, live, allowed, q, k):
 
 
 def test_every_mode_equals_brute_force_after_add_remove_and_filters(tmp_path):
-    ix, x, meta, texts = build(tmp_path, n=90)
+    ix, x, _, texts = build(tmp_path, n=90)
     x2, meta2, texts2 = corpus(25, first_id=90, seed=1)
     add_to_index(x2, meta2, index_dir=ix)
     remove_from_index([3, 4, 50, 95], index_dir=ix)

@@ -325,8 +325,9 @@ def _shingles(texts, n=4):
 
 
 def test_transfer_corpus_is_mimic_shaped_deterministic_and_written_apart(synth_dir, tmp_path):
-    from mimicsearch.synth import generate_transfer
     from mimicsearch.train.pairs import PairOptions, make_pairs
+
+    from mimicsearch.synth import generate_transfer
 
     a = generate_transfer(40, tmp_path / "a", seed=3)
     generate_transfer(40, tmp_path / "b", seed=3)

@@ -4,8 +4,6 @@ fusion, and patient search's chapter overlap through a real index."""
 import numpy as np
 import pandas as pd
 import pytest
-
-from mimicsearch.fusion import Fusion
 from mimicsearch.train import evaluate as ev
 from mimicsearch.train.compare import (
     bm25_scorer,
@@ -16,6 +14,8 @@ from mimicsearch.train.compare import (
     pair_targets,
     patient_search,
 )
+
+from mimicsearch.fusion import Fusion
 
 
 def chain_pairs():

@@ -68,6 +68,8 @@ def test_evaluate_minilm_writes_metrics_and_table(minilm_dir, synth_pairs, tmp_p
     assert 0 <= m["recall@1_excluded"] <= m["recall@5_excluded"] <= m["recall@10_excluded"] <= 1
     assert m["recall@10_excluded"] > 10 / 36  # far above chance on patient-specific notes
     assert 0.5 < m["auroc_macro"] <= 1 and m["auroc_codes"] >= 3
+    lo, hi = m["auroc_ci95_low"], m["auroc_ci95_high"]
+    assert 0 <= lo < hi <= 1 and lo - 0.02 <= m["auroc_macro"] <= hi + 0.02
     assert -1 <= m["silhouette_chapter"] <= 1 and -1 <= m["silhouette_category"] <= 1
     assert math.isclose(m["silhouette_difference"],
                         m["silhouette_chapter"] - m["silhouette_category"])

@@ -158,9 +158,9 @@ def patient_overlap(index_dir: Path, chapters: dict, mode: str, fusion: Fusion |
 
     s = Searcher(index_dir, watch=False)
     out = []
-    for p in chapters:
+    for p, mine in chapters.items():
         top = s.similar_patients(subject_id=int(p), k=k, mode=mode, fusion=fusion)
-        out.append(np.mean([jaccard(chapters[p], chapters[t.subject_id]) for t in top])
+        out.append(np.mean([jaccard(mine, chapters[t.subject_id]) for t in top])
                    if top else 0.0)
     return np.array(out)
 

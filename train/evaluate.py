@@ -143,15 +143,39 @@ def diagnosis_auroc(embeddings: np.ndarray, notes: pd.DataFrame, diagnoses: pd.D
     is_test = notes["subject_id"].isin(test_patients).to_numpy()
     codes_of = adm.groupby("hadm_id")["icd9_code"].agg(set)
     note_codes = notes["hadm_id"].map(codes_of)
-    aucs = {}
+    aucs, scored = {}, {}
     for code in codes:
         y = np.array([isinstance(s, set) and code in s for s in note_codes])
         if len(set(y[~is_test])) < 2 or len(set(y[is_test])) < 2:
             continue  # a code absent (or universal) on one side cannot be fit or scored
         clf = LogisticRegression(max_iter=1000).fit(X[~is_test], y[~is_test])
-        aucs[code] = float(roc_auc_score(y[is_test], clf.predict_proba(X[is_test])[:, 1]))
-    return {"auroc_macro": float(np.mean(list(aucs.values()))) if aucs else float("nan"),
-            "auroc_codes": len(aucs)}
+        p = clf.predict_proba(X[is_test])[:, 1]
+        aucs[code] = float(roc_auc_score(y[is_test], p))
+        scored[code] = (y[is_test], p)
+    out = {"auroc_macro": float(np.mean(list(aucs.values()))) if aucs else float("nan"),
+           "auroc_codes": len(aucs)}
+    lo, hi = _auroc_interval(scored, notes["subject_id"].to_numpy()[is_test], rng)
+    return out | {"auroc_ci95_low": lo, "auroc_ci95_high": hi}
+
+
+def _auroc_interval(scored: dict, patients: np.ndarray, rng, draws: int = 200) -> list:
+    """A 95% bootstrap interval of the macro-AUROC, resampling the scored patients (their
+    notes together): how far the number moves with which patients happen to be held out."""
+    from sklearn.metrics import roc_auc_score
+
+    ids = np.unique(patients)
+    if not scored or len(ids) < 2:
+        return [float("nan"), float("nan")]
+    rows_of = {p: np.flatnonzero(patients == p) for p in ids}
+    macro = []
+    for _ in range(draws):
+        rows = np.concatenate([rows_of[p] for p in rng.choice(ids, len(ids), replace=True)])
+        per_code = [roc_auc_score(y[rows], p[rows]) for y, p in scored.values()
+                    if len(set(y[rows])) == 2]
+        if per_code:
+            macro.append(np.mean(per_code))
+    lo, hi = np.percentile(macro, [2.5, 97.5]) if macro else (float("nan"),) * 2
+    return [float(lo), float(hi)]
 
 
 def silhouettes(embeddings: np.ndarray, notes: pd.DataFrame, diagnoses: pd.DataFrame,

@@ -26,6 +26,8 @@ def main(verbose: int) -> None:
       mimicsearch export MODEL_DIR --out models/minilm
       mimicsearch build-index data/NOTEEVENTS.csv --model models/minilm --out index/
       mimicsearch query index/ "chest pain radiating to left arm"
+      mimicsearch query index/ "apixaban held for GI bleed" --mode hybrid   # words + vectors
+      mimicsearch patients index/ --subject 4312      # patients like this one
       mimicsearch sync index/ tonight.csv --remove-missing   # nightly: new, edited, retracted
       mimicsearch serve index/                 # search page and API on 127.0.0.1:8000
 

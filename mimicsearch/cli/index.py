@@ -7,11 +7,11 @@ from pathlib import Path
 import click
 
 from .. import index as ix
+from ..fusion import METHODS, MODES, Fusion
 from ..index.loaded import MAX_K
 from ..options import EncodeOptions
 from ..pipeline import IndexSummary, add_notes, build_index_from, sync_notes
 from ..readers import FILE_FORMATS
-from ..fusion import METHODS, MODES, Fusion
 from ..search import Filters, Searcher
 from ._errors import EXPECTED
 from ._errors import fail as _fail

@@ -24,10 +24,10 @@ from ..fileio import MANIFEST, mark_new, refuse_foreign, writer
 from .choice import IndexChoice, choose_index, train_rows_for
 from .edit import foreign_in_index, merge_shards, sweep_orphans
 from .faiss_ops import faiss_message, new_index, write_index
+from .lexical import build_lexical
 from .loaded import open_index
 from .manifest import BuildParams, FileRef, IndexManifest, IndexShard, StorePart
 from .sources import VectorSource, check_vectors
-from .lexical import build_lexical
 from .store import MetadataStore, store_table, write_part
 from .tune import EVAL_K, EVAL_QUERIES, measure_quality
 

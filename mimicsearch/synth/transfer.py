@@ -88,14 +88,14 @@ LABS = {"BNP": (900, 400, "pg/mL"), "INR": (2.4, 0.6, ""), "pCO2": (58, 8, "mmHg
         "D-dimer": (3.2, 1.1, ""), "UA": (0, 0, ""), "phosphorus": (5.6, 0.8, ""),
         "CIWA": (14, 5, ""), "sodium": (124, 3, "mEq/L"), "WBC": (16.5, 3.5, "K/uL"),
         "peak flow": (180, 40, "L/min"), "lipase": (1400, 600, "U/L")}
-DEVICES = ["R IJ central line", "L PICC", "Foley catheter", "NG tube", "pacemaker (dual "
-           "chamber)", "AICD", "R chest port", "G-tube", "L AV fistula", "tracheostomy",
+DEVICES = ["R IJ central line", "L PICC", "Foley catheter", "NG tube",
+           "pacemaker (dual chamber)", "AICD", "R chest port", "G-tube", "L AV fistula", "tracheostomy",
            "insulin pump", "R BKA prosthesis", "LVAD", "J-tube", "cardiac stents x2"]
 LIVES = ["lives alone in an apartment", "lives with her husband", "lives with his wife",
          "lives with daughter", "resides at a nursing facility", "lives with partner",
          "homeless, stays at a shelter", "lives with son and grandchildren"]
-HABITS = ["former smoker, 40 pack-years", "smokes 1 ppd", "never smoker", "drinks 6 beers "
-          "daily", "quit alcohol 5 yrs ago", "uses cannabis", "no tobacco/EtOH"]
+HABITS = ["former smoker, 40 pack-years", "smokes 1 ppd", "never smoker",
+          "drinks 6 beers daily", "quit alcohol 5 yrs ago", "uses cannabis", "no tobacco/EtOH"]
 WORK = ["retired bus driver", "retired teacher", "construction worker", "accountant",
         "nurse's aide", "veteran", "unemployed", "chef", "retired machinist", "farmer"]
 ALLERGIES = ["PCN (hives)", "sulfa (rash)", "NKDA", "codeine (nausea)", "iodinated contrast",
@@ -230,8 +230,8 @@ def _radiology(r, pt, adm, day) -> str:
                "cirrhosis": "nodular liver with moderate ascites"}.get(
         adm["primary"], r.choice(["no acute process", "mild atelectasis", "unchanged"]))
     lines = [f"EXAM: {exam}",
-             f"INDICATION: {pt.age} y/o {'man' if pt.sex == 'M' else 'woman'} with "
-             f"{_say(r, adm['primary'])}, eval",
+             (f"INDICATION: {pt.age} y/o {'man' if pt.sex == 'M' else 'woman'} with "
+              f"{_say(r, adm['primary'])}, eval"),
              "COMPARISON: " + r.choice(["none", "prior study", f"{day} days earlier"]),
              f"FINDINGS: {finding.capitalize()}."
              + (f" {pt.device.capitalize()} is noted." if pt.device and r.random() < 0.5 else ""),
@@ -276,14 +276,15 @@ def _discharge(r, pt, adm, day) -> str:
                        f"{_drug(r, c)}; {_lab(r, r.choice(adm['labs']), day)} at discharge."
                        for c in problems)
     meds = ", ".join(dict.fromkeys(_drug(r, c) for c in problems))
-    parts = [f"Admission Date: [**{adm['start']:%Y-%m-%d}**]  Discharge Date: "
-             f"[**{adm['end']:%Y-%m-%d}**]",
+    parts = [(f"Admission Date: [**{adm['start']:%Y-%m-%d}**]  Discharge Date: "
+              f"[**{adm['end']:%Y-%m-%d}**]"),
              f"Service: {r.choice(['MEDICINE', 'MICU', 'CCU', 'SURGERY'])}",
              f"Allergies: {pt.allergy}",
              f"Chief Complaint: {_say(r, adm['primary'])}",
-             f"History of Present Illness: {pt.age} year old {'male' if pt.sex == 'M' else 'female'}"
-             f" with {', '.join(_say(r, c) for c in pt.chronic)} presenting with "
-             f"{_say(r, adm['primary'])}. {pt.he().capitalize()} {pt.lives}; {pt.habit}.",
+             (f"History of Present Illness: {pt.age} year old "
+              f"{'male' if pt.sex == 'M' else 'female'}"
+              f" with {', '.join(_say(r, c) for c in pt.chronic)} presenting with "
+              f"{_say(r, adm['primary'])}. {pt.he().capitalize()} {pt.lives}; {pt.habit}."),
              f"Hospital Course by problem:\n{course}",
              f"Discharge Medications: {meds}",
              "Discharge Diagnoses:\nPrimary: " + _say(r, adm["primary"]) + "\nSecondary: "
@@ -321,7 +322,8 @@ def _patient(r: random.Random, pt: _Story, next_hadm) -> tuple[list[list], list[
             day = int(los * j / n_notes)
             when = start + timedelta(days=day, hours=r.randint(0, 23), minutes=r.randint(0, 59))
             kind = r.choices(kinds, weights)[0]
-            text = (WRITERS.get(kind) or (lambda *a: _short(*a, kind)))(r, pt, adm, day)
+            writer = WRITERS.get(kind)
+            text = writer(r, pt, adm, day) if writer else _short(r, pt, adm, day, kind)
             if r.random() < 0.3:
                 text += " " + " ".join(r.sample(FILLERS, r.randint(1, 4)))
             notes.append(_row(pt, adm, when, kind, _typos(r, text, 0.04)))
