@@ -10,7 +10,7 @@ Two ways, both over each retriever's top `depth` candidates:
   so a note ranked 101st is not scored as if it did not match at all.
 
 Equal-weight RRF is no better than the better retriever on this project's data (BENCHMARKS,
-"Hybrid"): choose the weights on validation pairs (`mimicsearch evaluate --fusion ...`).
+"Retrieval"): choose the settings on validation pairs, as `mimicsearch evaluate` does.
 """
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ import numpy as np
 
 MODES = ("dense", "lexical", "hybrid")
 METHODS = ("rrf", "weighted")
-RETRIEVERS = ("dense", "lexical")
 
 
 @dataclass(frozen=True)

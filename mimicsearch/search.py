@@ -94,6 +94,15 @@ def _mimic(meta: dict) -> tuple:
     return tuple(meta.get(c) for c in ("SUBJECT_ID", "HADM_ID", "CATEGORY", "CHARTDATE"))
 
 
+def _hit(query: int, rank: int, score, row, record: dict, meta_cols: list,
+         retriever: str) -> Hit:
+    """A store record as the `rank`-th hit of one retriever (its provenance)."""
+    meta = {c: record[c] for c in meta_cols}
+    score = round(float(score), 6)
+    return Hit(query, rank, record["id"], score, *_mimic(meta), record["snippet"], int(row),
+               record.get("window"), meta, {retriever: {"rank": rank, "score": score}})
+
+
 class Results(list):
     """Hits per query (a list of lists of `Hit`), also as one table: a row per hit with
     query, rank, id, score, row, window, snippet and every metadata column."""
@@ -293,6 +302,7 @@ class Searcher:
         mode = check_mode(mode, self.modes)
         store = self._fresh().store
         out = Results()
+        masks: dict = {}  # excluded patient (None: none) -> rows the filter lets through
         for qi, note_id in enumerate(note_ids):
             rows, missing = store.rows_of([note_id])
             if missing:
@@ -303,13 +313,15 @@ class Searcher:
                 vec /= np.linalg.norm(vec, axis=1, keepdims=True)
             if mode != "dense":
                 terms = analyze(store.texts.get([int(rows[0])]))
-            f = filters
+            subject = None
             if exclude_own_subject:
                 subject = store.records(rows[:1])[0].get("SUBJECT_ID")
                 if subject is None:
                     raise ValueError(f"note {note_id!r} has no SUBJECT_ID to exclude")
-                f = f.and_exclude([subject])
-            allowed = store.mask(f.expression(store))
+            if subject not in masks:
+                f = filters if subject is None else filters.and_exclude([subject])
+                masks[subject] = store.mask(f.expression(store))
+            allowed = masks[subject].copy()
             allowed[rows] = False
             out += self._retrieve(mode, fusion, k, allowed, vec, terms, qi)
         return out
@@ -387,17 +399,19 @@ class Searcher:
         index = self.index
         by_id = {h.id: h for h in lexical} | {h.id: h for h in dense}
 
-        def dense_exact(ids):  # a note's best window, as its dense hit would score
+        def best_of_rows(ids, score_rows):  # a note's best row, as its hit would score
             rows, _ = index.store.rows_of(ids)
             owner = index.store.table.column("id").take(pa.array(rows)).to_pylist()
             best: dict = {}
-            for i, score in zip(owner, index.reconstruct(rows) @ vec):
+            for i, score in zip(owner, score_rows(rows)):
                 best[i] = max(best.get(i, -np.inf), float(score))
             return [best.get(i, 0.0) for i in ids]
 
-        def lexical_exact(ids):
-            return index.lexical.row_scores(terms, [by_id[i].row - (by_id[i].window or 0)
-                                                    for i in ids])
+        def dense_exact(ids):
+            return best_of_rows(ids, lambda rows: index.reconstruct(rows) @ vec)
+
+        def lexical_exact(ids):  # only a note's first row is a document; the rest score 0
+            return best_of_rows(ids, lambda rows: index.lexical.row_scores(terms, rows))
         fused = fuse({"dense": [(h.id, h.score) for h in dense],
                       "lexical": [(h.id, h.score) for h in lexical]}, fusion,
                      {"dense": dense_exact, "lexical": lexical_exact})
@@ -416,10 +430,7 @@ class Searcher:
             scores, rows = index.lexical.search(query_terms, min(k, MAX_K), allowed)
             hits = []
             for rank, (score, row, r) in enumerate(zip(scores, rows, store.records(rows)), 1):
-                meta = {c: r[c] for c in meta_cols}
-                hits.append(Hit(first_query + qi, rank, r["id"], round(float(score), 6),
-                                *_mimic(meta), r["snippet"], int(row), r.get("window"), meta,
-                                {"lexical": {"rank": rank, "score": round(float(score), 6)}}))
+                hits.append(_hit(first_query + qi, rank, score, row, r, meta_cols, "lexical"))
             out.append(hits)
         return out
 
@@ -443,11 +454,8 @@ class Searcher:
                     if r["id"] in seen:
                         continue
                     seen.add(r["id"])
-                    meta = {c: r[c] for c in meta_cols}
-                    rank, score = len(hits) + 1, round(float(score), 6)
-                    hits.append(Hit(first_query + qi, rank, r["id"], score, *_mimic(meta),
-                                    r["snippet"], int(row), r.get("window"), meta,
-                                    {"dense": {"rank": rank, "score": score}}))
+                    hits.append(_hit(first_query + qi, len(hits) + 1, score, row, r,
+                                     meta_cols, "dense"))
                     if len(hits) == k:
                         break
                 short |= len(hits) < k and keep.all()

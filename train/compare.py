@@ -24,7 +24,7 @@ import pandas as pd
 import pyarrow as pa
 
 from mimicsearch.fusion import Fusion, fuse
-from mimicsearch.index.lexical import LexicalIndex, analyze
+from mimicsearch.index.lexical import LexicalIndex, analyze, top_k
 
 from .evaluate import pair_targets
 from .icd9 import chapter
@@ -62,10 +62,8 @@ def bm25_scorer(query_texts: Sequence[str], corpus_texts: Sequence[str]) -> Scor
 def hybrid_scorer(dense: Scorer, lexical: Scorer, fusion: Fusion) -> Scorer:
     """Fused ranks as scores: candidates outside both top-`depth` lists score -inf."""
     def top(s: np.ndarray) -> list[tuple[int, float]]:
-        n = min(fusion.depth, int(np.isfinite(s).sum()))
-        idx = np.argpartition(-s, n - 1)[:n] if n else np.zeros(0, int)
-        idx = idx[np.lexsort((idx, -s[idx]))]
-        return [(int(j), float(s[j])) for j in idx]
+        return [(int(j), float(s[j]))
+                for j in top_k(s, min(fusion.depth, int(np.isfinite(s).sum())))]
 
     def scores(i: int, drop: Sequence[int]) -> np.ndarray:
         d, x = dense(i, drop), lexical(i, drop)
@@ -203,7 +201,8 @@ def compare_retrievers(embeds: dict, pairs: pd.DataFrame, val_pairs: pd.DataFram
     lexical = bm25_scorer(queries, documents)
     rows = {"bm25": next_note_recall(lexical, targets, excluded)}
     tuning, fusions = {}, {}
-    if val_pairs is not None and len(val_pairs):
+    tune = val_pairs is not None and len(val_pairs) > 0
+    if tune:
         v_corpus, v_targets, v_excluded = pair_targets(val_pairs)
         v_queries, v_documents = val_pairs["anchor_text"].tolist(), v_corpus[
             "positive_text"].tolist()
@@ -213,7 +212,7 @@ def compare_retrievers(embeds: dict, pairs: pd.DataFrame, val_pairs: pd.DataFram
         rows[role] = next_note_recall(dense, targets, excluded)
         rows[f"rrf({role})"] = next_note_recall(hybrid_scorer(dense, lexical, Fusion()),
                                                 targets, excluded)
-        if val_pairs is not None and len(val_pairs):
+        if tune:
             fusion, tried = choose_fusion(dense_scorer(embed(v_queries), embed(v_documents)),
                                           v_lexical, v_targets, v_excluded)
             tuning[role] = {"chosen_on": "val", "chosen": fusion.to_dict(), "tried": tried}

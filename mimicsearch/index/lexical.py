@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import uuid
 import warnings
 from collections.abc import Sequence
@@ -23,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-from tqdm import tqdm
 
 from ..fileio import mark_new
 from .manifest import LEXICAL_ROLES as ROLES
@@ -55,8 +53,8 @@ def document_rows(store) -> np.ndarray:
     return np.flatnonzero(keep)
 
 
-def build_lexical(index_dir: str | Path, manifest: IndexManifest, store,
-                  progress: bool = False) -> LexicalPart | None:
+def build_lexical(index_dir: str | Path, manifest: IndexManifest,
+                  store) -> LexicalPart | None:
     """BM25 over the live notes of `manifest` (whose parts and tombstones are written);
     None where a live note has no stored text (`--no-full-text`): a lexical part that
     silently skipped notes would rank them last."""
@@ -65,22 +63,19 @@ def build_lexical(index_dir: str | Path, manifest: IndexManifest, store,
     starts = np.cumsum([0] + [p.rows for p in manifest.store_parts])
     tokenizer = _tokenizer()
     ids: list[list[int]] = []
-    with tqdm(total=len(rows), desc="lexical", unit="note", disable=not progress,
-              file=sys.stderr) as bar:
-        for pi, part in enumerate(manifest.store_parts):
-            mine = rows[(rows >= starts[pi]) & (rows < starts[pi + 1])] - starts[pi]
-            if len(mine) == 0:
-                continue
-            if part.text is None:
-                return None
-            column = store.texts.part_column(pi).take(pa.array(mine))
-            if column.null_count:
-                return None
-            texts = column.to_pylist()
-            for s in range(0, len(texts), TOKENIZE_BLOCK):
-                ids += tokenizer.tokenize(texts[s:s + TOKENIZE_BLOCK], update_vocab=True,
-                                          return_as="ids", show_progress=False)
-                bar.update(min(TOKENIZE_BLOCK, len(texts) - s))
+    for pi, part in enumerate(manifest.store_parts):
+        mine = rows[(rows >= starts[pi]) & (rows < starts[pi + 1])] - starts[pi]
+        if len(mine) == 0:
+            continue
+        if part.text is None:
+            return None
+        column = store.texts.part_column(pi).take(pa.array(mine))
+        if column.null_count:
+            return None
+        texts = column.to_pylist()
+        for s in range(0, len(texts), TOKENIZE_BLOCK):
+            ids += tokenizer.tokenize(texts[s:s + TOKENIZE_BLOCK], update_vocab=True,
+                                      return_as="ids", show_progress=False)
     bm25 = _bm25(ids, tokenizer.get_vocab_dict())
     prefix = f"lexical-{uuid.uuid4().hex[:12]}"
     names = {r: f"{prefix}.{n}" for r, n in ROLES.items()}
@@ -97,6 +92,15 @@ def build_lexical(index_dir: str | Path, manifest: IndexManifest, store,
                       ) from None
     return LexicalPart({r: FileRef.of(index_dir, n) for r, n in names.items()}, len(rows),
                        dict(ANALYZER))
+
+
+def top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the k highest scores, best first, ties in position order."""
+    k = min(k, len(scores))
+    if k == 0:
+        return np.zeros(0, np.int64)
+    top = np.argpartition(-scores, k - 1)[:k]
+    return top[np.lexsort((top, -scores[top]))]
 
 
 def _bm25(ids: list[list[int]], vocab: dict):
@@ -167,11 +171,7 @@ class LexicalIndex:
         """Top-k (scores, store rows) of one analysed query, best first; documents that
         match no term are not hits, so fewer than k may come back."""
         s = self.scores(terms, allowed)
-        k = min(k, len(s))
-        if k == 0:
-            return np.zeros(0, np.float32), np.zeros(0, np.int64)
-        top = np.argpartition(-s, k - 1)[:k]
-        top = top[np.lexsort((top, -s[top]))]  # best first, ties by store order
+        top = top_k(s, k)
         top = top[s[top] > 0]
         return s[top], self.rows[top]
 

@@ -28,8 +28,9 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
 from .. import __version__
-from ..filters import Filters
+from ..filters import Filters, parse_value
 from ..fusion import Fusion
+from ..fusion import check_mode as known_mode
 from ..search import Searcher
 from .batcher import Batcher
 from .guard import Guard, error_body
@@ -231,9 +232,10 @@ def _routes(app: FastAPI, server: Server) -> None:
 
     async def check_mode(mode: str) -> None:
         modes = await server.on_index(lambda: server.searcher.modes)
-        if mode not in modes:
-            raise ApiError(400, f"mode {mode!r} needs the index's lexical part and this "
-                           f"index has none; modes here: {list(modes)}", "mode")
+        try:
+            known_mode(mode, modes)
+        except ValueError as e:
+            raise ApiError(400, str(e), "mode") from None
 
     async def run_search(req: SearchRequest) -> dict:
         with server.batcher.coming() as ticket:
@@ -318,18 +320,14 @@ def _routes(app: FastAPI, server: Server) -> None:
         k = k_of(k)
         await check_mode(mode)
 
-        def find():
-            store = server.searcher.index.store
-            typed = subject_id
-            if str(store.metadata_columns.get("SUBJECT_ID")) == "int64":
-                typed = store.parse_ids([subject_id])[0]
+        def find():  # the path's text as the column's type, as filters read it
+            typed = parse_value(server.searcher.index.store, "SUBJECT_ID", subject_id)
             return typed, server.searcher.similar_patients(subject_id=typed, k=k, mode=mode)
         try:
             typed, patients = await server.on_index(find)
         except ValueError as e:
             status = 404 if "not in this index" in str(e) else 400
-            raise ApiError(status, str(e).replace("note id", "SUBJECT_ID"), "subject_id"
-                           ) from None
+            raise ApiError(status, str(e), "subject_id") from None
         return {"subject_id": typed, "mode": mode,
                 "patients": [{"rank": p.rank, "subject_id": p.subject_id, "score": p.score,
                               "notes": p.notes, "best": hit_dict(p.best)} for p in patients],
