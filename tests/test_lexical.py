@@ -90,6 +90,15 @@ def test_round_trip_hashed_and_equal_to_a_fresh_bm25(tmp_path):
     assert s.search_texts(["catheters"], k=3, mode="lexical")[0]
 
 
+def test_building_the_lexical_part_shows_its_own_progress(tmp_path, capfd):
+    x, meta, _ = corpus(50)
+    for progress in (True, False):
+        build_index(ArraySource(x, meta), tmp_path / f"ix{progress}", model_fingerprint="f",
+                    progress=progress, options=BuildOptions(index_key="Flat"))
+        err = capfd.readouterr().err
+        assert ("lexical index (BM25)" in err and "50/50" in err) is progress
+
+
 def test_a_tampered_lexical_file_is_refused(tmp_path):
     ix, *_ = build(tmp_path, n=30)
     ref = open_index(ix).manifest.lexical.files["data"]

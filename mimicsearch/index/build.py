@@ -205,7 +205,7 @@ def add_piece(out: Path, plan: BuildPlan, trained: Trained, piece: Piece,
 def finish_build(out: Path, plan: BuildPlan, trained: Trained,
                  results: Sequence[PieceResult], *, model_fingerprint: str, model_dir: str,
                  source: str, encode: dict | None = None,
-                 started: float | None = None) -> IndexManifest:
+                 started: float | None = None, progress: bool = False) -> IndexManifest:
     """Write the manifest, merge on disk if asked, then measure recall and tune the search
     knob; the manifest is rewritten with the quality last, so a build killed before tuning
     is recognisable (see claim_out_dir)."""
@@ -225,7 +225,7 @@ def finish_build(out: Path, plan: BuildPlan, trained: Trained,
         rows=plan.rows, build=build, id_type=plan.id_type, encode=dict(encode or {}))
     if o.lexical:
         store = MetadataStore.load(out, manifest, verify=False)
-        manifest = manifest.with_(lexical=build_lexical(out, manifest, store))
+        manifest = manifest.with_(lexical=build_lexical(out, manifest, store, progress))
     manifest.validate()
     manifest.save(out)
     if o.merge:
@@ -257,4 +257,4 @@ def build_index(source: VectorSource, out_dir: str | Path, *, model_fingerprint:
                              bar.update) for p in plan.pieces]
     return finish_build(out, plan, trained, results, model_fingerprint=model_fingerprint,
                         model_dir=model_dir, source=source.description, encode=encode,
-                        started=t0)
+                        started=t0, progress=progress)
