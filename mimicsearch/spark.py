@@ -494,4 +494,5 @@ def build_index_spark(embeddings_dir: str | Path, *, out_dir: str | Path,
     return finish_build(out, plan, trained, results, model_fingerprint=source.manifest
                         .model_fingerprint, model_dir=str(model_dir),
                         source=f"{source.description} (spark, {len(plan.pieces)} tasks)",
-                        encode=source.manifest.encode_options(), started=t0)
+                        encode=source.manifest.encode_options(), started=t0,
+                        progress=progress)
