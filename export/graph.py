@@ -34,13 +34,22 @@ def export_graph(model, path: str | os.PathLike, opset: int = OPSET) -> Path:
     from torch.jit import TracerWarning
 
     path = Path(path)
-    # The tracer's warnings are about Python branches frozen into the graph; the parity gate
-    # checks the result on other batch sizes and lengths, which is what they warn about.
+    # The tracer's warnings are about Python branches frozen into the graph, and the
+    # exporter's about negative gather indices; the parity gate checks the result on other
+    # batch sizes and lengths, which is what they warn about. optimum's tied-weight check
+    # (it asks for accelerate) finds nothing to share in a sentence-transformers model.
+    dedup = logging.getLogger("optimum.exporters.onnx.base")
+    level = dedup.level
     with tempfile.TemporaryDirectory(prefix="mimicsearch-export-") as tmp, \
             warnings.catch_warnings():
         warnings.simplefilter("ignore", TracerWarning)
-        onnx_export_from_model(model, tmp, opset=opset, task="feature-extraction",
-                               library_name="sentence_transformers", do_validation=False)
+        warnings.filterwarnings("ignore", message="Exporting aten::index operator")
+        dedup.setLevel(logging.ERROR)
+        try:
+            onnx_export_from_model(model, tmp, opset=opset, task="feature-extraction",
+                                   library_name="sentence_transformers", do_validation=False)
+        finally:
+            dedup.setLevel(level)
         proto = onnx.load(str(Path(tmp) / "model.onnx"), load_external_data=True)
     log.info("removed %d attention NaN guards", drop_softmax_nan_guards(proto))
     if proto.ByteSize() >= _PROTOBUF_LIMIT:

@@ -154,7 +154,8 @@ def _auto_int8(raw: Path, path: Path, recipe: Int8Recipe, tok, measure):
         batches.append({"input_ids": np.array([e.ids for e in enc], dtype=np.int64),
                         "attention_mask": np.array([e.attention_mask for e in enc],
                                                    dtype=np.int64)})
-    ranked = [name for name, _ in rank_matmuls(raw, batches, recipe.reduce_range)]
+    ranked = [name for name, _ in rank_matmuls(raw, batches, recipe.reduce_range,
+                                                  recipe.activations)]
     results: dict[int, tuple] = {}
     order: list[int] = []
 

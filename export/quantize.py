@@ -1,20 +1,24 @@
-"""Smaller, faster variants of the fp32 graph: int8 dynamic quantization, 4-bit weights, and
-offline ORT graph optimization so sessions start fast.
+"""Smaller, faster variants of the fp32 graph: int8, 4-bit weights, and offline ORT graph
+optimization so sessions start fast.
 
-int8 is onnxruntime's dynamic quantization: weights int8 per output channel, activations
-uint8 quantized per batch at run time, attention score products left fp32. Measured on
-all-MiniLM-L6-v2 (cosine to PyTorch, min over 64 notes, reduce_range on): every weight
-MatMul 0.984; the 6 MLP down projections kept fp32 0.993; the 3 most sensitive of them (what
-`auto` finds) 0.991. The down projection's input (after GELU) has token outliers that one
-scale per tensor cannot hold. SmoothQuant-style per-channel rescaling made MiniLM worse
-(0.970 at alpha 0.5), so it is applied to Gemma3 only (export/smooth.py), where it lifts
-EmbeddingGemma from 0.981 to 0.998. `reduce_range` (7-bit weights) is on by default:
+int8 (default, `quantize_per_token`): weights int8 per output channel, activations uint8
+with one scale per token row computed in the graph, every projection quantized (the
+sentence-transformers Dense layers, one pooled row per text, stay fp32), attention score
+products fp32. A row's result depends on that row alone, so a note's vector is the same in
+any batch (cosine to itself alone >= 0.99999), where onnxruntime's dynamic quantization
+(`activations="per-tensor"`, one scale per batch) gave 0.990 on all-MiniLM-L6-v2 and had to
+keep the MLP down projections fp32: their input (after GELU) has token outliers that one
+scale per tensor cannot hold. Measured (cosine to PyTorch, min over the parity set):
+MiniLM per-token, all projections 0.993; per-tensor, down projections fp32 0.991.
+SmoothQuant-style per-channel rescaling made MiniLM worse (0.970 at alpha 0.5), so it is
+applied to Gemma3 only (export/smooth.py). `reduce_range` (7-bit weights) is on by default:
 AVX2 CPUs without VNNI compute u8*s8 with saturating int16 adds, which wrecks full-range
 int8 (the project measured EmbeddingGemma at cosine 0.57 without, 0.92 with), and a parity
 gate run on a VNNI machine would not see it.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -30,26 +34,36 @@ from onnx import helper, numpy_helper
 from mimicsearch.fileio import atomic_path
 from mimicsearch.session import open_session
 
+from .fuse import fuse_graph
+
 log = logging.getLogger(__name__)
 
 # Node-name patterns (regex, searched) of MatMuls left in fp32 by default: MLP down projections
 # of BERT-style (`layer.N/output/dense`, not `attention/output/dense`) and Gemma-style models,
 # and sentence-transformers Dense modules (`/2/linear`), which see one pooled row per text
 # and so cost nothing in fp32.
-DEFAULT_EXCLUDE = (r"/layer\.\d+/output/dense/MatMul", r"/mlp/down_proj/MatMul",
-                   r"^/\d+/linear/MatMul$")
+DENSE = r"^/\d+/linear/MatMul$"
+DOWN_PROJECTIONS = (r"/layer\.\d+/output/dense/MatMul", r"/mlp/down_proj/MatMul")
+# Per-token scales hold the down projections' token outliers, so only the Dense layers stay.
+DEFAULT_EXCLUDE = {"per-token": (DENSE,), "per-tensor": (*DOWN_PROJECTIONS, DENSE)}
+ACTIVATIONS = tuple(DEFAULT_EXCLUDE)
 
 
 @dataclass(frozen=True)
 class Int8Recipe:
     """How the int8 variant is made; recorded in the manifest so a result can be reproduced."""
 
+    # "per-token": one scale per token row, computed in the graph (`quantize_per_token`):
+    # vectors independent of the batch, every projection int8. "per-tensor": onnxruntime's
+    # dynamic quantization, one scale per batch, the down projections kept fp32.
+    activations: str = "per-token"
     per_channel: bool = True
     reduce_range: bool = True
     # Store the token embedding table as int8 rows with one scale per row: 4x smaller on disk
     # and in RAM (EmbeddingGemma's 262k x 768 table: 805 MB -> 202 MB).
     embeddings: bool = True
-    exclude: tuple[str, ...] = DEFAULT_EXCLUDE
+    # None: DEFAULT_EXCLUDE for the activation scheme.
+    exclude: tuple[str, ...] | None = None
     # Instead of `exclude`: keep fp32 the fewest MatMuls, most sensitive first (see
     # `rank_matmuls`), that let the variant pass its parity gate. Costs one quantization
     # and one parity run per attempt (about log2 of the MatMul count attempts).
@@ -63,6 +77,10 @@ class Int8Recipe:
     def __post_init__(self):
         from .smooth import SmoothRecipe
 
+        if self.activations not in ACTIVATIONS:
+            raise ValueError(f"activations={self.activations!r}; valid: {', '.join(ACTIVATIONS)}")
+        if self.exclude is None:
+            object.__setattr__(self, "exclude", DEFAULT_EXCLUDE[self.activations])
         if self.smooth not in ("auto", "on", "off"):
             raise ValueError(f"smooth={self.smooth!r}; valid: auto, on, off")
         SmoothRecipe(self.smooth_alpha, self.smooth_folds)  # refuses unknown folds now
@@ -78,7 +96,8 @@ def optimize_graph(src: str | os.PathLike, dst: str | os.PathLike, level: str = 
     """Save `src` with onnxruntime's graph optimizations applied, so loading skips them.
 
     "extended" fusions (attention, layer norm, GELU) are CPU-provider ops that any onnxruntime
-    build runs; "all" would add layout changes tied to the exporting machine, so it is refused.
+    build runs, and it adds the fusions of export/fuse.py; "all" would add layout changes
+    tied to the exporting machine, so it is refused.
     """
     if level not in ("basic", "extended"):
         raise ValueError(f"optimization level {level!r}; valid: ['basic', 'extended'] (\"all\" "
@@ -86,6 +105,10 @@ def optimize_graph(src: str | os.PathLike, dst: str | os.PathLike, level: str = 
     dst = Path(dst)
     with atomic_path(dst) as tmp:
         open_session(src, level=level, optimized_path=tmp)
+        if level == "extended":
+            model = onnx.load(str(tmp))
+            log.info("fused: %s", fuse_graph(model))
+            onnx.save(model, str(tmp))
     return dst
 
 
@@ -123,21 +146,125 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike,
         if recipe.embeddings:
             tables = quantize_embedding_tables(model)
             log.info("int8: embedding tables stored as int8 rows: %s", tables)
-            onnx.save(model, str(basic))
         q = Path(tmp) / "int8.onnx"
-        quantize_dynamic(basic, q, per_channel=recipe.per_channel,
-                         reduce_range=recipe.reduce_range, weight_type=QuantType.QInt8,
-                         op_types_to_quantize=["MatMul"], nodes_to_quantize=quantized)
+        if recipe.activations == "per-token":
+            quantize_per_token(model, quantized, 63 if recipe.reduce_range else 127,
+                               recipe.per_channel)
+            onnx.save(model, str(q))
+        else:
+            if recipe.embeddings:
+                onnx.save(model, str(basic))
+            with _quiet_quantizer():
+                quantize_dynamic(basic, q, per_channel=recipe.per_channel,
+                                 reduce_range=recipe.reduce_range, weight_type=QuantType.QInt8,
+                                 op_types_to_quantize=["MatMul"], nodes_to_quantize=quantized)
         optimize_graph(q, dst)
     return list(keep)
 
 
+@contextlib.contextmanager
+def _quiet_quantizer():
+    """quantize_dynamic warns on the root logger that the graph was not "pre-processed" (its
+    shape inference, which our basic-optimized graph does not need), and configures root
+    logging when it has no handler; neither should reach a user."""
+    root = logging.getLogger()
+    spare = logging.NullHandler() if not root.handlers else None
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Please consider to run pre-processing")
+    if spare:
+        root.addHandler(spare)
+    root.addFilter(keep)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
+        if spare:
+            root.removeHandler(spare)
+
+
+def quantize_per_token(model: onnx.ModelProto, names: Sequence[str], qmax: int = 63,
+                       per_channel: bool = True) -> int:
+    """Rewrite, in place, the weight MatMuls `names` to int8 with one activation scale per
+    token row, computed in the graph; returns how many activation quantizers were added (one
+    per distinct input: q/k/v share theirs).
+
+    Each row x becomes round(x * 127 / max|x|) + 128 as uint8 (symmetric, zero point 128: the
+    u8 x s8 kernels are onnxruntime's fast ones, s8 x s8 runs ~10x slower), multiplied by int8
+    weights (one scale per output column, `qmax` 63 = 7 bits, which AVX2 CPUs without VNNI
+    add without saturating) in MatMulIntegerToFloat, then by the row's scale. A row's result
+    depends on that row alone, so a note's vector does not depend on its batch or padding,
+    and a token with outliers no longer takes the resolution of every other token.
+    """
+    inits = {i.name: i for i in model.graph.initializer}
+    consumers: dict[str, int] = {}
+    for n in model.graph.node:
+        for name in n.input:
+            consumers[name] = consumers.get(name, 0) + 1
+    p = "per_token_int8"
+    model.graph.initializer.extend([
+        numpy_helper.from_array(np.array([-1], np.int64), f"{p}/axes"),
+        numpy_helper.from_array(np.array(1e-12, np.float32), f"{p}/eps"),
+        numpy_helper.from_array(np.array(127.0, np.float32), f"{p}/levels"),
+        numpy_helper.from_array(np.array(1 / 127.0, np.float32), f"{p}/step"),
+        numpy_helper.from_array(np.array(1.0, np.float32), f"{p}/one"),
+        numpy_helper.from_array(np.array(128, np.uint8), f"{p}/zero")])
+    wanted, rows, nodes = set(names), {}, []
+    for node in model.graph.node:
+        if node.name not in wanted:
+            nodes.append(node)
+            continue
+        x, w_name = node.input
+        if x not in rows:
+            q = f"{x}/q8"
+            nodes += [
+                helper.make_node("Abs", [x], [f"{q}/abs"], name=f"{q}/abs"),
+                helper.make_node("ReduceMax", [f"{q}/abs", f"{p}/axes"], [f"{q}/absmax"],
+                                 name=f"{q}/absmax", keepdims=1),
+                helper.make_node("Max", [f"{q}/absmax", f"{p}/eps"], [f"{q}/max"],
+                                 name=f"{q}/max"),
+                helper.make_node("Div", [f"{p}/levels", f"{q}/max"], [f"{q}/inv"],
+                                 name=f"{q}/inv"),
+                helper.make_node("Mul", [f"{q}/max", f"{p}/step"], [f"{q}/scale"],
+                                 name=f"{q}/scale"),
+                helper.make_node("Mul", [x, f"{q}/inv"], [f"{q}/scaled"], name=f"{q}/scaled"),
+                helper.make_node("QuantizeLinear", [f"{q}/scaled", f"{p}/one", f"{p}/zero"],
+                                 [q], name=f"{q}/quantize"),
+            ]
+            rows[x] = (q, f"{q}/scale")
+        q, row_scale = rows[x]
+        w = numpy_helper.to_array(inits[w_name])                            # (k, n)
+        scale = np.abs(w).max(axis=0 if per_channel else None, keepdims=per_channel) / qmax
+        scale = np.where(scale == 0, 1.0, scale).astype(np.float32).reshape(-1)
+        wq = np.clip(np.rint(w / scale), -qmax, qmax).astype(np.int8)
+        out = node.output[0]
+        model.graph.initializer.extend([numpy_helper.from_array(wq, f"{node.name}/w8"),
+                                        numpy_helper.from_array(scale, f"{node.name}/w8_scale")])
+        nodes += [
+            helper.make_node("MatMulIntegerToFloat",
+                             [q, f"{node.name}/w8", f"{p}/one", f"{node.name}/w8_scale",
+                              f"{p}/zero"], [f"{out}/unscaled"], name=f"{node.name}/int8",
+                             domain="com.microsoft"),
+            helper.make_node("Mul", [f"{out}/unscaled", row_scale], [out],
+                             name=f"{node.name}/rescale"),
+        ]
+        consumers[w_name] -= 1
+        if consumers[w_name] == 0:
+            model.graph.initializer.remove(inits[w_name])
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    if not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    return len(rows)
+
+
 def rank_matmuls(src: str | os.PathLike, batches: Iterable[dict[str, np.ndarray]],
-                 reduce_range: bool = True) -> list[tuple[str, float]]:
+                 reduce_range: bool = True, activations: str = "per-token"
+                 ) -> list[tuple[str, float]]:
     """Weight MatMuls of the fp32 graph `src`, most damaged by int8 first, with their error.
 
     The error is local: each MatMul's output is recomputed in numpy with its input and
-    weight quantized the way onnxruntime's dynamic quantization does (uint8 per tensor,
+    weight quantized the way the int8 variant does (`activations` per token or per tensor,
     int8 per output channel) and compared with the exact output (relative Frobenius norm),
     on real activations from `batches` (feeds of input_ids/attention_mask). On MiniLM it
     ranks the same three MLP down projections first as quantizing one node at a time does.
@@ -165,7 +292,8 @@ def rank_matmuls(src: str | os.PathLike, batches: Iterable[dict[str, np.ndarray]
         for n in nodes:
             x, w = acts[n.input[0]], weights[n.name]                     # (..., k), (k, n)
             y = x @ w
-            err[n.name] += [((y - _fake_quant_input(x) @ _fake_quant_weight(w, qmax)) ** 2).sum(),
+            xq = _fake_quant_rows(x) if activations == "per-token" else _fake_quant_input(x)
+            err[n.name] += [((y - xq @ _fake_quant_weight(w, qmax)) ** 2).sum(),
                             (y ** 2).sum()]
     ranked = [(name, float(np.sqrt(d / max(r, 1e-30)))) for name, (d, r) in err.items()]
     return sorted(ranked, key=lambda t: -t[1])
@@ -177,6 +305,12 @@ def _fake_quant_input(x: np.ndarray) -> np.ndarray:
     scale = (hi - lo) / 255 or 1.0
     zero = np.round(-lo / scale)
     return (np.clip(np.round(x / scale) + zero, 0, 255) - zero) * scale
+
+
+def _fake_quant_rows(x: np.ndarray) -> np.ndarray:
+    """Symmetric 8-bit, one scale per row (`quantize_per_token`)."""
+    scale = np.maximum(np.abs(x).max(axis=-1, keepdims=True), 1e-12) / 127
+    return np.rint(x / scale) * scale
 
 
 def _fake_quant_weight(w: np.ndarray, qmax: int) -> np.ndarray:

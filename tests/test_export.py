@@ -86,6 +86,23 @@ def test_batch_and_length_do_not_change_a_text_vector(exported, name):
 
 
 @pytest.mark.parametrize("name", MODELS)
+def test_int8_vector_does_not_depend_on_its_batch(exported, name):
+    """Per-token activation scales: a note encoded alone, beside other notes, or padded to a
+    long neighbour gets the same vector, so re-encoding a corpus reproduces it."""
+    _, onnx_dir = exported(name)
+    texts = held_out_texts()
+    batched = onnx_encode(onnx_dir, Precision.INT8, texts)          # padded to the longest
+    reversed_ = onnx_encode(onnx_dir, Precision.INT8, texts[::-1])[::-1]
+    alone = np.concatenate([onnx_encode(onnx_dir, Precision.INT8, [t]) for t in texts])
+    for other in (batched, reversed_):
+        cosine = (alone * other).sum(axis=1)
+        assert cosine.min() >= 0.99999, cosine
+    recipe = ModelManifest.load(onnx_dir).variant(Precision.INT8).recipe
+    assert recipe["activations"] == "per-token"
+    assert not any("down_proj" in k or "output/dense" in k for k in recipe["kept_fp32"])
+
+
+@pytest.mark.parametrize("name", MODELS)
 def test_tokenizer_json_reproduces_sentence_transformers(exported, name):
     model, onnx_dir = exported(name)
     m = ModelManifest.load(onnx_dir)

@@ -50,6 +50,12 @@ def _variants(ctx, param, value: str) -> tuple[str, ...]:
               help="Parity gate: the lowest cosine to PyTorch the int4 variant may give.")
 @click.option("--min-overlap", default=0.9, show_default=True, type=float,
               help="Minimum top-10 retrieval overlap with PyTorch, every variant.")
+@click.option("--activations", type=click.Choice(["per-token", "per-tensor"]),
+              default="per-token", show_default=True,
+              help="int8 activation scales: per-token (one per token row, computed in the "
+                   "graph: vectors do not depend on the batch, every projection int8) or "
+                   "per-tensor (onnxruntime's dynamic quantization, one per batch, the MLP "
+                   "down projections kept fp32).")
 @click.option("--reduce-range/--no-reduce-range", default=True, show_default=True,
               help="int8: 7-bit weights, safe on AVX2 CPUs without VNNI.")
 @click.option("--per-channel/--per-tensor", default=True, show_default=True,
@@ -58,8 +64,9 @@ def _variants(ctx, param, value: str) -> tuple[str, ...]:
               help="int8: quantize the token embedding table too.")
 @click.option("--keep-fp32", "keep_fp32", multiple=True, metavar="REGEX",
               help="int8: MatMul node names (regex) left in fp32; repeatable; replaces the "
-                   "default (the MLP down projections and sentence-transformers Dense layers, "
-                   "e.g. '^/\\d+/linear/MatMul$'). '' quantizes all; 'auto' keeps the fewest "
+                   "default (sentence-transformers Dense layers, '^/\\d+/linear/MatMul$', and "
+                   "with per-tensor the MLP down projections too). '' quantizes all; 'auto' "
+                   "keeps the fewest "
                    "most int8-sensitive MatMuls that pass the gate (several quantize+parity "
                    "runs).")
 @click.option("--smooth", type=click.Choice(["auto", "on", "off"]), default="auto",
@@ -80,7 +87,8 @@ def _variants(ctx, param, value: str) -> tuple[str, ...]:
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def export_cmd(model_dir, out, variants, calibration, parity_texts, min_cosine_fp32,
-               min_cosine_int8, min_cosine_int4, min_overlap, reduce_range, per_channel,
+               min_cosine_int8, min_cosine_int4, min_overlap, activations, reduce_range,
+               per_channel,
                quantize_embeddings, keep_fp32, smooth, smooth_alpha, smooth_folds,
                matryoshka_dims, as_json, no_progress):
     """Export a sentence-transformers model to ONNX (one graph: transformer, pooling, dense,
@@ -93,10 +101,10 @@ def export_cmd(model_dir, out, variants, calibration, parity_texts, min_cosine_f
     if auto and len(keep_fp32) > 1:
         raise click.BadParameter("'auto' replaces the patterns; give it alone",
                                  param_hint="--keep-fp32")
-    exclude = quantize.DEFAULT_EXCLUDE if not keep_fp32 or auto \
-        else tuple(k for k in keep_fp32 if k)
+    exclude = None if not keep_fp32 or auto else tuple(k for k in keep_fp32 if k)
     try:
-        recipe = quantize.Int8Recipe(per_channel=per_channel, reduce_range=reduce_range,
+        recipe = quantize.Int8Recipe(activations=activations, per_channel=per_channel,
+                                     reduce_range=reduce_range,
                                      embeddings=quantize_embeddings, exclude=exclude,
                                      auto=auto, smooth=smooth, smooth_alpha=smooth_alpha,
                                      smooth_folds=tuple(f.strip() for f in smooth_folds.split(",")
