@@ -104,11 +104,18 @@ def optimize_graph(src: str | os.PathLike, dst: str | os.PathLike, level: str = 
                          "writes machine-specific layouts and is not portable)")
     dst = Path(dst)
     with atomic_path(dst) as tmp:
-        open_session(src, level=level, optimized_path=tmp)
-        if level == "extended":
-            model = onnx.load(str(tmp))
+        if level == "basic":
+            open_session(src, level=level, optimized_path=tmp)
+            return dst
+        # Our fusions match the graph as traced, before onnxruntime's own rewrite it.
+        with tempfile.TemporaryDirectory(prefix="mimicsearch-fuse-") as work:
+            basic = Path(work) / "basic.onnx"
+            open_session(src, level="basic", optimized_path=basic)
+            model = onnx.load(str(basic))
             log.info("fused: %s", fuse_graph(model))
-            onnx.save(model, str(tmp))
+            onnx.save(model, str(basic))
+            del model
+            open_session(basic, level=level, optimized_path=tmp)
     return dst
 
 

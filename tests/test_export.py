@@ -407,3 +407,18 @@ def test_drop_softmax_nan_guards(fill, removed):
     if removed:  # the fully masked row: uniform attention instead of the guard's zeros
         np.testing.assert_allclose(before[2], 0.0)
         np.testing.assert_allclose(after[2], feed["values"].mean(0), rtol=1e-5)
+
+
+@pytest.mark.parametrize("precision", [Precision.FP32, Precision.INT8])
+def test_gemma_attention_and_gelu_are_fused(exported, precision):
+    """Every layer's attention runs in one MultiHeadAttention kernel and its tanh GELU in
+    FastGelu, and the variant still passed its parity gate (the fixture checks)."""
+    import onnx
+
+    model, onnx_dir = exported("tiny_gemma")
+    layers = model[0].auto_model.config.num_hidden_layers
+    m = ModelManifest.load(onnx_dir)
+    ops = [n.op_type for n in onnx.load(str(onnx_dir / m.variant(precision).file)).graph.node]
+    assert ops.count("MultiHeadAttention") == layers
+    assert ops.count("FastGelu") == layers
+    assert "Softmax" not in ops and "Tanh" not in ops
