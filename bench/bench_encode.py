@@ -8,7 +8,7 @@ Runs (a) sentence-transformers on torch fp32, (b) optionally sentence-transforme
 backend with its dynamic int8 (`export_dynamic_quantized_onnx_model`), (c) our Encoder for
 each precision in the exported model dir, all with the same thread count on the same
 synthetic notes. Reports texts/s, the ratio to (a) and the cosine to (a) (min and mean over
-texts). Mixes: `full` (every note reaches max_seq_length: the standard throughput number)
+texts) and the share of the host's GEMM limit (`gemm_limit`) each reaches. Mixes: `full` (every note reaches max_seq_length: the standard throughput number)
 and `mimic` (many short ECG/radiology notes, some nursing notes, a few long discharge
 summaries). `--repeat` keeps each engine's best time, interleaving engines, which matters
 on a shared machine; process CPU seconds are reported too (steadier than wall time there). Prints a Markdown table for BENCHMARKS.md and `--json` a record.
@@ -58,6 +58,70 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = a / np.linalg.norm(a, axis=1, keepdims=True)
     b = b / np.linalg.norm(b, axis=1, keepdims=True)
     return np.sum(a * b, axis=1)
+
+
+def cpu_flags() -> str:
+    """The CPU's SIMD features that decide int8 speed (VNNI, AMX, AVX-512, AVX2)."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return platform.machine()
+    keep = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
+    return " ".join(f for f in keep if f in flags)
+
+
+def gemm_limit(model_file: Path, threads: int, rows: int = 4096, repeat: int = 3) -> dict:
+    """Seconds per token of the model's weight MatMuls alone, timed on this host with
+    onnxruntime at `rows` tokens a call: fp32 MatMul and int8 DynamicQuantizeMatMul (its
+    fastest int8 GEMM). 1 / (tokens per text x that) is the most texts/s an engine doing
+    only those products could reach; attention, norms and the rest come on top."""
+    import collections
+    import tempfile
+
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from mimicsearch.session import open_session
+
+    graph = onnx.load(str(model_file)).graph
+    weights = {i.name: tuple(i.dims) for i in graph.initializer if len(i.dims) == 2}
+    shapes = collections.Counter(weights[n.input[1]] for n in graph.node
+                                 if n.op_type == "MatMul" and n.input[1] in weights)
+    rng = np.random.default_rng(0)
+    scratch = tempfile.TemporaryDirectory()
+    seconds = {"fp32": 0.0, "int8": 0.0}
+    for (k, n), count in shapes.items():
+        w = rng.standard_normal((k, n)).astype(np.float32)
+        scale = (np.abs(w).max(axis=0) / 127).astype(np.float32)
+        inits = {"fp32": [numpy_helper.from_array(w, "w")],
+                 "int8": [numpy_helper.from_array(np.rint(w / scale).astype(np.int8), "w"),
+                          numpy_helper.from_array(scale, "s")]}
+        nodes = {"fp32": helper.make_node("MatMul", ["x", "w"], ["y"]),
+                 "int8": helper.make_node("DynamicQuantizeMatMul", ["x", "w", "s"], ["y"],
+                                          domain="com.microsoft")}
+        x = rng.standard_normal((rows, k)).astype(np.float32)
+        for kind in seconds:
+            model = helper.make_model(
+                helper.make_graph([nodes[kind]], kind,
+                                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, k])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, n])],
+                                  inits[kind]),
+                opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("com.microsoft", 1)])
+            path = Path(scratch.name) / f"{kind}.onnx"
+            onnx.save(model, str(path))
+            sess = open_session(path, threads)
+            sess.run(None, {"x": x})
+            best = float("inf")
+            for _ in range(repeat):
+                t = time.perf_counter()
+                sess.run(None, {"x": x})
+                best = min(best, time.perf_counter() - t)
+            seconds[kind] += count * best / rows
+    scratch.cleanup()
+    flops = 2 * sum(k * n * c for (k, n), c in shapes.items())
+    return {"flop_per_token": flops, "matmuls": sum(shapes.values()),
+            **{f"{kind}_gop_per_s": round(flops / sec / 1e9) for kind, sec in seconds.items()},
+            **{f"{kind}_s_per_token": sec for kind, sec in seconds.items()}}
 
 
 def main() -> None:
@@ -133,6 +197,17 @@ def main() -> None:
     if tmp is not None:
         shutil.rmtree(tmp, ignore_errors=True)
 
+    fp32_file = next(Path(args.model[0]) / v.file for v in manifest.variants
+                     if v.precision.value == "fp32")
+    limit = gemm_limit(fp32_file, threads)
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(Path(args.model[0]) / manifest.tokenizer_file))
+    prefix = manifest.prompts.get(prompt, "") if prompt else ""
+    tokens = float(np.mean([min(len(e.ids), max_length)
+                            for e in tok.encode_batch([prefix + t for t in texts])]))
+    limit_texts = {kind: 1 / (tokens * limit[f"{kind}_s_per_token"]) for kind in ("fp32", "int8")}
+
     ref_name = next(iter(engines))
     ref = vectors[ref_name]
     rows = []
@@ -143,20 +218,33 @@ def main() -> None:
                      "ratio_to_a": round(best[ref_name] / best[name], 2),
                      "cpu_seconds": round(cpu[name], 2),
                      "cpu_ratio_to_a": round(cpu[ref_name] / cpu[name], 2),
-                     "cos_min": round(float(cos.min()), 5), "cos_mean": round(float(cos.mean()), 5)})
+                     "cos_min": round(float(cos.min()), 5), "cos_mean": round(float(cos.mean()), 5),
+                     **{f"of_{kind}_gemm_limit": round(args.n / best[name] / lim, 2)
+                        for kind, lim in limit_texts.items()}})
     record = {"model": manifest.source_model, "max_seq_length": max_length,
               "n": args.n, "mix": args.mix, "threads": threads, "repeat": args.repeat,
-              "cpu": platform.processor() or platform.machine(), "rows": rows}
+              "cpu": platform.processor() or platform.machine(), "cpu_flags": cpu_flags(),
+              "tokens_per_text": round(tokens, 1),
+              "gemm_limit": {**{k: v for k, v in limit.items() if not k.endswith("_per_token")},
+                             **{f"{k}_texts_per_s": round(v, 1) for k, v in limit_texts.items()}},
+              "rows": rows}
     if args.json:
         print(json.dumps(record, indent=2))
         return
     print(f"{Path(manifest.source_model).name}: {args.n} notes, mix={args.mix}, "
           f"max_seq_length={max_length}, threads={threads}, best of {args.repeat}")
-    print("| engine | s | texts/s | × (a) | CPU s | CPU × (a) | cos min | cos mean |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(f"CPU: {record['cpu']} [{record['cpu_flags']}]; {tokens:.0f} tokens a text; "
+          f"GEMM limit (the {limit['matmuls']} weight MatMuls alone, {limit['flop_per_token'] / 1e6:.0f} "
+          f"MFLOP a token): fp32 {limit['fp32_gop_per_s']} GFLOP/s = "
+          f"{limit_texts['fp32']:.1f} texts/s, int8 {limit['int8_gop_per_s']} GOP/s = "
+          f"{limit_texts['int8']:.1f} texts/s")
+    print("| engine | s | texts/s | × (a) | CPU s | CPU × (a) | cos min | cos mean "
+          "| of fp32 limit | of int8 limit |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['engine']} | {r['seconds']} | {r['texts_per_s']} | {r['ratio_to_a']} | "
-              f"{r['cpu_seconds']} | {r['cpu_ratio_to_a']} | {r['cos_min']} | {r['cos_mean']} |")
+              f"{r['cpu_seconds']} | {r['cpu_ratio_to_a']} | {r['cos_min']} | {r['cos_mean']} "
+              f"| {r['of_fp32_gemm_limit']:.0%} | {r['of_int8_gemm_limit']:.0%} |")
 
 
 if __name__ == "__main__":
