@@ -60,16 +60,6 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sum(a * b, axis=1)
 
 
-def cpu_flags() -> str:
-    """The CPU's SIMD features that decide int8 speed (VNNI, AMX, AVX-512, AVX2)."""
-    try:
-        flags = set(Path("/proc/cpuinfo").read_text().split())
-    except OSError:
-        return platform.machine()
-    keep = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
-    return " ".join(f for f in keep if f in flags)
-
-
 def gemm_limit(model_file: Path, threads: int, rows: int = 4096, repeat: int = 3) -> dict:
     """Seconds per token of the model's weight MatMuls alone, timed on this host with
     onnxruntime at `rows` tokens a call: fp32 MatMul and int8 DynamicQuantizeMatMul (its
@@ -144,7 +134,7 @@ def main() -> None:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from mimicsearch.encoder import Encoder, physical_cores
+    from mimicsearch.encoder import Encoder, cpu_flags, physical_cores
     from mimicsearch.model_manifest import ModelManifest
 
     threads = args.threads or physical_cores()

@@ -8,9 +8,11 @@ tokenizer.json and the shipped (optimized) ONNX file, never through PyTorch's to
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,10 +20,11 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from mimicsearch.encoder import Encoder
+from mimicsearch.encoder import Encoder, cpu_flags, physical_cores
 from mimicsearch.fileio import MANIFEST, is_temp_name, sha256_file
-from mimicsearch.model_manifest import ModelManifest, Precision, Variant
+from mimicsearch.model_manifest import ModelManifest, Precision, Runtime, Variant
 
+from . import openvino
 from .graph import INPUT_NAMES, OUTPUT_NAME, check_graph, export_graph
 from .parity import Thresholds, build_parity_set, gate, measure_parity, read_texts, sample_texts
 from .quantize import Int8Recipe, optimize_graph, quantize_int4, quantize_int8, rank_matmuls
@@ -32,8 +35,9 @@ from .tokenizer import build_tokenizer, check_tokenizer, save_tokenizer
 log = logging.getLogger(__name__)
 
 TOKENIZER_FILE = "tokenizer.json"
-VARIANT_FILES = {p: f"model_{p.value}.onnx" for p in Precision}
-DEFAULT_VARIANTS = (Precision.FP32, Precision.INT8)
+OPENVINO_INT8 = "openvino-int8"
+VARIANT_FILES = {**{p.value: f"model_{p.value}.onnx" for p in Precision},
+                 OPENVINO_INT8: "model_openvino_int8.xml"}
 # Synthetic notes for quantization statistics (SmoothQuant scales, `auto`'s ranking): another
 # seed than the parity texts, so the gate stays held out.
 CALIBRATION_SEED = 31337
@@ -50,15 +54,18 @@ class ExportResult:
 
 
 def export_model(model_dir: str | os.PathLike, out_dir: str | os.PathLike,
-                 variants: Sequence[Precision | str] = DEFAULT_VARIANTS,
+                 variants: Sequence[Precision | str] | None = None,
                  int8: Int8Recipe | None = None, thresholds: Thresholds | None = None,
                  calibration: str | os.PathLike | None = None, parity_texts: int = 160,
                  matryoshka_dims: Sequence[int] | None = None, batch_size: int = 16,
                  progress: bool = True) -> ExportResult:
     """Export the sentence-transformers model in `model_dir` to a runtime model directory.
 
-    Every requested variant is written and measured; one under its parity thresholds is
-    listed with usable=false and the reason (check `ExportResult.failed`).
+    Every requested variant is written and measured (parity, and texts/s on this host, from
+    which the runtime picks its default); one under its parity thresholds is listed with
+    usable=false and the reason (check `ExportResult.failed`). variants: names in
+    VARIANT_FILES (default: fp32, int8, and openvino-int8 where OpenVINO and NNCF are
+    installed).
     """
     variants = _parse_variants(variants)
     int8 = int8 or Int8Recipe()
@@ -97,24 +104,41 @@ def export_model(model_dir: str | os.PathLike, out_dir: str | os.PathLike,
     with tempfile.TemporaryDirectory(prefix="mimicsearch-export-") as tmp:
         raw = export_graph(model, Path(tmp) / "raw.onnx")
         int8_src, smoothed = raw, None
-        if Precision.INT8 in variants and _smooths(int8, model):
+        if "int8" in variants and _smooths(int8, model):
             steps.set_postfix_str("smoothing")
             smoothed = SmoothRecipe(int8.smooth_alpha, int8.smooth_folds)
             smooth_gemma3(model, _smooth_texts(smoothed.calibration_texts, info.prompts),
                           smoothed)
             int8_src = export_graph(model, Path(tmp) / "smoothed.onnx")
         del model  # the parity set holds the reference vectors; free the torch weights
-        for precision in variants:
-            steps.set_postfix_str(precision.value)
-            path = out / VARIANT_FILES[precision]
+        for name in variants:
+            steps.set_postfix_str(name)
+            path = out / VARIANT_FILES[name]
+            precision = Precision.INT8 if name == OPENVINO_INT8 else Precision(name)
+            runtime = Runtime.OPENVINO if name == OPENVINO_INT8 else Runtime.ONNXRUNTIME
+            runtime_config = openvino.RUNTIME_CONFIG if runtime is Runtime.OPENVINO else {}
+            speed: dict = {}
 
-            def measure(path=path, precision=precision):
-                check_graph(path, info.dimension)
-                parity = measure_parity(parity_set, _runtime_embedder(
-                    path, out / TOKENIZER_FILE, provisional))
+            def measure(path=path, precision=precision, runtime=runtime,
+                        runtime_config=runtime_config,
+                        speed=speed):
+                if runtime is Runtime.ONNXRUNTIME:
+                    check_graph(path, info.dimension)
+                embed = _runtime_embedder(path, out / TOKENIZER_FILE, provisional, runtime,
+                                          runtime_config)
+                start = time.perf_counter()
+                parity = measure_parity(parity_set, embed)
+                speed.update(_speed(parity.texts, time.perf_counter() - start, runtime))
+                parity = dataclasses.replace(parity, batch_cosine_min=_batch_cosine_min(
+                    embed, parity_set.documents[:16]))
                 return parity, gate(precision, parity, thresholds)
 
-            if precision is Precision.FP32:
+            weights = ""
+            if name == OPENVINO_INT8:
+                recipe = openvino.export_openvino(raw, path)
+                weights = openvino.weights_file(path).name
+                parity, reason = measure()
+            elif precision is Precision.FP32:
                 optimize_graph(raw, path)
                 recipe = {"optimization": "extended"}
                 parity, reason = measure()
@@ -131,11 +155,15 @@ def export_model(model_dir: str | os.PathLike, out_dir: str | os.PathLike,
                 recipe = {"method": "MatMulNBits", "bits": 4, "block_size": 32}
                 parity, reason = measure()
             if reason:
-                log.warning("%s variant fails the parity gate: %s", precision.value, reason)
-            written.append(Variant(precision=precision, file=path.name,
-                                   sha256=sha256_file(path), size_bytes=path.stat().st_size,
-                                   parity=parity, usable=not reason, reason=reason,
-                                   recipe=recipe))
+                log.warning("%s variant fails the parity gate: %s", name, reason)
+            written.append(Variant(
+                precision=precision, file=path.name, sha256=sha256_file(path),
+                size_bytes=path.stat().st_size + (
+                    (out / weights).stat().st_size if weights else 0),
+                parity=parity, usable=not reason, reason=reason, recipe=recipe, runtime=runtime,
+                weights_file=weights,
+                weights_sha256=sha256_file(out / weights) if weights else "",
+                runtime_config=dict(runtime_config), speed=dict(speed)))
             steps.update()
     steps.close()
 
@@ -207,19 +235,38 @@ def _smooth_texts(n: int, prompts: dict[str, str]) -> list[str]:
             + [query + " ".join(t.split()[:8]) for t in texts[n // 2:]])
 
 
-def _parse_variants(variants: Sequence[Precision | str]) -> list[Precision]:
+def default_variants() -> tuple[str, ...]:
+    """fp32 and int8, and openvino-int8 where OpenVINO and NNCF are installed."""
+    has_openvino = all(importlib.util.find_spec(m) for m in ("openvino", "nncf"))
+    return ("fp32", "int8") + ((OPENVINO_INT8,) if has_openvino else ())
+
+
+def _parse_variants(variants: Sequence[Precision | str] | None) -> list[str]:
+    if variants is None:
+        return list(default_variants())
     parsed = []
     for v in variants:
-        try:
-            p = Precision(v)
-        except ValueError:
-            raise ValueError(f"unknown variant {v!r}; valid: "
-                             f"{[p.value for p in Precision]}") from None
-        if p not in parsed:
-            parsed.append(p)
+        name = getattr(v, "value", v)
+        if name not in VARIANT_FILES:
+            raise ValueError(f"unknown variant {v!r}; valid: {list(VARIANT_FILES)}")
+        if name not in parsed:
+            parsed.append(name)
     if not parsed:
-        raise ValueError(f"no variants requested; valid: {[p.value for p in Precision]}")
+        raise ValueError(f"no variants requested; valid: {list(VARIANT_FILES)}")
     return parsed
+
+
+def _batch_cosine_min(embed, texts: list[str]) -> float:
+    """Each text alone against the same texts batched (padded to the longest)."""
+    batched = embed(texts, "document")
+    alone = np.concatenate([embed([t], "document") for t in texts])
+    return float((batched * alone).sum(axis=1).min())
+
+
+def _speed(texts: int, seconds: float, runtime: Runtime) -> dict:
+    """What the default variant is chosen by: texts/s over the parity texts on this host."""
+    return {"texts_per_s": round(texts / seconds, 2), "threads": physical_cores(),
+            "cpu_flags": cpu_flags(), "runtime": runtime.value}
 
 
 def _prepare_out_dir(out_dir: str | os.PathLike) -> Path:
@@ -236,7 +283,8 @@ def _prepare_out_dir(out_dir: str | os.PathLike) -> Path:
             raise FileExistsError(f"--out {out} holds a directory that is not a model export "
                                   f"({e}); export will not replace it: give a new or empty "
                                   "directory") from None
-        ours |= {MANIFEST, previous.tokenizer_file, *(v.file for v in previous.variants)}
+        ours |= {MANIFEST, previous.tokenizer_file,
+                 *(f for v in previous.variants for f in v.files)}
     if out.is_dir():
         foreign = sorted(p.name for p in out.iterdir()
                          if p.name not in ours and not is_temp_name(p.name))
@@ -255,7 +303,7 @@ def _remove_previous_export(out: Path) -> None:
         return
     previous = ModelManifest.load(out)
     (out / MANIFEST).unlink()
-    for name in {previous.tokenizer_file, *(v.file for v in previous.variants)}:
+    for name in {previous.tokenizer_file, *(f for v in previous.variants for f in v.files)}:
         (out / name).unlink(missing_ok=True)
 
 
@@ -268,10 +316,13 @@ def _torch_embedder(model, batch_size: int, prompts: dict[str, str]):
     return embed
 
 
-def _runtime_embedder(path: Path, tokenizer: Path, provisional: ModelManifest):
+def _runtime_embedder(path: Path, tokenizer: Path, provisional: ModelManifest,
+                      runtime: Runtime = Runtime.ONNXRUNTIME,
+                      runtime_config: dict | None = None):
     """The runtime Encoder over the variant file: the gate measures what users run (its
-    tokenizer, padding, pad id, inputs and length batching)."""
-    encoder = Encoder.from_files(path, tokenizer, provisional)
+    tokenizer, padding, pad id, inputs, length batching and runtime)."""
+    encoder = Encoder.from_files(path, tokenizer, provisional, runtime=runtime,
+                                 runtime_config=runtime_config)
 
     def embed(texts: Sequence[str], prompt: str) -> np.ndarray:
         return encoder.encode(list(texts), prompt=prompt)

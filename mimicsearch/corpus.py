@@ -162,7 +162,7 @@ def encode_corpus(input, *, model_dir: str | Path, out_dir: str | Path,
     o = options or EncodeOptions()
     long, prompt = LongMode(o.long), o.prompt
     encoder = encoder or Encoder(model_dir, threads=threads, precision=o.precision,
-                                 max_length=o.max_length)
+                                 runtime=o.runtime, max_length=o.max_length)
     dim = encoder.check_dim(o.dim)
     encoder.prompt_text(prompt)
     keep = None if o.keep is None else list(o.keep)

@@ -8,12 +8,16 @@ Speed comes from the batching: a block of texts is tokenized at once, sorted by 
 length and cut into batches under a token budget, each padded only to its own longest text,
 so padding costs little; results are put back in input order. The next block is read and
 tokenized in a thread while the session runs the current one (both release the GIL).
+
+The session is onnxruntime's, or OpenVINO's for an `openvino-int8` variant (the `openvino`
+extra): same feed, same output, same post-processing.
 """
 from __future__ import annotations
 
 import enum
 import itertools
 import os
+import platform
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,8 +27,8 @@ from typing import TypeVar
 import numpy as np
 from tokenizers import Tokenizer
 
-from .model_manifest import ModelManifest, Precision, Variant, verify_file
-from .session import open_session
+from .model_manifest import ModelManifest, Precision, Runtime, Variant, verify_file
+from .session import open_runner
 
 T = TypeVar("T")
 KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -84,6 +88,17 @@ def physical_cores() -> int:
     return max(1, min(n, allowed) if allowed else n)
 
 
+def cpu_flags() -> str:
+    """The CPU's SIMD features that decide int8 and bf16 speed (AMX, VNNI, AVX-512, AVX2)."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return platform.machine()
+    keep = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8",
+            "amx_bf16")
+    return " ".join(f for f in keep if f in flags)
+
+
 def default_token_budget(max_seq_length: int) -> int:
     return max(2048, max_seq_length)
 
@@ -110,49 +125,54 @@ def _normalize(x: np.ndarray) -> np.ndarray:
 class Encoder:
     """Encode texts with an exported model directory (see mimicsearch/model_manifest.py).
 
-    threads: ORT intra-op threads (default: physical cores). precision: the variant to load
-    (default: the most compact usable one). token_budget: padded tokens per session call
+    threads: intra-op threads (default: physical cores). precision and runtime: the variant to
+    load (default: the fastest usable int8 variant whose runtime is installed, by the speed
+    the export measured; then fp32). token_budget: padded tokens per session call
     (default max(2048, max_seq_length)).
     overlap: tokens shared by consecutive windows in chunk/windows mode (default 1/4).
     max_length: tokens per text or window, at most the manifest's max_seq_length (its
     default). EmbeddingGemma reads 2,048; a job that cuts notes at 512 runs several times
     faster, and the cut is counted as truncation like any other.
 
-    Reproducibility: the int8 variants quantize activations with one scale per batch, so a
-    text's vector differs slightly with the texts batched beside it (cosine about 0.99 on
-    MiniLM); `precision="fp32"` gives the same vector in any batch.
+    Reproducibility: every default variant gives a text the same vector in any batch (int8
+    scales are per token); an export made with `--activations per-tensor` does not.
     """
 
     def __init__(self, model_dir: str | Path, threads: int | None = None,
                  precision: str | Precision | None = None, token_budget: int | None = None,
                  max_batch: int = MAX_BATCH, block_size: int = 1024, overlap: int | None = None,
-                 max_length: int | None = None):
+                 max_length: int | None = None, runtime: str | Runtime | None = None):
         m = ModelManifest.load(model_dir)
-        variant = m.variant(precision)
+        variant = m.variant(precision, runtime)
+        if variant.weights_file:
+            verify_file(model_dir, variant.weights_file, variant.weights_sha256)
         self._load(Path(model_dir), m, variant,
                    verify_file(model_dir, variant.file, variant.sha256),
                    verify_file(model_dir, m.tokenizer_file, m.tokenizer_sha256),
-                   threads, token_budget, max_batch, block_size, overlap, max_length)
+                   threads, token_budget, max_batch, block_size, overlap, max_length,
+                   variant.runtime, variant.runtime_config)
 
     @classmethod
     def from_files(cls, onnx_path: str | Path, tokenizer_path: str | Path,
                    manifest: ModelManifest, threads: int | None = None,
                    token_budget: int | None = None, max_batch: int = MAX_BATCH,
                    block_size: int = 1024, overlap: int | None = None,
-                   max_length: int | None = None) -> Encoder:
+                   max_length: int | None = None,
+                   runtime: str | Runtime = Runtime.ONNXRUNTIME,
+                   runtime_config: dict[str, str] | None = None) -> Encoder:
         """An Encoder over files no manifest lists yet: the export's parity gate measures
         each variant with it before the manifest is written, so the gate runs exactly what
         users run. `manifest` supplies everything but the variants; `variant` is None."""
         self = cls.__new__(cls)
         self._load(Path(onnx_path).parent, manifest, None, Path(onnx_path),
                    Path(tokenizer_path), threads, token_budget, max_batch, block_size, overlap,
-                   max_length)
+                   max_length, Runtime(runtime), runtime_config or {})
         return self
 
     def _load(self, model_dir: Path, m: ModelManifest, variant: Variant | None,
               onnx_path: Path, tok_path: Path, threads: int | None, token_budget: int | None,
               max_batch: int, block_size: int, overlap: int | None,
-              max_length: int | None) -> None:
+              max_length: int | None, runtime: Runtime, runtime_config: dict[str, str]) -> None:
         self.model_dir, self.manifest, self.variant = model_dir, m, variant
         self.file = onnx_path.name
         if max_length is not None and not 8 <= max_length <= m.max_seq_length:
@@ -181,18 +201,19 @@ class Encoder:
         self._prefix = np.asarray(probe.ids[:n_pre], dtype=np.int64)
         self._suffix = np.asarray(probe.ids[len(probe.ids) - n_post:], dtype=np.int64)
         self.overlap = self.max_length // 4 if overlap is None else overlap
-        self.session = open_session(onnx_path, self.threads)
+        self.runtime = runtime
+        self.runner = open_runner(onnx_path, self.threads, runtime.value, runtime_config)
         self._check_graph()
 
     def _check_graph(self) -> None:
         m = self.manifest
-        names = [i.name for i in self.session.get_inputs()]
+        names = self.runner.input_names
         unknown = [n for n in names if n not in KNOWN_INPUTS]
         if unknown or "input_ids" not in names:
             raise ValueError(f"{self.model_dir}/{self.file} takes inputs {names}; "
                              f"this runtime feeds {list(KNOWN_INPUTS)} (input_ids required)")
         self._inputs = names
-        outputs = [o.name for o in self.session.get_outputs()]
+        outputs = self.runner.output_names
         if m.output_name not in outputs:
             raise ValueError(f"{self.model_dir}/{self.file} has outputs {outputs}, "
                              f"not the manifest's {m.output_name!r}; re-export the model")
@@ -326,7 +347,7 @@ class Encoder:
                 feed["attention_mask"] = valid.astype(np.int64)
             if "token_type_ids" in self._inputs:
                 feed["token_type_ids"] = np.zeros_like(feed["input_ids"])
-            out[idx] = self.session.run([self.manifest.output_name], feed)[0]  # [batch, dim]
+            out[idx] = self.runner.run(self.manifest.output_name, feed)  # [batch, dim]
         return out
 
     # -- post-processing -----------------------------------------------------------------

@@ -1,12 +1,14 @@
 """The model directory contract between the export stage and the runtime.
 
-An exported model directory holds ONNX variants, `tokenizer.json` and `manifest.json`.
-The runtime trusts only what the manifest says, and checks file hashes before use.
+An exported model directory holds ONNX variants (and, with the `openvino` extra, an
+OpenVINO one), `tokenizer.json` and `manifest.json`. The runtime trusts only what the
+manifest says, and checks file hashes before use.
 """
 from __future__ import annotations
 
 import enum
 import hashlib
+import importlib.util
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -15,12 +17,24 @@ from .fileio import MANIFEST, check_kind, read_manifest, safe_child, sha256_file
 
 FORMAT_VERSION = 1
 KIND = "mimicsearch-model"
+BATCH_INDEPENDENT = 0.99999
 
 
 class Precision(str, enum.Enum):
     FP32 = "fp32"
     INT8 = "int8"
     INT4 = "int4"
+
+
+class Runtime(str, enum.Enum):
+    """The runtime that runs a variant's graph."""
+
+    ONNXRUNTIME = "onnxruntime"
+    OPENVINO = "openvino"
+
+    @property
+    def installed(self) -> bool:
+        return importlib.util.find_spec(self.value) is not None
 
 
 @dataclass(frozen=True)
@@ -31,11 +45,21 @@ class Parity:
     cosine_mean: float
     top10_overlap: float
     texts: int
+    # Lowest cosine between a text encoded alone and the same text in a batch (None: not
+    # measured, exports before this field). Below BATCH_INDEPENDENT a text's vector depends
+    # on its neighbours and padding, and the variant is not picked by default.
+    batch_cosine_min: float | None = None
+
+    @property
+    def batch_independent(self) -> bool:
+        return self.batch_cosine_min is None or self.batch_cosine_min >= BATCH_INDEPENDENT
 
     @classmethod
     def from_dict(cls, d: dict) -> Parity:
+        batch = d.get("batch_cosine_min")
         return cls(float(d["cosine_min"]), float(d["cosine_mean"]),
-                   float(d["top10_overlap"]), int(d["texts"]))
+                   float(d["top10_overlap"]), int(d["texts"]),
+                   None if batch is None else float(batch))
 
 
 @dataclass(frozen=True)
@@ -50,10 +74,32 @@ class Variant:
     # How the variant was made (e.g. the int8 recipe and the MatMuls kept in fp32), so an
     # export can be reproduced; informational, the runtime does not read it.
     recipe: dict = field(default_factory=dict)
+    runtime: Runtime = Runtime.ONNXRUNTIME
+    # OpenVINO keeps the weights beside the graph (`.bin` beside `.xml`): hashed like it.
+    weights_file: str = ""
+    weights_sha256: str = ""
+    # Settings the runtime compiles the graph with (OpenVINO: its per-token activation
+    # quantization group), read by the runtime so every user runs what the gate measured.
+    runtime_config: dict = field(default_factory=dict)
+    # Measured by the export on its own host (texts/s, threads, CPU flags): the default
+    # variant is the fastest int8 one whose runtime is installed.
+    speed: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """`int8`, `fp32`, `int4` for onnxruntime; `openvino-int8` for OpenVINO."""
+        if self.runtime is Runtime.ONNXRUNTIME:
+            return self.precision.value
+        return f"{self.runtime.value}-{self.precision.value}"
+
+    @property
+    def files(self) -> list[str]:
+        return [self.file] + ([self.weights_file] if self.weights_file else [])
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["precision"] = self.precision.value
+        d["runtime"] = self.runtime.value
         return d
 
     @classmethod
@@ -63,6 +109,11 @@ class Variant:
         except ValueError:
             raise ValueError(f"unknown precision {d['precision']!r}; valid: "
                              f"{[p.value for p in Precision]}") from None
+        try:
+            runtime = Runtime(d.get("runtime", Runtime.ONNXRUNTIME.value))
+        except ValueError:
+            raise ValueError(f"unknown runtime {d['runtime']!r}; valid: "
+                             f"{[e.value for e in Runtime]}") from None
         return cls(
             precision=precision,
             file=str(d["file"]),
@@ -72,6 +123,11 @@ class Variant:
             usable=bool(d.get("usable", True)),
             reason=str(d.get("reason", "")),
             recipe=dict(d.get("recipe") or {}),
+            runtime=runtime,
+            weights_file=str(d.get("weights_file", "")),
+            weights_sha256=str(d.get("weights_sha256", "")),
+            runtime_config={str(k): str(v) for k, v in (d.get("runtime_config") or {}).items()},
+            speed=dict(d.get("speed") or {}),
         )
 
 
@@ -120,23 +176,34 @@ class ModelManifest:
         blob = json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(blob).hexdigest()
 
-    def variant(self, precision: str | Precision | None = None) -> Variant:
-        """The requested variant, or the most compact usable one."""
-        usable = [v for v in self.variants if v.usable]
-        if precision is None:
-            order = [Precision.INT8, Precision.FP32, Precision.INT4]
-            for p in order:
-                for v in usable:
-                    if v.precision is p:
-                        return v
-            raise ValueError("manifest lists no usable variant")
-        p = Precision(precision)
-        for v in self.variants:
-            if v.precision is p:
-                if not v.usable:
-                    raise ValueError(f"variant {p.value} failed its parity gate: {v.reason}")
-                return v
-        raise ValueError(f"no {p.value} variant; available: {[v.precision.value for v in usable]}")
+    def variant(self, precision: str | Precision | None = None,
+                runtime: str | Runtime | None = None) -> Variant:
+        """The requested variant, or by default the usable int8 one whose runtime is installed,
+        batch-independent and fastest (as the export measured both) first; else fp32, else
+        int4."""
+        runtime = _parse(Runtime, runtime) if runtime is not None else None
+        precision = _parse(Precision, precision) if precision is not None else None
+        listed = [v for v in self.variants
+                  if (runtime is None or v.runtime is runtime)
+                  and (precision is None or v.precision is precision)]
+        if precision is not None or runtime is not None:
+            wanted = " ".join(x.value for x in (runtime, precision) if x is not None)
+            if not listed:
+                raise ValueError(f"no {wanted} variant; available: "
+                                 f"{[v.name for v in self.variants if v.usable]}")
+            usable = [v for v in listed if v.usable]
+            if not usable:
+                raise ValueError(f"variant {listed[0].name} failed its parity gate: "
+                                 f"{listed[0].reason}")
+            runnable = [v for v in usable if v.runtime.installed]
+            if not runnable:
+                raise ValueError(f"the {usable[0].name} variant needs {usable[0].runtime.value}"
+                                 f": pip install 'mimicsearch[{usable[0].runtime.value}]'")
+            return _default_order(runnable)[0]
+        usable = [v for v in self.variants if v.usable and v.runtime.installed]
+        if not usable:
+            raise ValueError("manifest lists no usable variant whose runtime is installed")
+        return _default_order(usable)[0]
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -199,7 +266,25 @@ class ModelManifest:
     @classmethod
     def load(cls, model_dir: str | Path) -> ModelManifest:
         return read_manifest(model_dir, cls.from_dict, "mimicsearch export",
-                             lambda m: [m.tokenizer_file] + [v.file for v in m.variants])
+                             lambda m: [m.tokenizer_file] + [f for v in m.variants
+                                                             for f in v.files])
+
+
+def _parse(enum_type, value):
+    try:
+        return enum_type(value)
+    except ValueError:
+        raise ValueError(f"{value!r}; valid: {[e.value for e in enum_type]}") from None
+
+
+def _default_order(variants: list[Variant]) -> list[Variant]:
+    """int8 first, batch-independent ones first (a re-encoded corpus reproduces its vectors),
+    fastest measured first (onnxruntime where none was measured); then fp32, then int4."""
+    rank = {Precision.INT8: 0, Precision.FP32: 1, Precision.INT4: 2}
+    return sorted(variants, key=lambda v: (rank[v.precision],
+                                           not (v.parity is None or v.parity.batch_independent),
+                                           -float(v.speed.get("texts_per_s", 0.0)),
+                                           v.runtime is not Runtime.ONNXRUNTIME))
 
 
 def verify_file(model_dir: str | Path, name: str, sha256: str) -> Path:

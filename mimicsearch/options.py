@@ -23,7 +23,8 @@ class EncodeOptions:
     dim: int | None = None  # Matryoshka dimension (None: the model's)
     long: str = LongMode.TRUNCATE.value
     max_length: int | None = None  # tokens per note (None: the model's max_seq_length)
-    precision: str | None = None  # model variant (None: the most compact usable one)
+    precision: str | None = None  # model variant (None: the default, see ModelManifest.variant)
+    runtime: str | None = None  # onnxruntime or openvino (None: the default variant's)
     # Keep each note's opening (for hit display) beside the shards: clinical text on disk, so
     # off for `encode` unless asked; `build-index` turns it on (its store shows snippets).
     snippets: bool = False

@@ -185,7 +185,8 @@ class Searcher:
             check_model(self.index.manifest, ModelManifest.load(self.model_dir).fingerprint,
                         self.model_dir)
             self._encoder = Encoder(self.model_dir, threads=self.threads,
-                                    precision=self.index.manifest.encode.get("precision"))
+                                    precision=self.index.manifest.encode.get("precision"),
+                                    runtime=self.index.manifest.encode.get("runtime"))
         return self._encoder
 
     @property

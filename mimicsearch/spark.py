@@ -119,7 +119,7 @@ class EncodeSpec:
             raise ValueError("check() runs on the driver, before the model is shipped")
         o = self.options
         m = ModelManifest.load(self.model_dir)
-        m.variant(o.precision)
+        m.variant(o.precision, o.runtime)
         dims = sorted({m.dimension, *m.matryoshka_dims}, reverse=True)
         if o.dim is not None and o.dim not in dims:
             raise ValueError(f"dim={o.dim} is not a Matryoshka dimension of "
@@ -142,11 +142,13 @@ class EncodeSpec:
         """This worker's Encoder, loaded on first use and kept for later tasks."""
         threads = self.threads or _task_cpus()
         path = SparkFiles.get(self.model_dir) if self.shipped else self.model_dir
-        key = (path, threads, self.options.precision, self.options.max_length)
+        key = (path, threads, self.options.precision, self.options.runtime,
+               self.options.max_length)
         enc = _ENCODERS.get(key)
         if enc is None:
             enc = _ENCODERS[key] = Encoder(path, threads=threads,
                                            precision=self.options.precision,
+                                           runtime=self.options.runtime,
                                            max_length=self.options.max_length)
         return enc
 
@@ -183,7 +185,8 @@ def _list_column(vectors: np.ndarray) -> pa.ListArray:
 def embed_dataframe(df: DataFrame, model_dir: str | Path, *, text_col: str = "TEXT",
                     out_col: str = EMBEDDING, prompt: str | None = "document",
                     dim: int | None = None, threads: int | None = None,
-                    precision: str | None = None, long: str = "truncate",
+                    precision: str | None = None, runtime: str | None = None,
+                    long: str = "truncate",
                     truncated_col: str | None = None, ship_model: bool = False) -> DataFrame:
     """`df` plus an `out_col` array<float> column of L2-normalised embeddings of `text_col`.
 
@@ -196,7 +199,8 @@ def embed_dataframe(df: DataFrame, model_dir: str | Path, *, text_col: str = "TE
     clash = [c for c in (out_col, truncated_col) if c and c in df.columns]
     if clash:
         raise ValueError(f"column(s) {clash} already exist; pick another out_col/truncated_col")
-    options = EncodeOptions(prompt=prompt, dim=dim, long=long, precision=precision)
+    options = EncodeOptions(prompt=prompt, dim=dim, long=long, precision=precision,
+                            runtime=runtime)
     spec = model_spec(df.sparkSession, model_dir, options, ship_model=ship_model,
                       threads=threads)
     fields = [*df.schema.fields, T.StructField(out_col, T.ArrayType(T.FloatType(), False))]
@@ -379,7 +383,7 @@ def encode_corpus_spark(input_path: str | Path, *, model_dir: str | Path,
     settings = {"engine": "spark", "input": str(Path(input_path).resolve()),
                 "text_col": cols.text, "id_col": cols.id, "keep": list(cols.keep),
                 "id_type": cols.id_type.value, "model_fingerprint": manifest.fingerprint,
-                "model_file_sha256": manifest.variant(o.precision).sha256,
+                "model_file_sha256": manifest.variant(o.precision, o.runtime).sha256,
                 "options": o.to_dict(), "prompt": o.prompt, "dim": out_dim, "long": o.long,
                 "max_length": o.max_length or manifest.max_seq_length}
     done = EmbeddingsManifest(

