@@ -164,3 +164,5 @@ def test_length_batches_cover_every_row_once_under_the_budget(seed):
     assert (np.diff(lengths[rows]) <= 0).all()  # longest first, so neighbours are alike
     for b in batches:
         assert len(b) <= 16 and (len(b) == 1 or len(b) * lengths[b].max() <= 1024)
+        # padded only within its power-of-two bucket: kernels pick their loop by length
+        assert len({int(np.ceil(np.log2(x))) for x in lengths[b]}) == 1
