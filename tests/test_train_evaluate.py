@@ -97,3 +97,15 @@ def test_exported_onnx_model_is_evaluated_like_its_source(minilm_onnx, minilm_di
     assert got["recall@10_excluded"] > 10 / len(pairs)
     with pytest.raises(ValueError, match="max_seq_length"):
         load_embedder(minilm_onnx, max_seq_length=7)
+
+
+def test_evaluate_measures_the_variant_asked_for(minilm_onnx, minilm_dir):
+    """int8 beside fp32 on the same notes: the shipped variant is what gets measured."""
+    texts = ["chest pain radiating to the left arm", "pneumonia with productive cough"]
+    fp32 = load_embedder(minilm_onnx, precision="fp32")(texts)
+    int8 = load_embedder(minilm_onnx, precision="int8")(texts)
+    default = load_embedder(minilm_onnx)(texts)
+    assert np.array_equal(default, int8) and not np.array_equal(fp32, int8)
+    assert (fp32 * int8).sum(axis=1).min() > 0.98
+    with pytest.raises(ValueError, match="sentence-transformers model"):
+        load_embedder(minilm_dir, device="cpu", precision="int8")

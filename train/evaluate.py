@@ -49,15 +49,17 @@ def st_embedder(model, batch_size: int = 32, show_progress: bool = False,
 
 def load_embedder(model: str | os.PathLike, device: str | None = None, batch_size: int = 32,
                   max_seq_length: int | None = None, show_progress: bool = False,
-                  prompt: str | None = None) -> Embedder:
+                  prompt: str | None = None, precision: str | None = None,
+                  runtime: str | None = None) -> Embedder:
     """An Embedder for a sentence-transformers model (dir or hub id) or an exported ONNX dir
-    (manifest.json without modules.json)."""
+    (manifest.json without modules.json; `precision` / `runtime` pick its variant, so the
+    shipped int8 is measured beside fp32)."""
     path = Path(model)
     exported = (path / "manifest.json").is_file() and not (path / "modules.json").is_file()
     if path.is_dir() and exported:
         from mimicsearch.encoder import Encoder
 
-        encoder = Encoder(path)
+        encoder = Encoder(path, precision=precision, runtime=runtime)
         if max_seq_length is not None and max_seq_length != encoder.manifest.max_seq_length:
             raise ValueError(f"{path} is an exported model with max_seq_length "
                              f"{encoder.manifest.max_seq_length}; got --max-seq-length "
@@ -65,6 +67,9 @@ def load_embedder(model: str | os.PathLike, device: str | None = None, batch_siz
         encoder.prompt_text(prompt)  # unknown names fail now, not after loading the data
         return lambda texts: encoder.encode(list(texts), prompt=prompt)
 
+    if precision is not None or runtime is not None:
+        raise ValueError(f"{model} is a sentence-transformers model: --precision and --runtime "
+                         "choose among an exported model's variants")
     st = load_model(model, device=device)
     if max_seq_length is not None:
         st.max_seq_length = max_seq_length
@@ -219,7 +224,8 @@ def evaluate(model: str | os.PathLike, data_dir: str | os.PathLike,
              max_seq_length: int | None = None, batch_size: int = 32,
              show_progress: bool = False, prompt: str | None = None,
              retrievers: bool = True, patients: bool = True,
-             fusion_data: str | os.PathLike | None = None) -> dict:
+             fusion_data: str | os.PathLike | None = None, precision: str | None = None,
+             runtime: str | None = None) -> dict:
     """Evaluate `model` (and `base`, for comparison) on held-out patients; write metrics.json
     (default: inside the model directory, else ./metrics.json) and return its content.
 
@@ -234,8 +240,10 @@ def evaluate(model: str | os.PathLike, data_dir: str | os.PathLike,
     for role, name in (("base", base), ("model", model)):
         if name is None:
             continue
+        exported = role == "model" or (Path(name) / "manifest.json").is_file()
+        variant = {"precision": precision, "runtime": runtime} if exported else {}
         embed = _deduplicated(load_embedder(name, device, batch_size, max_seq_length,
-                                            show_progress, prompt))
+                                            show_progress, prompt, **variant))
         embeds[role] = embed
         result["models"][role] = {"path": str(name),
                                   "metrics": evaluate_embedder(embed, data_dir, split)}

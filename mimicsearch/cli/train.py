@@ -177,6 +177,11 @@ def train_cmd(model, data, out, loss, epochs, batch_size, mini_batch_size, lr, w
               help="Pairs directory whose validation split chooses the hybrid's fusion "
               "(default: --data). Give the training corpus's when --data is a transfer "
               "corpus: nothing may be tuned on that.")
+@click.option("--precision", "variant_precision", type=click.Choice(["fp32", "int8", "int4"]),
+              help="Exported MODEL (and --base): the variant to measure (default: the one "
+              "encode would use), e.g. int8 beside fp32.")
+@click.option("--runtime", type=click.Choice(["onnxruntime", "openvino"]),
+              help="Exported MODEL (and --base): the variant's runtime.")
 @click.option("--no-retrievers", is_flag=True, help="Only the models' own metrics: no BM25, "
               "hybrid or patient-search rows.")
 @click.option("--no-patients", is_flag=True, help="No patient-search measure (the slowest "
@@ -184,7 +189,8 @@ def train_cmd(model, data, out, loss, epochs, batch_size, mini_batch_size, lr, w
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print metrics.json.")
 def evaluate_cmd(model, data, base, out, split, max_seq_length, prompt, batch_size, device,
-                 fusion_data, no_retrievers, no_patients, no_progress, as_json):
+                 fusion_data, variant_precision, runtime, no_retrievers, no_patients,
+                 no_progress, as_json):
     """Evaluate MODEL (sentence-transformers or exported ONNX dir) on held-out patients:
     next-note recall@k, diagnosis AUROC, silhouettes; writes metrics.json.
 
@@ -202,7 +208,8 @@ def evaluate_cmd(model, data, base, out, split, max_seq_length, prompt, batch_si
                                      device=device, max_seq_length=max_seq_length,
                                      batch_size=batch_size, show_progress=not no_progress,
                                      prompt=prompt, retrievers=not no_retrievers,
-                                     patients=not no_patients, fusion_data=fusion_data)
+                                     patients=not no_patients, fusion_data=fusion_data,
+                                     precision=variant_precision, runtime=runtime)
     except _ERRORS as e:
         raise fail(e) from None
     if as_json:
