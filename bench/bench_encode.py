@@ -165,16 +165,18 @@ def main() -> None:
         engines[f"b: ST onnx int8 ({config})"] = lambda xs: st_q.encode(
             xs, batch_size=args.st_batch_size, prompt_name=prompt, normalize_embeddings=True)
 
-    ours = {}
+    ours, load = {}, {}  # load: cold start, hash check to the first vector
     for model_dir in args.model:
         label = f" ({Path(model_dir).name})" if len(args.model) > 1 else ""
         m = ModelManifest.load(model_dir)
         default = m.variant().name
         for v in m.variants:
             if v.usable and v.runtime.installed:
+                t = time.perf_counter()
                 enc = Encoder(model_dir, threads=threads, precision=v.precision,
                               runtime=v.runtime, max_length=max_length)
                 mark = ", default" if v.name == default else ""
+                load[f"c: ours {v.name}{label}{mark}"] = time.perf_counter() - t
                 ours[f"c: ours {v.name}{label}{mark}"] = enc
                 engines[f"c: ours {v.name}{label}{mark}"] = (
                     lambda xs, enc=enc: enc.encode(xs, prompt=prompt))
@@ -222,6 +224,7 @@ def main() -> None:
                      "cpu_ratio_to_a": round(cpu[ref_name] / cpu[name], 2),
                      "cos_min": round(float(cos.min()), 5), "cos_mean": round(float(cos.mean()), 5),
                      "batch_cos_min": round(batch_cos[name], 6) if name in batch_cos else None,
+                     "load_s": round(load[name], 2) if name in load else None,
                      **{f"of_{kind}_gemm_limit": round(args.n / best[name] / lim, 2)
                         for kind, lim in limit_texts.items()}})
     record = {"model": manifest.source_model, "max_seq_length": max_length,
@@ -242,12 +245,13 @@ def main() -> None:
           f"{limit_texts['fp32']:.1f} texts/s, int8 {limit['int8_gop_per_s']} GOP/s = "
           f"{limit_texts['int8']:.1f} texts/s")
     print("| engine | s | texts/s | × (a) | CPU s | CPU × (a) | cos min | cos mean "
-          "| alone vs batch, cos min | of fp32 limit | of int8 limit |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "| alone vs batch, cos min | load s | of fp32 limit | of int8 limit |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['engine']} | {r['seconds']} | {r['texts_per_s']} | {r['ratio_to_a']} | "
               f"{r['cpu_seconds']} | {r['cpu_ratio_to_a']} | {r['cos_min']} | {r['cos_mean']} "
               f"| {r['batch_cos_min'] if r['batch_cos_min'] is not None else ''} "
+              f"| {r['load_s'] if r['load_s'] is not None else ''} "
               f"| {r['of_fp32_gemm_limit']:.0%} | {r['of_int8_gemm_limit']:.0%} |")
 
 
