@@ -266,6 +266,7 @@ def test_info_health_metrics(http):
     assert info["notes"] == 240 and info["modes"] == ["dense", "lexical", "hybrid"]
     assert info["full_text"] is True
     assert info["model"]["dimensions"] == [384] and info["limits"]["max_k"] == 50
+    assert (info["model"]["precision"], info["model"]["runtime"]) == ("fp32", "onnxruntime")
     assert sum(info["categories"].values()) == 240
     assert http.get("/health").json() == {"status": "ok"}
     http.post("/search", json={"text": QUERY})

@@ -415,7 +415,7 @@ def _routes(app: FastAPI, server: Server) -> None:
             "index": {"key": m.index_key, "dimension": m.dimension, "rows": m.rows},
             "model": {"id": server.model_names()[0], "dimension": enc.dimension,
                       "dimensions": enc.dims, "precision": enc.precision,
-                      "max_seq_length": enc.max_seq_length},
+                      "runtime": enc.runtime.value, "max_seq_length": enc.max_seq_length},
             "modes": list(modes), "columns": columns, "categories": store.categories(),
             "dates": dates, "full_text": store.texts.kept, "auth": s.auth,
             "limits": {"max_k": s.max_k, "max_body_bytes": s.max_body_bytes,
