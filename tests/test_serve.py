@@ -270,6 +270,7 @@ def test_info_health_metrics(http):
     assert sum(info["categories"].values()) == 240
     assert http.get("/health").json() == {"status": "ok"}
     http.post("/search", json={"text": QUERY})
+    assert http.post("/search", json={"text": QUERY, "k": 0}).status_code == 422
     text = http.get("/metrics").text
     assert 'mimicsearch_requests_total{method="POST",route="/search",status="200"}' in text
     assert "mimicsearch_request_seconds_bucket" in text
