@@ -8,8 +8,9 @@ Runs (a) sentence-transformers on torch fp32, (b) optionally sentence-transforme
 backend with its dynamic int8 (`export_dynamic_quantized_onnx_model`), (c) our Encoder for
 each precision in the exported model dir, all with the same thread count on the same
 synthetic notes. Reports texts/s, the ratio to (a) and the cosine to (a) (min and mean over
-texts) and the share of the host's GEMM limit (`gemm_limit`) each reaches. Mixes: `full` (every note reaches max_seq_length: the standard throughput number)
-and `mimic` (many short ECG/radiology notes, some nursing notes, a few long discharge
+texts), the share of the host's GEMM limit (`gemm_limit`) each reaches, and for ours the
+alone-vs-batch cosine and the cold start. Mixes: `full` (every note reaches max_seq_length:
+the standard throughput number) and `mimic` (many short ECG/radiology notes, some nursing notes, a few long discharge
 summaries). `--repeat` keeps each engine's best time, interleaving engines, which matters
 on a shared machine; process CPU seconds are reported too (steadier than wall time there). Prints a Markdown table for BENCHMARKS.md and `--json` a record.
 """
@@ -157,7 +158,7 @@ def main() -> None:
         tmp = Path(tempfile.mkdtemp(prefix="bench_st_onnx_"))
         shutil.copytree(args.st_model, tmp / "m")
         onnx_st = SentenceTransformer(str(tmp / "m"), device="cpu", backend="onnx")
-        config = "avx512_vnni" if "avx512_vnni" in Path("/proc/cpuinfo").read_text() else "avx2"
+        config = "avx512_vnni" if "avx512_vnni" in cpu_flags().split() else "avx2"
         export_dynamic_quantized_onnx_model(onnx_st, config, str(tmp / "m"))
         st_q = SentenceTransformer(str(tmp / "m"), device="cpu", backend="onnx", model_kwargs={
             "file_name": f"onnx/model_qint8_{config}.onnx", "provider": "CPUExecutionProvider"})
@@ -172,14 +173,12 @@ def main() -> None:
         default = m.variant().name
         for v in m.variants:
             if v.usable and v.runtime.installed:
+                name = f"c: ours {v.name}{label}{', default' if v.name == default else ''}"
                 t = time.perf_counter()
-                enc = Encoder(model_dir, threads=threads, precision=v.precision,
-                              runtime=v.runtime, max_length=max_length)
-                mark = ", default" if v.name == default else ""
-                load[f"c: ours {v.name}{label}{mark}"] = time.perf_counter() - t
-                ours[f"c: ours {v.name}{label}{mark}"] = enc
-                engines[f"c: ours {v.name}{label}{mark}"] = (
-                    lambda xs, enc=enc: enc.encode(xs, prompt=prompt))
+                ours[name] = Encoder(model_dir, threads=threads, precision=v.precision,
+                                     runtime=v.runtime, max_length=max_length)
+                load[name] = time.perf_counter() - t
+                engines[name] = lambda xs, enc=ours[name]: enc.encode(xs, prompt=prompt)
 
     for fn in engines.values():  # warm-up: first-call allocations, lazy init
         fn(texts[:16])

@@ -4,9 +4,11 @@ by OpenVINO's CPU plugin (its dynamic quantization, in groups of 128 input chann
 
 Why this recipe: on EmbeddingGemma-300m (256 tokens, 2 threads, AVX-512 VNNI) it ran
 faster than onnxruntime with our per-token int8 at a higher cosine to PyTorch (0.998 against
-0.996), needs no calibration (per-token scales follow each note), and gives a note the same
-vector in any batch. NNCF's static quantization ran faster still but only under our floor
-(cosine min 0.991 with every MatMul, 0.995 with the down projections left out).
+0.996) and needs no calibration (per-token scales follow each note). It is not batch-
+independent: the plugin picks its int8 path by shape (cosine about 0.999 between a note
+alone and batched), so the export records that and the runtime does not default to it.
+NNCF's static quantization ran faster still but only under our floor (cosine min 0.991
+with every MatMul, 0.995 with the down projections left out).
 """
 from __future__ import annotations
 

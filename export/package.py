@@ -120,8 +120,7 @@ def export_model(model_dir: str | os.PathLike, out_dir: str | os.PathLike,
             speed: dict = {}
 
             def measure(path=path, precision=precision, runtime=runtime,
-                        runtime_config=runtime_config,
-                        speed=speed):
+                        runtime_config=runtime_config, speed=speed):
                 if runtime is Runtime.ONNXRUNTIME:
                     check_graph(path, info.dimension)
                 embed = _runtime_embedder(path, out / TOKENIZER_FILE, provisional, runtime,

@@ -135,8 +135,8 @@ class Encoder:
     """Encode texts with an exported model directory (see mimicsearch/model_manifest.py).
 
     threads: intra-op threads (default: physical cores). precision and runtime: the variant to
-    load (default: the fastest usable int8 variant whose runtime is installed, by the speed
-    the export measured; then fp32). token_budget: padded tokens per session call
+    load (default: see ModelManifest.variant; the fastest batch-independent int8 variant
+    whose runtime is installed, then fp32). token_budget: padded tokens per session call
     (default max(2048, max_seq_length)).
     overlap: tokens shared by consecutive windows in chunk/windows mode (default 1/4).
     max_length: tokens per text or window, at most the manifest's max_seq_length (its

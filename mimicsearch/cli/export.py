@@ -40,7 +40,8 @@ def _variants(ctx, param, value: str | None) -> tuple[str, ...] | None:
 @click.option("--variants", callback=_variants,
               help="Comma-separated: fp32, int8, int4 (needs onnx-ir), openvino-int8 (the "
               "[openvino] extra). Default: fp32,int8, and openvino-int8 where OpenVINO is "
-              "installed; the runtime's default is the int8 variant measured fastest here.")
+              "installed; the runtime's default is the int8 variant measured fastest here "
+              "among those whose vectors do not depend on the batch.")
 @click.option("--calibration", type=click.Path(exists=True, dir_okay=False),
               help="Held-out texts for the parity gate, one per line (default: synthetic "
                    "clinical notes).")
