@@ -135,7 +135,8 @@ def main() -> None:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from mimicsearch.encoder import Encoder, cpu_flags, physical_cores
+    from mimicsearch.cpu import cpu_flags, physical_cores
+    from mimicsearch.encoder import Encoder
     from mimicsearch.model_manifest import ModelManifest
 
     threads = args.threads or physical_cores()

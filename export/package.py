@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from mimicsearch.encoder import Encoder, cpu_flags, physical_cores
+from mimicsearch.cpu import cpu_flags, physical_cores
+from mimicsearch.encoder import Encoder
 from mimicsearch.fileio import MANIFEST, is_temp_name, sha256_file
 from mimicsearch.model_manifest import ModelManifest, Precision, Runtime, Variant
 
@@ -132,7 +133,7 @@ def export_model(model_dir: str | os.PathLike, out_dir: str | os.PathLike,
                     embed, parity_set.documents[:16]))
                 return parity, gate(precision, parity, thresholds)
 
-            weights = ""
+            weights, requires = "", ""
             if name == OPENVINO_INT8:
                 recipe = openvino.export_openvino(raw, path)
                 weights = openvino.weights_file(path).name
@@ -144,10 +145,12 @@ def export_model(model_dir: str | os.PathLike, out_dir: str | os.PathLike,
             elif precision is Precision.INT8 and int8.auto:
                 parity, reason, recipe = _auto_int8(int8_src, path, int8, tok, measure)
                 recipe["smoothed"] = smoothed.to_dict() if smoothed else None
+                requires = int8.cpu_requires
             elif precision is Precision.INT8:
                 kept = quantize_int8(int8_src, path, int8)
                 recipe = {**int8.to_dict(), "kept_fp32": kept,
                           "smoothed": smoothed.to_dict() if smoothed else None}
+                requires = int8.cpu_requires
                 parity, reason = measure()
             else:
                 quantize_int4(raw, path)
@@ -162,7 +165,8 @@ def export_model(model_dir: str | os.PathLike, out_dir: str | os.PathLike,
                 parity=parity, usable=not reason, reason=reason, recipe=recipe, runtime=runtime,
                 weights_file=weights,
                 weights_sha256=sha256_file(out / weights) if weights else "",
-                runtime_config=dict(runtime_config), speed=dict(speed)))
+                runtime_config=dict(runtime_config), speed=dict(speed),
+                cpu_requires=requires))
             steps.update()
     steps.close()
 

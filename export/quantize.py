@@ -11,10 +11,11 @@ keep the MLP down projections fp32: their input (after GELU) has token outliers 
 scale per tensor cannot hold. Measured (cosine to PyTorch, min over the parity set):
 MiniLM per-token, all projections 0.993; per-tensor, down projections fp32 0.991.
 SmoothQuant-style per-channel rescaling made MiniLM worse (0.970 at alpha 0.5), so it is
-applied to Gemma3 only (export/smooth.py). `reduce_range` (7-bit weights) is on by default:
-AVX2 CPUs without VNNI compute u8*s8 with saturating int16 adds, which wrecks full-range
-int8 (the project measured EmbeddingGemma at cosine 0.57 without, 0.92 with), and a parity
-gate run on a VNNI machine would not see it.
+applied to Gemma3 only (export/smooth.py). Weights are 8-bit (full range) on a host with
+VNNI and 7-bit (`reduce_range`) elsewhere: AVX2 CPUs without VNNI compute u8*s8 with
+saturating int16 adds, which wrecks full-range int8 (the project measured EmbeddingGemma at
+cosine 0.57 without, 0.92 with), and a parity gate run on a VNNI machine would not see it;
+so a full-range variant is marked as needing VNNI, and the runtime refuses it elsewhere.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from mimicsearch.cpu import meets
 from mimicsearch.fileio import atomic_path
 from mimicsearch.session import open_session
 
@@ -58,7 +60,10 @@ class Int8Recipe:
     # dynamic quantization, one scale per batch, the down projections kept fp32.
     activations: str = "per-token"
     per_channel: bool = True
-    reduce_range: bool = True
+    # 7-bit weights, exact on every CPU; False: 8-bit, more accurate (EmbeddingGemma cosine
+    # min 0.9966 -> see BENCHMARKS), exact only where int8 products add in 32 bits (VNNI).
+    # None: full range when this host has VNNI, reduced otherwise.
+    reduce_range: bool | None = None
     # Store the token embedding table as int8 rows with one scale per row: 4x smaller on disk
     # and in RAM (EmbeddingGemma's 262k x 768 table: 805 MB -> 202 MB).
     embeddings: bool = True
@@ -79,11 +84,23 @@ class Int8Recipe:
 
         if self.activations not in ACTIVATIONS:
             raise ValueError(f"activations={self.activations!r}; valid: {', '.join(ACTIVATIONS)}")
+        if self.reduce_range is None:
+            object.__setattr__(self, "reduce_range", not meets("vnni"))
+        elif not self.reduce_range and not meets("vnni"):
+            raise ValueError("full-range int8 weights (--reduce-range off) are exact only on "
+                             "CPUs with VNNI, and this host has none: the parity gate would "
+                             "measure saturated products; export here with --reduce-range on, "
+                             "or off on a VNNI machine")
         if self.exclude is None:
             object.__setattr__(self, "exclude", DEFAULT_EXCLUDE[self.activations])
         if self.smooth not in ("auto", "on", "off"):
             raise ValueError(f"smooth={self.smooth!r}; valid: auto, on, off")
         SmoothRecipe(self.smooth_alpha, self.smooth_folds)  # refuses unknown folds now
+
+    @property
+    def cpu_requires(self) -> str:
+        """What a host needs to run this recipe's variant exactly (model_manifest.Variant)."""
+        return "" if self.reduce_range else "vnni"
 
     def to_dict(self) -> dict:
         d = asdict(self)

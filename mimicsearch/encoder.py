@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import enum
 import itertools
-import os
-import platform
+import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,9 +26,11 @@ from typing import TypeVar
 import numpy as np
 from tokenizers import Tokenizer
 
-from .model_manifest import ModelManifest, Precision, Runtime, Variant, verify_file
+from .cpu import physical_cores
+from .model_manifest import ModelManifest, Precision, Runtime, Variant, unmet_message, verify_file
 from .session import open_runner
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 MAX_BATCH = 128
@@ -62,41 +63,6 @@ class _Tokens:
     parents: np.ndarray  # int64 [rows], non-decreasing
     windows: np.ndarray  # int32 [rows]
     truncated: np.ndarray  # bool [texts]
-
-
-def physical_cores() -> int:
-    """Physical cores this process may use: hyperthreads slow ORT's matmuls down."""
-    allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    cores = set()
-    try:
-        phys = core = None
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                key = key.strip()
-                if key == "physical id":
-                    phys = value.strip()
-                elif key == "core id":
-                    core = value.strip()
-                elif not line.strip():
-                    if core is not None:
-                        cores.add((phys, core))
-                    phys = core = None
-    except OSError:
-        pass
-    n = len(cores) or os.cpu_count() or 1
-    return max(1, min(n, allowed) if allowed else n)
-
-
-def cpu_flags() -> str:
-    """The CPU's SIMD features that decide int8 and bf16 speed (AMX, VNNI, AVX-512, AVX2)."""
-    try:
-        flags = set(Path("/proc/cpuinfo").read_text().split())
-    except OSError:
-        return platform.machine()
-    keep = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8",
-            "amx_bf16")
-    return " ".join(f for f in keep if f in flags)
 
 
 def default_token_budget(max_seq_length: int) -> int:
@@ -136,7 +102,8 @@ class Encoder:
 
     threads: intra-op threads (default: physical cores). precision and runtime: the variant to
     load (default: see ModelManifest.variant; the fastest batch-independent int8 variant
-    whose runtime is installed, then fp32). token_budget: padded tokens per session call
+    this host can run, then fp32; a variant passed over for this CPU is logged as a
+    warning). token_budget: padded tokens per session call
     (default max(2048, max_seq_length)).
     overlap: tokens shared by consecutive windows in chunk/windows mode (default 1/4).
     max_length: tokens per text or window, at most the manifest's max_seq_length (its
@@ -153,6 +120,9 @@ class Encoder:
                  max_length: int | None = None, runtime: str | Runtime | None = None):
         m = ModelManifest.load(model_dir)
         variant = m.variant(precision, runtime)
+        if precision is None and runtime is None:
+            for skipped in m.skipped_here():
+                log.warning("%s; running the %s variant", unmet_message(skipped), variant.name)
         if variant.weights_file:
             verify_file(model_dir, variant.weights_file, variant.weights_sha256)
         self._load(Path(model_dir), m, variant,

@@ -13,6 +13,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .cpu import REQUIREMENTS, meets
 from .fileio import MANIFEST, check_kind, read_manifest, safe_child, sha256_file, write_json
 
 FORMAT_VERSION = 1
@@ -84,6 +85,14 @@ class Variant:
     # Measured by the export on its own host (texts/s, threads, CPU flags): the default
     # variant is the fastest int8 one whose runtime is installed.
     speed: dict = field(default_factory=dict)
+    # A CPU feature the variant's kernels need to compute exactly (mimicsearch/cpu.py), e.g.
+    # "vnni" for full-range int8 weights; "" runs anywhere. Checked before it is run.
+    cpu_requires: str = ""
+
+    @property
+    def runs_here(self) -> bool:
+        """Its runtime is installed and this host's CPU has what it requires."""
+        return self.runtime.installed and meets(self.cpu_requires)
 
     @property
     def name(self) -> str:
@@ -128,6 +137,7 @@ class Variant:
             weights_sha256=str(d.get("weights_sha256", "")),
             runtime_config={str(k): str(v) for k, v in (d.get("runtime_config") or {}).items()},
             speed=dict(d.get("speed") or {}),
+            cpu_requires=str(d.get("cpu_requires", "")),
         )
 
 
@@ -178,9 +188,9 @@ class ModelManifest:
 
     def variant(self, precision: str | Precision | None = None,
                 runtime: str | Runtime | None = None) -> Variant:
-        """The requested variant, or by default the usable int8 one whose runtime is installed,
-        batch-independent and fastest (as the export measured both) first; else fp32, else
-        int4."""
+        """The requested variant, or by default the usable int8 one this host can run (its
+        runtime installed, its CPU requirement met), batch-independent and fastest (as the
+        export measured both) first; else fp32, else int4."""
         runtime = _parse(Runtime, runtime) if runtime is not None else None
         precision = _parse(Precision, precision) if precision is not None else None
         listed = [v for v in self.variants
@@ -195,15 +205,22 @@ class ModelManifest:
             if not usable:
                 raise ValueError(f"variant {listed[0].name} failed its parity gate: "
                                  f"{listed[0].reason}")
-            runnable = [v for v in usable if v.runtime.installed]
+            runnable = [v for v in usable if v.runs_here]
             if not runnable:
-                raise ValueError(f"the {usable[0].name} variant needs {usable[0].runtime.value}"
-                                 f": pip install 'mimicsearch[{usable[0].runtime.value}]'")
+                raise ValueError(unmet_message(usable[0]))
             return _default_order(runnable)[0]
-        usable = [v for v in self.variants if v.usable and v.runtime.installed]
-        if not usable:
-            raise ValueError("manifest lists no usable variant whose runtime is installed")
-        return _default_order(usable)[0]
+        usable = [v for v in self.variants if v.usable]
+        runnable = [v for v in usable if v.runs_here]
+        if not runnable:
+            raise ValueError("manifest lists no usable variant this host can run"
+                             + "".join(f"; {unmet_message(v)}" for v in usable))
+        return _default_order(runnable)[0]
+
+    def skipped_here(self) -> list[Variant]:
+        """Usable variants the default passes over because this host's CPU lacks what they
+        require (a model exported on a VNNI machine, run on an AVX2-only one)."""
+        return [v for v in self.variants
+                if v.usable and v.runtime.installed and not meets(v.cpu_requires)]
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -268,6 +285,20 @@ class ModelManifest:
         return read_manifest(model_dir, cls.from_dict, "mimicsearch export",
                              lambda m: [m.tokenizer_file] + [f for v in m.variants
                                                              for f in v.files])
+
+
+def unmet_message(v: Variant) -> str:
+    if not v.runtime.installed:
+        return (f"the {v.name} variant needs {v.runtime.value}: "
+                f"pip install 'mimicsearch[{v.runtime.value}]'")
+    if v.cpu_requires not in REQUIREMENTS:
+        return (f"the {v.name} variant needs a CPU feature this mimicsearch does not know "
+                f"({v.cpu_requires!r}); upgrade mimicsearch, or use precision fp32")
+    flags = " or ".join(REQUIREMENTS[v.cpu_requires])
+    return (f"the {v.name} variant has full-range 8-bit weights, exact only on CPUs with "
+            f"{flags}, and this host has none (its int8 products would saturate); use "
+            "precision fp32, or re-export with --reduce-range on for an int8 variant that "
+            "runs on any CPU")
 
 
 def _parse(enum_type, value):

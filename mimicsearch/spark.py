@@ -165,10 +165,15 @@ _ENCODERS: dict[tuple, Encoder] = {}
 def model_spec(spark: SparkSession, model_dir: str | Path, options: EncodeOptions, *,
                ship_model: bool = False, threads: int | None = None) -> EncodeSpec:
     """An EncodeSpec for `model_dir`, checked on the driver; with ship_model the directory
-    is copied to every executor by SparkContext.addFile (no shared filesystem needed)."""
+    is copied to every executor by SparkContext.addFile (no shared filesystem needed).
+
+    The driver's variant is pinned: an executor on another CPU (or without OpenVINO) runs
+    it or fails, never quietly encodes its part of the corpus with another variant."""
     model_dir = Path(model_dir).resolve()
     spec = EncodeSpec(str(model_dir), options, threads=threads)
-    spec.check()
+    chosen = spec.check().variant(options.precision, options.runtime)
+    spec = replace(spec, options=replace(options, precision=chosen.precision.value,
+                                         runtime=chosen.runtime.value))
     if ship_model:
         spark.sparkContext.addFile(str(model_dir), recursive=True)
         spec = replace(spec, model_dir=model_dir.name, shipped=True)

@@ -2,7 +2,6 @@
 compared with PyTorch sentence-transformers."""
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -244,13 +243,11 @@ def test_cli_export_wiring(tiny_gemma_dir, tmp_path):
     assert wrong.exit_code == 2 and "fp32, int8, int4" in wrong.output
     auto = runner.invoke(main, ["export", str(tiny_gemma_dir), "--out", str(tmp_path / "d"),
                                 "--variants", "int8", "--parity-texts", "24", "--no-progress",
-                                "--keep-fp32", "auto", "--no-reduce-range", "--json"])
-    # Without reduce-range, u8s8 int8 saturates on CPUs without VNNI (AVX2 only); the gate
-    # may then refuse the variant, but the flags must reach the recipe either way.
-    vnni = "vnni" in Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else True
-    assert auto.exit_code == 0 if vnni else auto.exit_code in (0, 1), auto.output
-    recipe = json.loads(auto.stdout)["variants"][0]["recipe"]
-    assert recipe["auto"] is True and recipe["reduce_range"] is False
+                                "--keep-fp32", "auto", "--reduce-range", "on", "--json"])
+    assert auto.exit_code == 0, auto.output
+    variant = json.loads(auto.stdout)["variants"][0]
+    assert variant["recipe"]["auto"] is True and variant["recipe"]["reduce_range"] is True
+    assert variant["cpu_requires"] == ""
 
 
 def test_embedding_table_int8_rows_match_fp32_gather(tiny_gemma_onnx, tmp_path):

@@ -102,6 +102,20 @@ def test_embed_dataframe_equals_local_in_any_partitioning(spark, minilm_onnx, no
         assert rows[-1]["embedding"] is None and rows[-1]["truncated"] is None  # null text
 
 
+def test_executors_run_the_variant_the_driver_chose(spark, minilm_onnx):
+    """Pinned on the driver: an executor on another CPU runs it or fails, never another."""
+    from mimicsearch.model_manifest import ModelManifest
+    from mimicsearch.spark import model_spec
+
+    chosen = ModelManifest.load(minilm_onnx).variant()
+    spec = model_spec(spark, minilm_onnx, EncodeOptions())
+    assert (spec.options.precision, spec.options.runtime) == (chosen.precision.value,
+                                                             chosen.runtime.value)
+    assert spec.encoder().variant == chosen
+    fp32 = model_spec(spark, minilm_onnx, EncodeOptions(precision="fp32"))
+    assert fp32.options.precision == "fp32" and fp32.options.runtime == "onnxruntime"
+
+
 def test_encode_corpus_spark_equals_local_encode(spark, minilm_onnx, notes_csv, tmp_path):
     from mimicsearch.corpus import encode_corpus
     from mimicsearch.spark import encode_corpus_spark

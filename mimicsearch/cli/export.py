@@ -61,8 +61,12 @@ def _variants(ctx, param, value: str | None) -> tuple[str, ...] | None:
                    "graph: vectors do not depend on the batch, every projection int8) or "
                    "per-tensor (onnxruntime's dynamic quantization, one per batch, the MLP "
                    "down projections kept fp32).")
-@click.option("--reduce-range/--no-reduce-range", default=True, show_default=True,
-              help="int8: 7-bit weights, safe on AVX2 CPUs without VNNI.")
+@click.option("--reduce-range", type=click.Choice(["auto", "on", "off"]), default="auto",
+              show_default=True,
+              help="int8 weights: on = 7-bit, exact on every CPU; off = 8-bit, more accurate, "
+                   "but exact only on CPUs with VNNI (avx512_vnni, avx_vnni; AVX2 alone "
+                   "saturates), so the runtime refuses that variant elsewhere; auto = off when "
+                   "this host has VNNI. Use on for a model that will run on other machines.")
 @click.option("--per-channel/--per-tensor", default=True, show_default=True,
               help="int8: one weight scale per output channel.")
 @click.option("--quantize-embeddings/--fp32-embeddings", default=True, show_default=True,
@@ -109,13 +113,14 @@ def export_cmd(model_dir, out, variants, calibration, parity_texts, min_cosine_f
     exclude = None if not keep_fp32 or auto else tuple(k for k in keep_fp32 if k)
     try:
         recipe = quantize.Int8Recipe(activations=activations, per_channel=per_channel,
-                                     reduce_range=reduce_range,
+                                     reduce_range={"on": True, "off": False}.get(reduce_range),
                                      embeddings=quantize_embeddings, exclude=exclude,
                                      auto=auto, smooth=smooth, smooth_alpha=smooth_alpha,
                                      smooth_folds=tuple(f.strip() for f in smooth_folds.split(",")
                                                         if f.strip()))
     except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="--smooth-folds") from None
+        hint = "--reduce-range" if "--reduce-range" in str(e) else "--smooth-folds"
+        raise click.BadParameter(str(e), param_hint=hint) from None
     thresholds = parity.Thresholds(fp32_cosine=min_cosine_fp32, int8_cosine=min_cosine_int8,
                                    int4_cosine=min_cosine_int4, top10_overlap=min_overlap)
     try:
@@ -144,6 +149,8 @@ def export_cmd(model_dir, out, variants, calibration, parity_texts, min_cosine_f
             speed = v.speed.get("texts_per_s")
             status = ("UNUSABLE" if not v.usable else
                       "ok, default" if v is default else "ok")
+            if v.cpu_requires:
+                status += f", needs {v.cpu_requires.upper()}"
             click.echo(f"{v.name:13} {v.size_bytes / 1e6:8.1f} {p.cosine_min:8.5f} "
                        f"{p.cosine_mean:9.5f} {p.top10_overlap:6.3f} "
                        f"{p.batch_cosine_min if p.batch_cosine_min is not None else 0:8.5f} "
