@@ -4,9 +4,12 @@ by OpenVINO's CPU plugin (its dynamic quantization, in groups of 128 input chann
 
 Why this recipe: on EmbeddingGemma-300m (256 tokens, 2 threads, AVX-512 VNNI) it ran
 faster than onnxruntime with our per-token int8 at a higher cosine to PyTorch (0.998 against
-0.996) and needs no calibration (per-token scales follow each note). It is not batch-
-independent: the plugin picks its int8 path by shape (cosine about 0.999 between a note
-alone and batched), so the export records that and the runtime does not default to it.
+0.996) and needs no calibration. It is not batch-independent: in the plugin's dynamic
+quantization a call's other rows, padding included, move a note's vector (EmbeddingGemma:
+copies of one note in a batch agree exactly, but padding it from n to 2n tokens gives
+cosine down to 0.9991; 0.9997 at group 32). With dynamic quantization off it is shape-stable
+in f32, at 6.1 texts/s, below onnxruntime's fp32. So the export records the alone-vs-batch
+cosine and the runtime does not default to it.
 NNCF's static quantization ran faster still but only under our floor (cosine min 0.991
 with every MatMul, 0.995 with the down projections left out).
 """
