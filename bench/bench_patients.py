@@ -10,7 +10,8 @@ similarity (each note's best match in the other patient, averaged both ways); an
 lexical peers over patient documents (all of a patient's notes as one text): BM25 (same
 analyzer as the index) and TF-IDF cosine. Each row is given with a 95% bootstrap interval of
 its per-patient difference from BM25 note votes, paired over the same patients, which is
-what separates retrievers that unpaired intervals leave tied.
+what separates retrievers that unpaired intervals leave tied. Needs scikit-learn (for
+TF-IDF; the [openvino] extra brings it).
 """
 from __future__ import annotations
 

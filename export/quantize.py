@@ -9,7 +9,8 @@ any batch (cosine to itself alone >= 0.99999), where onnxruntime's dynamic quant
 (`activations="per-tensor"`, one scale per batch) gave 0.990 on all-MiniLM-L6-v2 and had to
 keep the MLP down projections fp32: their input (after GELU) has token outliers that one
 scale per tensor cannot hold. Measured (cosine to PyTorch, min over the parity set):
-MiniLM per-token, all projections 0.993; per-tensor, down projections fp32 0.991.
+MiniLM per-token, all projections 0.993 with 7-bit weights, 0.995 with 8-bit; per-tensor,
+down projections fp32 0.991.
 SmoothQuant-style per-channel rescaling made MiniLM worse (0.970 at alpha 0.5), so it is
 applied to Gemma3 only (export/smooth.py). Weights are 8-bit (full range) on a host with
 VNNI and 7-bit (`reduce_range`) elsewhere: AVX2 CPUs without VNNI compute u8*s8 with
