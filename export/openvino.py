@@ -6,10 +6,10 @@ Why this recipe: on EmbeddingGemma-300m (256 tokens, 2 threads, AVX-512 VNNI) it
 faster than onnxruntime with our per-token int8 at a higher cosine to PyTorch (0.998 against
 0.996) and needs no calibration. It is not batch-independent: in the plugin's dynamic
 quantization a call's other rows, padding included, move a note's vector (EmbeddingGemma:
-copies of one note in a batch agree exactly, but padding it from n to 2n tokens gives
-cosine down to 0.9991; 0.9997 at group 32). With dynamic quantization off it is shape-stable
-in f32, at 6.1 texts/s, below onnxruntime's fp32. So the export records the alone-vs-batch
-cosine and the runtime does not default to it.
+copies of one note in a batch agree exactly, but padding it to the next power of two gives
+cosine down to 0.9992; 0.9997 at group 32; bench/probe_padding.py). With dynamic
+quantization off it is shape-stable in f32, at about onnxruntime's fp32 speed. So the
+export records the alone-vs-batch cosine and the runtime does not default to it.
 NNCF's static quantization ran faster still but only under our floor (cosine min 0.991
 with every MatMul, 0.995 with the down projections left out).
 """

@@ -133,7 +133,8 @@ def export_model(model_dir: str | os.PathLike, out_dir: str | os.PathLike,
                     embed, parity_set.documents[:16]))
                 return parity, gate(precision, parity, thresholds)
 
-            weights, requires = "", ""
+            weights = ""
+            requires = int8.cpu_requires if name == Precision.INT8.value else ""
             if name == OPENVINO_INT8:
                 recipe = openvino.export_openvino(raw, path)
                 weights = openvino.weights_file(path).name
@@ -145,12 +146,10 @@ def export_model(model_dir: str | os.PathLike, out_dir: str | os.PathLike,
             elif precision is Precision.INT8 and int8.auto:
                 parity, reason, recipe = _auto_int8(int8_src, path, int8, tok, measure)
                 recipe["smoothed"] = smoothed.to_dict() if smoothed else None
-                requires = int8.cpu_requires
             elif precision is Precision.INT8:
                 kept = quantize_int8(int8_src, path, int8)
                 recipe = {**int8.to_dict(), "kept_fp32": kept,
                           "smoothed": smoothed.to_dict() if smoothed else None}
-                requires = int8.cpu_requires
                 parity, reason = measure()
             else:
                 quantize_int4(raw, path)

@@ -83,7 +83,7 @@ class Variant:
     # quantization group), read by the runtime so every user runs what the gate measured.
     runtime_config: dict = field(default_factory=dict)
     # Measured by the export on its own host (texts/s, threads, CPU flags): the default
-    # variant is the fastest int8 one whose runtime is installed.
+    # variant is the fastest int8 one this host can run.
     speed: dict = field(default_factory=dict)
     # A CPU feature the variant's kernels need to compute exactly (mimicsearch/cpu.py), e.g.
     # "vnni" for full-range int8 weights; "" runs anywhere. Checked before it is run.
@@ -220,7 +220,7 @@ class ModelManifest:
         """Usable variants the default passes over because this host's CPU lacks what they
         require (a model exported on a VNNI machine, run on an AVX2-only one)."""
         return [v for v in self.variants
-                if v.usable and v.runtime.installed and not meets(v.cpu_requires)]
+                if v.usable and v.runtime.installed and not v.runs_here]
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -75,7 +75,7 @@ def test_a_host_without_vnni_never_runs_full_range_int8(needs_vnni, monkeypatch,
     assert Encoder(needs_vnni).variant.name == "int8" and not caplog.text
 
 
-def test_an_unknown_requirement_is_refused_not_guessed(needs_vnni, tmp_path):
+def test_an_unknown_requirement_is_refused_not_guessed(needs_vnni):
     m = json.loads((needs_vnni / "manifest.json").read_text())
     for v in m["variants"]:
         v["cpu_requires"] = "amx_fp8"
