@@ -1,22 +1,23 @@
-"""Patient search measured (not a test): ways of ranking "patients like this one" on the
-held-out patients of a pairs directory, by ICD-9 chapter overlap with their top-k patients.
+"""Patient search measured (not a test): "patients like this one" for the held-out patients
+of a pairs directory, by ICD-9 chapter overlap with their top-k patients.
 
     python bench/bench_patients.py --data /tmp/q200 --model models/minilm
 
-Rows: random; BM25 and the model with note votes (what `Searcher.similar_patients` does:
-every note of the patient is a query, patients collect 1/(60 + rank) per query); the
-model's pooled patient vectors (mean of a patient's note vectors, cosine); Chamfer
-similarity (each note's best match in the other patient, averaged both ways); and two
-lexical peers over patient documents (all of a patient's notes as one text): BM25 (same
-analyzer as the index) and TF-IDF cosine. Each row is given with a 95% bootstrap interval of
-its per-patient difference from BM25 note votes, paired over the same patients, which is
-what separates retrievers that unpaired intervals leave tied. Needs scikit-learn (for
-TF-IDF; the [openvino] extra brings it).
+Every model row is `Searcher.similar_patients` on a real index of the split's notes: dense
+(the cosine of pooled patient vectors) on an index of one truncated vector per note, and on
+one of every window (`build-index --long windows`), and hybrid on the latter. Beside them:
+random; BM25 note votes (`--mode lexical`); and two lexical rankings of patient documents
+(all of a patient's notes as one text) that the product does not offer, BM25 (the index's
+analyzer) and TF-IDF cosine, as the bar a plain bag of words sets. Each row has a 95%
+bootstrap interval of its per-patient difference from BM25 note votes, paired over the same
+patients, which separates rankings that unpaired intervals leave tied. Needs scikit-learn
+(for TF-IDF; the [openvino] extra brings it).
 """
 from __future__ import annotations
 
 import argparse
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -30,19 +31,6 @@ def top_k_overlap(sim: np.ndarray, subjects: list, chapters: dict, k: int) -> np
     return np.array([np.mean([jaccard(chapters[s], chapters[subjects[j]])
                               for j in np.argsort(-sim[i])[:k]])
                      for i, s in enumerate(subjects)])
-
-
-def pooled(vectors: np.ndarray, rows: list[np.ndarray]) -> np.ndarray:
-    p = np.stack([vectors[r].mean(axis=0) for r in rows])
-    p /= np.linalg.norm(p, axis=1, keepdims=True)
-    return p @ p.T
-
-
-def chamfer(vectors: np.ndarray, rows: list[np.ndarray]) -> np.ndarray:
-    sim = vectors @ vectors.T
-    c = np.stack([np.stack([sim[np.ix_(r, t)].max(axis=1).mean() for t in rows])
-                  for r in rows])
-    return (c + c.T) / 2
 
 
 def lexical_documents(docs: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -83,30 +71,37 @@ def main() -> None:
     chapters = patient_chapters(notes, load_table(args.data, "diagnoses"))
     subjects = list(chapters)
     owner = notes["subject_id"].to_numpy()
-    rows = [np.flatnonzero(owner == s) for s in subjects]
     enc = Encoder(args.model)
-    vectors = enc.encode(notes["text"].tolist())
-    docs = [" ".join(notes["text"].iloc[r]) for r in rows]
+    texts = notes["text"].tolist()
+    started = time.perf_counter()
+    truncated = enc.encode(texts)
+    t_truncated = time.perf_counter() - started
+    started = time.perf_counter()
+    windows = enc.encode_detailed(texts, long="windows")
+    t_windows = time.perf_counter() - started
+    docs = [" ".join(notes["text"].iloc[np.flatnonzero(owner == s)]) for s in subjects]
     bm25_docs, tfidf_docs = lexical_documents(docs)
 
     out = {"random": random_overlap(chapters)}
     with tempfile.TemporaryDirectory(prefix="bench-patients-") as tmp:
-        out["BM25, note votes"] = patient_overlap(
-            patient_index(notes, None, Path(tmp) / "bm25"), chapters, "lexical", k=args.k)
-        out["model, note votes"] = patient_overlap(
-            patient_index(notes, vectors, Path(tmp) / "dense"), chapters, "dense", k=args.k)
-    out["model, pooled patient vectors"] = top_k_overlap(pooled(vectors, rows), subjects,
-                                                         chapters, args.k)
-    out["model, Chamfer"] = top_k_overlap(chamfer(vectors, rows), subjects, chapters, args.k)
+        ix = patient_index(notes, None, Path(tmp) / "bm25")
+        out["BM25, note votes (lexical)"] = patient_overlap(ix, chapters, "lexical", k=args.k)
+        ix = patient_index(notes, truncated, Path(tmp) / "truncated")
+        out["model, dense, one vector a note"] = patient_overlap(ix, chapters, "dense",
+                                                                 k=args.k)
+        ix = patient_index(notes, windows.vectors, Path(tmp) / "windows", windows.parents)
+        out["model, dense, every window"] = patient_overlap(ix, chapters, "dense", k=args.k)
+        out["model, hybrid, every window"] = patient_overlap(ix, chapters, "hybrid", k=args.k)
     out["BM25, patient documents"] = top_k_overlap(bm25_docs, subjects, chapters, args.k)
     out["TF-IDF cosine, patient documents"] = top_k_overlap(tfidf_docs, subjects, chapters,
                                                             args.k)
 
     print(f"{Path(args.model).name} ({enc.variant.name}, {enc.max_length} tokens) on "
-          f"{args.data} {args.split}: {len(subjects)} patients, {len(notes)} notes; "
-          f"ICD-9 chapter overlap@{args.k}")
+          f"{args.data} {args.split}: {len(subjects)} patients, {len(notes)} notes "
+          f"({len(windows.vectors)} windows); encoding {t_truncated:.0f} s truncated, "
+          f"{t_windows:.0f} s every window; ICD-9 chapter overlap@{args.k}")
     print("| ranking | overlap | vs BM25 note votes, paired 95% interval |\n|---|---|---|")
-    base = out["BM25, note votes"]
+    base = out["BM25, note votes (lexical)"]
     rng = np.random.default_rng(0)
     for name, v in out.items():
         d = v - base

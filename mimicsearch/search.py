@@ -22,6 +22,7 @@ from .fusion import MODES, Fusion, check_mode, fuse
 from .index import NoteIndex, check_model, open_index
 from .index.lexical import analyze
 from .index.loaded import MAX_K, manifest_identity
+from .patients import Patients, pool, pool_rows
 
 __all__ = ["MODES", "Filters", "Fusion", "Hit", "Note", "PatientHit", "Results", "Searcher",
            "check_model"]
@@ -76,14 +77,17 @@ class Note:
 
 @dataclass(frozen=True)
 class PatientHit:
-    """One patient returned by `Searcher.similar_patients`: its score (the votes of its
-    notes), how many of its notes were among the candidates, and the best of them."""
+    """One patient returned by `Searcher.similar_patients`: its score (dense: cosine of
+    pooled vectors; lexical: its notes' votes; hybrid: the fused score), its notes that
+    were judged (dense: every note pooled; lexical: those among the candidates), the best
+    of them for the query, and each retriever's rank and score of the patient."""
 
     rank: int
     subject_id: int | str
     score: float
     notes: int
     best: Hit
+    retrievers: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -101,6 +105,19 @@ def _hit(query: int, rank: int, score, row, record: dict, meta_cols: list,
     score = round(float(score), 6)
     return Hit(query, rank, record["id"], score, *_mimic(meta), record["snippet"], int(row),
                record.get("window"), meta, {retriever: {"rank": rank, "score": score}})
+
+
+def _check_texts(texts: Iterable[str]) -> list[str]:
+    texts = list(texts)
+    for i, t in enumerate(texts):
+        if not isinstance(t, str) or not t.strip():
+            raise ValueError(f"query {i} is {'empty' if isinstance(t, str) else repr(t)}: "
+                             "every query needs some text")
+        try:
+            t.encode("utf-8")
+        except UnicodeEncodeError:  # bytes that were not UTF-8 (surrogate-escaped)
+            raise ValueError(f"query {i} is not valid UTF-8 text") from None
+    return texts
 
 
 class Results(list):
@@ -143,6 +160,7 @@ class Searcher:
         self.model_dir = Path(model_dir) if model_dir else Path(recorded) if recorded else None
         self.threads = threads
         self._encoder = encoder
+        self._pooled: tuple | None = None  # (index, its unfiltered Patients)
         if encoder is not None:
             check_model(self.index.manifest, encoder.fingerprint, self.model_dir)
 
@@ -261,15 +279,7 @@ class Searcher:
         lacks, or a filter the index cannot apply (naming the valid choices)."""
         if isinstance(texts, str):
             raise TypeError("search_texts() takes a list of texts, got one str")
-        texts = list(texts)
-        for i, t in enumerate(texts):
-            if not isinstance(t, str) or not t.strip():
-                raise ValueError(f"query {i} is {'empty' if isinstance(t, str) else repr(t)}: "
-                                 "every query needs some text")
-            try:
-                t.encode("utf-8")
-            except UnicodeEncodeError:  # bytes that were not UTF-8 (surrogate-escaped)
-                raise ValueError(f"query {i} is not valid UTF-8 text") from None
+        texts = _check_texts(texts)
         mode = check_mode(mode, self.modes)
         allowed = self.allowed(filters)
         out = Results()
@@ -332,15 +342,17 @@ class Searcher:
                          fusion: Fusion | None = None,
                          depth: int = PATIENT_DEPTH) -> list[PatientHit]:
         """Patients (not notes) ranked for a query text, a stored note, or a patient
-        ("patients like this one"); the query's own patient never comes back.
+        ("patients like this one"); the query's own patient never comes back. `filters`
+        choose the notes candidates are judged by; a patient query is all of its notes.
 
-        Note-level hits are aggregated: each query retrieves its top `depth` notes (in
-        `mode`, under `filters`) and each patient there gets 1/(60 + rank of its best
-        note); a patient query uses every one of its notes as a query and sums their
-        votes. Chosen over pooled patient vectors because it reuses the note index as it
-        is (every mode, filter and tombstone, nothing more to keep current on add/sync),
-        and a patient who shares one of several problems still ranks, where a mean vector
-        blurs a long multi-problem history into its commonest notes.
+        - dense: cosine between the query's vector (the text's, the note's, or the
+          patient's pooled vector) and each patient's pooled vector, the mean of its stored
+          rows (`mimicsearch.patients`, which says why).
+        - lexical: note votes. Each query (a patient: each of its notes) retrieves its top
+          `depth` notes by BM25 and each patient there gets 1/(60 + rank of its best note),
+          summed over queries; BM25 has no vectors to pool.
+        - hybrid: the two patient rankings fused by `fusion` (default RRF), each hit with
+          its `retrievers` ranks and scores.
         """
         if sum(x is not None for x in (text, note_id, subject_id)) != 1:
             raise ValueError("give exactly one of text, note_id or subject_id")
@@ -350,16 +362,91 @@ class Searcher:
                              f"patients (columns: {store.describe_columns()})")
         if not 0 < k <= MAX_K:
             raise ValueError(f"k={k}: must be between 1 and {MAX_K}")
+        mode = check_mode(mode, self.modes)
+        if mode == "hybrid":
+            fusion = fusion or Fusion()
+            if not isinstance(fusion, Fusion):
+                raise TypeError(f"fusion must be a Fusion, got {type(fusion).__name__}")
         depth = min(max(depth, k), MAX_K)
+        keep = k if mode != "hybrid" else min(max(fusion.depth, k), MAX_K)
+        ranked: dict[str, list[PatientHit]] = {}
+        if mode != "lexical":
+            ranked["dense"] = self._pooled_patients(text, note_id, subject_id, filters, keep)
+        if mode != "dense":
+            ranked["lexical"] = self._voted_patients(text, note_id, subject_id, filters,
+                                                     depth)[:keep]
+        if mode != "hybrid":
+            return ranked[mode][:k]
+        by_subject = {p.subject_id: p for p in ranked["lexical"]} | {
+            p.subject_id: p for p in ranked["dense"]}
+        fused = fuse({name: [(p.subject_id, p.score) for p in hits]
+                      for name, hits in ranked.items()}, fusion)
+        return [replace(by_subject[f.key], rank=rank, score=round(f.score, 6), retrievers={
+            name: {"rank": r, "score": None if s is None else round(float(s), 6)}
+            for name, (r, s) in f.retrievers.items()})
+            for rank, f in enumerate(fused[:k], 1)]
+
+    def _pooled_patients(self, text, note_id, subject_id, filters: Filters | None,
+                         keep: int) -> list[PatientHit]:
+        index = self._fresh()
+        store = index.store
+        own = None
         if text is not None:
-            results = self.search_texts([text], depth, filters, mode=mode, fusion=fusion)
+            q = self.encoder.encode(_check_texts([text]), prompt="query", dim=index.dim)[0]
+        else:
+            if subject_id is not None:
+                rows = np.flatnonzero(store.mask(Filters(subjects=[subject_id])
+                                                 .expression(store)))
+            else:
+                rows, missing = store.rows_of([note_id])
+                if missing:
+                    raise ValueError(f"note id {note_id!r} is not in the index (or was "
+                                     "removed)")
+            if not len(rows):
+                raise ValueError(f"SUBJECT_ID {subject_id!r} has no notes left in this index")
+            own = store.records(rows[:1])[0].get("SUBJECT_ID")
+            q = pool_rows(index, rows)
+        patients = self._patients(index, filters)
+        scores = patients.vectors @ q
+        if (mine := patients.position(own)) is not None:
+            scores[mine] = -np.inf
+        order = [int(i) for i in np.argsort(-scores, kind="stable")[:keep]
+                 if np.isfinite(scores[i])]
+        meta_cols = list(store.metadata_columns)
+        out = []
+        for rank, i in enumerate(order, 1):
+            rows = patients.rows[i]
+            row_scores = index.reconstruct(rows) @ q
+            best = int(np.argmax(row_scores))
+            record = store.records(rows[best:best + 1])[0]
+            notes = pc.count_distinct(store.table.column("id").take(pa.array(rows))).as_py()
+            hit = _hit(0, 1, row_scores[best], rows[best], record, meta_cols, "dense")
+            out.append(PatientHit(rank, patients.subjects[i], round(float(scores[i]), 6),
+                                  notes, hit, {"dense": {"rank": rank,
+                                                         "score": hit.score}}))
+        return out
+
+    def _patients(self, index: NoteIndex, filters: Filters | None) -> Patients:
+        """Pooled patients; those of the unfiltered index are kept until it changes."""
+        allowed = self.allowed(filters)
+        if filters is not None and filters.expression(index.store) is not None:
+            return pool(index, allowed)
+        cached = self._pooled
+        if cached is None or cached[0] is not index:
+            cached = self._pooled = (index, pool(index, None))
+        return cached[1]
+
+    def _voted_patients(self, text, note_id, subject_id, filters: Filters | None,
+                        depth: int) -> list[PatientHit]:
+        if text is not None:
+            results = self.search_texts([text], depth, filters, mode="lexical")
         else:
             if subject_id is not None:
                 note_ids = [n.id for n in self.timeline(subject_id)]
             else:
                 note_ids = [note_id]
             results = self.search_notes(note_ids, depth, filters, exclude_own_subject=True,
-                                        mode=mode, fusion=fusion)
+                                        mode="lexical")
         score: dict = {}  # patient -> summed votes
         found: dict = {}  # patient -> ids of its notes among the candidates
         best: dict = {}  # patient -> its best-ranked note over all queries
@@ -376,8 +463,9 @@ class Searcher:
                     if p not in best or h.rank < best[p].rank:
                         best[p] = h
         ranked = sorted(score, key=lambda p: (-score[p], best[p].rank))
-        return [PatientHit(rank, p, round(score[p], 6), len(found[p]), best[p])
-                for rank, p in enumerate(ranked[:k], 1)]
+        return [PatientHit(rank, p, round(score[p], 6), len(found[p]), best[p],
+                           {"lexical": {"rank": rank, "score": round(score[p], 6)}})
+                for rank, p in enumerate(ranked, 1)]
 
     def _retrieve(self, mode: str, fusion: Fusion | None, k: int, allowed,
                   vecs: np.ndarray | None, terms: list[list[str]] | None,

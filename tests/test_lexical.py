@@ -264,6 +264,60 @@ def test_patient_search_on_constructed_patients(tmp_path):
         s.similar_patients(subject_id=99)
 
 
+def test_dense_patient_search_equals_pooled_brute_force(tmp_path):
+    """Dense patient search is the cosine of pooled rows: every window of a note counts, a
+    filter pools only the notes it lets through (the query patient stays whole), a removed
+    note stops counting, and hybrid fuses the dense and lexical patient rankings."""
+    x, base, _ = corpus(60)
+    rows = []  # note n has 1 + n % 3 window rows, its text on the first
+    for n in range(24):
+        for w in range(1 + n % 3):
+            rows.append({"id": n, "WINDOW": w, "SUBJECT_ID": str(100 + n % 7),
+                         "CATEGORY": ("Nursing", "Radiology", "ECG")[n % 3],
+                         "TEXT": base.column("TEXT")[n].as_py() if w == 0 else None})
+    meta = pa.Table.from_pylist(rows)
+    x = x[:len(rows)]
+    ix = tmp_path / "ix"
+    build_index(ArraySource(x, meta), ix, model_fingerprint="f", progress=False,
+                options=BuildOptions(index_key="Flat", shard_size=25))
+    subjects = np.array(meta.column("SUBJECT_ID").to_pylist()).astype(int)
+    nursing = np.array(meta.column("CATEGORY").to_pylist()) == "Nursing"
+    live = np.ones(len(rows), bool)
+
+    def brute(query: int, candidates: np.ndarray) -> list[tuple[int, float]]:
+        def mean(rows):
+            v = x[rows].sum(axis=0)
+            return v / np.linalg.norm(v)
+        q = mean(live & (subjects == query))
+        scores = {p: float(mean(candidates & (subjects == p)) @ q)
+                  for p in set(subjects[candidates]) - {query}}
+        return sorted(scores.items(), key=lambda t: -t[1])
+
+    s = Searcher(ix)
+    for filters, candidates in ((None, live), (Filters(categories=["Nursing"]), nursing)):
+        got = s.similar_patients(subject_id=101, k=6, filters=filters)
+        want = brute(101, candidates)
+        assert [p.subject_id for p in got] == [p for p, _ in want]
+        assert np.allclose([p.score for p in got], [sc for _, sc in want], atol=1e-5)
+        best = got[0].best
+        assert best.subject_id == got[0].subject_id
+        assert filters is None or best.category == "Nursing"
+    pooled = s.similar_patients(subject_id=101, k=6)[0]
+    assert pooled.notes == len(set(meta.column("id").to_numpy()[subjects == pooled.subject_id]))
+    gone = meta.column("id").to_numpy()[subjects == 102][:2].tolist()
+    remove_from_index(gone, index_dir=ix)
+    live[np.isin(meta.column("id").to_numpy(), gone)] = False
+    got = s.similar_patients(subject_id=101, k=6)
+    want = brute(101, live)
+    assert [p.subject_id for p in got] == [p for p, _ in want]
+    assert np.allclose([p.score for p in got], [sc for _, sc in want], atol=1e-5)
+    fused = s.similar_patients(subject_id=101, k=6, mode="hybrid",
+                               fusion=Fusion(lexical_weight=0))
+    assert [p.subject_id for p in fused] == [p for p, _ in want]
+    assert all(set(p.retrievers) == {"dense", "lexical"} for p in fused)
+    assert [p.retrievers["dense"]["rank"] for p in fused] == list(range(1, 7))
+
+
 def test_query_and_patients_cli_in_every_mode(serve_index, tmp_path):
     """The real MiniLM index: --mode, --explain, --json provenance, patients, usage errors."""
     out = mimicsearch("query", str(serve_index), "heparin drip", "--mode", "hybrid",

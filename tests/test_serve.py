@@ -149,6 +149,10 @@ def test_similar_patients_route(http, lib, csv_notes):
     assert [p["subject_id"] for p in got["patients"]] == [p.subject_id for p in want]
     assert subject not in [p["subject_id"] for p in got["patients"]]
     assert got["patients"][0]["best"]["subject_id"] == got["patients"][0]["subject_id"]
+    assert [p["retrievers"] for p in got["patients"]] == [p.retrievers for p in want]
+    assert all(set(p["retrievers"]) == {"dense", "lexical"} for p in got["patients"])
+    dense = http.get(f"/patients/{subject}/similar", params={"k": 4}).json()["patients"]
+    assert [p["score"] for p in dense] == sorted((p["score"] for p in dense), reverse=True)
     assert http.get("/patients/987654/similar").status_code == 404
     assert http.get("/patients/abc/similar").status_code == 400
     assert http.get(f"/patients/{subject}/similar", params={"k": 51}).status_code == 400

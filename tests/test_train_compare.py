@@ -103,3 +103,28 @@ def test_patient_search_overlap_beats_random_on_constructed_patients():
     for name in ("bm25", "model", "hybrid(model)"):
         assert got[name]["mean"] == 1.0, name
         assert got[name]["ci95"] == [1.0, 1.0]
+
+
+def test_patient_index_keeps_every_window_of_a_note(tmp_path):
+    """Window rows (as `--long windows` stores them) share their note's id and patient;
+    the note's text is one lexical document; dense patient search pools every window."""
+    from mimicsearch.train.compare import patient_index
+
+    from mimicsearch.index import open_index
+    from mimicsearch.search import Searcher
+
+    notes = pd.DataFrame({"row_id": [7, 8, 9], "subject_id": [1, 2, 3],
+                          "text": ["warfarin for atrial fibrillation", "femur fracture",
+                                   "warfarin held"]})
+    e = np.eye(4, dtype=np.float32)
+    # patient 2's second window points where patient 1 is: only pooling windows sees it
+    vectors = np.stack([e[0], e[1], e[0] * 0.6 + e[2] * 0.8, e[2] * 0.8 + e[3] * 0.6])
+    ix = patient_index(notes, vectors, tmp_path / "ix", parents=np.array([0, 1, 1, 2]))
+    store = open_index(ix).store
+    assert store.table.column("window").to_pylist() == [0, 0, 1, 0]
+    assert store.table.column("id").to_pylist() == [7, 8, 8, 9]
+    assert Searcher(ix).ids() == [7, 8, 9]
+    ranked = Searcher(ix).similar_patients(subject_id=1, k=2)
+    assert [p.subject_id for p in ranked] == [2, 3] and ranked[0].notes == 1
+    assert ranked[0].score == pytest.approx(float(vectors[1:3].sum(0)[0] /
+                                                  np.linalg.norm(vectors[1:3].sum(0))))

@@ -327,16 +327,17 @@ def _new_notes_options(fn):
 @click.option("-k", "k", type=click.IntRange(1, MAX_K), default=10, show_default=True,
               help="Patients to return.")
 @click.option("--category", multiple=True,
-              help="Only notes of this CATEGORY vote, any case (repeatable).")
-@click.option("--since", metavar="DATE", help="Only notes on or after DATE vote.")
-@click.option("--until", metavar="DATE", help="Only notes on or before DATE vote.")
+              help="Only notes of this CATEGORY count, any case (repeatable).")
+@click.option("--since", metavar="DATE", help="Only notes on or after DATE count.")
+@click.option("--until", metavar="DATE", help="Only notes on or before DATE count.")
 @click.option("--date-col", default="CHARTDATE", show_default=True,
               help="The date column --since/--until read.")
 @click.option("--where", "where", multiple=True, metavar="COL<op>VALUE",
               help="A condition on any stored column, as for `query` (repeatable).")
 @_mode_options
 @click.option("--notes-per-query", type=click.IntRange(1, MAX_K), default=200,
-              show_default=True, help="Notes each query retrieves to vote for their patients.")
+              show_default=True, help="Notes each query retrieves by BM25 to vote for their "
+              "patients (lexical and hybrid).")
 @click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False,
               path_type=Path), help="Model directory (default: the one the index was built with).")
 @click.option("--no-verify", is_flag=True, help="Skip hashing the index files.")
@@ -347,9 +348,18 @@ def patients_cmd(index_dir, text, note_id, subject_id, k, category, since, until
     """Patients like a query TEXT, a stored note (--note-id) or a patient (--subject),
     best first; the query's own patient never comes back.
 
-    Each query retrieves its top --notes-per-query notes and every patient there gets
-    1/(60 + rank of its best note); a --subject query uses each of the patient's notes as a
-    query and sums the votes.
+    dense (default): the cosine between the query's vector and each patient's vector, the
+    mean of every stored row of its notes (a --subject query is its own such vector). On
+    an index built with --long windows every part of a long note counts, which is what
+    beats BM25 here (BENCHMARKS.md, "Patient search").
+
+    lexical: each query retrieves its top --notes-per-query notes by BM25 and every patient
+    there gets 1/(60 + rank of its best note); a --subject query uses each of the
+    patient's notes as a query and sums the votes. hybrid: the two patient rankings fused
+    (--fusion, --weights, --rrf-k, --depth as for `query`).
+
+    Filters choose the notes candidate patients are judged by; the query patient's own
+    notes are all used.
 
     \b
     Examples:

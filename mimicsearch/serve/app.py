@@ -330,7 +330,8 @@ def _routes(app: FastAPI, server: Server) -> None:
             raise ApiError(status, str(e), "subject_id") from None
         return {"subject_id": typed, "mode": mode,
                 "patients": [{"rank": p.rank, "subject_id": p.subject_id, "score": p.score,
-                              "notes": p.notes, "best": hit_dict(p.best)} for p in patients],
+                              "notes": p.notes, "best": hit_dict(p.best),
+                              "retrievers": p.retrievers} for p in patients],
                 "took_ms": round((time.perf_counter() - started) * 1000, 2)}
 
     @app.get("/patients/{subject_id}/timeline", response_model=Timeline, tags=["notes"],

@@ -85,9 +85,13 @@ class SearchResponse(BaseModel):
 class SimilarPatient(BaseModel):
     rank: int
     subject_id: NoteId
-    score: float = Field(description="Summed votes: 1/(60 + rank of its best note) a query.")
-    notes: int = Field(description="Its notes among the candidates.")
-    best: SearchHit = Field(description="Its best-ranked note.")
+    score: float = Field(description="dense: cosine of pooled patient vectors; lexical: "
+                         "summed votes, 1/(60 + rank of its best note) a query; hybrid: fused.")
+    notes: int = Field(description="Its notes judged: every note pooled (dense), those among "
+                       "the candidates (lexical).")
+    best: SearchHit = Field(description="Its note nearest the query (dense) or best-ranked.")
+    retrievers: dict[str, Retriever] = Field(
+        default_factory=dict, description="Each retriever's rank and score of the patient.")
 
 
 class SimilarPatients(BaseModel):
