@@ -351,7 +351,7 @@ def patients_cmd(index_dir, text, note_id, subject_id, k, category, since, until
     dense (default): the cosine between the query's vector and each patient's vector, the
     mean of every stored row of its notes (a --subject query is its own such vector). On
     an index built with --long windows every part of a long note counts, which is what
-    beats BM25 here (BENCHMARKS.md, "Patient search").
+    beat BM25's note votes on the synthetic corpus (BENCHMARKS.md, "Patient search").
 
     lexical: each query retrieves its top --notes-per-query notes by BM25 and every patient
     there gets 1/(60 + rank of its best note); a --subject query uses each of the
