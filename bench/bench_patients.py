@@ -89,7 +89,8 @@ def main() -> None:
         ix = patient_index(notes, truncated, Path(tmp) / "truncated")
         out["model, dense, one vector a note"] = patient_overlap(ix, chapters, "dense",
                                                                  k=args.k)
-        ix = patient_index(notes, windows.vectors, Path(tmp) / "windows", windows.parents)
+        ix = patient_index(notes, windows.vectors, Path(tmp) / "windows", windows.parents,
+                           windows.windows)
         out["model, dense, every window"] = patient_overlap(ix, chapters, "dense", k=args.k)
         out["model, hybrid, every window"] = patient_overlap(ix, chapters, "hybrid", k=args.k)
     out["BM25, patient documents"] = top_k_overlap(bm25_docs, subjects, chapters, args.k)

@@ -107,6 +107,14 @@ def _hit(query: int, rank: int, score, row, record: dict, meta_cols: list,
                record.get("window"), meta, {retriever: {"rank": rank, "score": score}})
 
 
+def _where(filters: Filters | None, store) -> pc.Expression | None:
+    """The Arrow expression of `filters` over `store` (None: no condition)."""
+    filters = filters or Filters()
+    if not isinstance(filters, Filters):
+        raise TypeError(f"filters must be a Filters, got {type(filters).__name__}")
+    return filters.expression(store)
+
+
 def _check_texts(texts: Iterable[str]) -> list[str]:
     texts = list(texts)
     for i, t in enumerate(texts):
@@ -257,12 +265,8 @@ class Searcher:
 
     def allowed(self, filters: Filters | None) -> np.ndarray | None:
         """The store rows `filters` lets through (None: every row, nothing removed)."""
-        index = self._fresh()
-        store = index.store
-        filters = filters or Filters()
-        if not isinstance(filters, Filters):
-            raise TypeError(f"filters must be a Filters, got {type(filters).__name__}")
-        where = filters.expression(store)
+        store = self._fresh().store
+        where = _where(filters, store)
         if where is None and store.live.all():
             return None
         return store.mask(where)
@@ -320,8 +324,7 @@ class Searcher:
                 raise ValueError(f"note id {note_id!r} is not in the index (or was removed)")
             vec = terms = None
             if mode != "lexical":
-                vec = self.index.reconstruct(rows).mean(axis=0, keepdims=True)  # [1, dim]
-                vec /= np.linalg.norm(vec, axis=1, keepdims=True)
+                vec = pool_rows(self.index, rows)[None]  # [1, dim]
             if mode != "dense":
                 terms = analyze(store.texts.get([int(rows[0])]))
             subject = None
@@ -428,9 +431,9 @@ class Searcher:
 
     def _patients(self, index: NoteIndex, filters: Filters | None) -> Patients:
         """Pooled patients; those of the unfiltered index are kept until it changes."""
-        allowed = self.allowed(filters)
-        if filters is not None and filters.expression(index.store) is not None:
-            return pool(index, allowed)
+        where = _where(filters, index.store)
+        if where is not None:
+            return pool(index, index.store.mask(where))
         cached = self._pooled
         if cached is None or cached[0] is not index:
             cached = self._pooled = (index, pool(index, None))

@@ -119,7 +119,8 @@ def test_patient_index_keeps_every_window_of_a_note(tmp_path):
     e = np.eye(4, dtype=np.float32)
     # patient 2's second window points where patient 1 is: only pooling windows sees it
     vectors = np.stack([e[0], e[1], e[0] * 0.6 + e[2] * 0.8, e[2] * 0.8 + e[3] * 0.6])
-    ix = patient_index(notes, vectors, tmp_path / "ix", parents=np.array([0, 1, 1, 2]))
+    ix = patient_index(notes, vectors, tmp_path / "ix", parents=np.array([0, 1, 1, 2]),
+                       windows=np.array([0, 0, 1, 0]))
     store = open_index(ix).store
     assert store.table.column("window").to_pylist() == [0, 0, 1, 0]
     assert store.table.column("id").to_pylist() == [7, 8, 8, 9]

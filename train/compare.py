@@ -134,25 +134,23 @@ def random_overlap(chapters: dict) -> np.ndarray:
 
 
 def patient_index(notes: pd.DataFrame, vectors: np.ndarray | None, out: Path,
-                  parents: np.ndarray | None = None) -> Path:
+                  parents: np.ndarray | None = None,
+                  windows: np.ndarray | None = None) -> Path:
     """A real index of the split's notes (vectors and whole texts) to search patients in;
-    `parents` gives each vector row's note where notes were split into windows (as
-    `build-index --long windows` stores them). Without vectors (BM25 alone) the dense part
-    holds a placeholder."""
+    where notes were split into windows, `parents` and `windows` give each vector row's
+    note and window number (an `Encoded`'s, stored as `build-index --long windows` does).
+    Without vectors (BM25 alone) the dense part holds a placeholder."""
     from mimicsearch.index import ArraySource, BuildOptions, build_index
 
     if vectors is None:
         vectors = np.zeros((len(notes), 8), np.float32)
         vectors[:, 0] = 1
     parents = np.arange(len(notes)) if parents is None else np.asarray(parents)
-    at = np.arange(len(parents))
-    first = np.r_[True, parents[1:] != parents[:-1]]
-    window = (at - np.maximum.accumulate(np.where(first, at, 0))).astype(np.int32)
     meta = pa.table({"id": notes["row_id"].astype("int64").to_numpy()[parents],
                      "SUBJECT_ID": notes["subject_id"].astype("int64").astype(str)
                      .to_numpy()[parents],
-                     "TEXT": [notes["text"].iloc[p] for p in parents]}
-                    | ({"WINDOW": window} if window.any() else {}))
+                     "TEXT": notes["text"].to_numpy()[parents]}
+                    | ({} if windows is None else {"WINDOW": windows}))
     build_index(ArraySource(vectors, meta), out, model_fingerprint="evaluation",
                 options=BuildOptions(index_key="Flat", eval_queries=8), progress=False)
     return out
