@@ -1,12 +1,17 @@
-"""Patient vectors for dense "patients like this one": each patient is the normalised mean
-of every stored row of its notes, every window of them where the index keeps windows.
+"""Patients as the units "patients like this one" ranks: a pooled vector (dense) and a
+document of all its notes (lexical), both over the notes a filter lets through.
 
-Why rows and not notes: a discharge summary runs to thousands of tokens and names the
-admission's conditions near its end, past what one truncated vector sees. Pooling the rows
-of an index built with `--long windows` lets a history count in proportion to what it says;
-on 180 held-out synthetic patients the base model's pooled windows beat BM25's note votes by
-1.7 points of ICD-9 chapter overlap@10, one truncated vector per note by 0.9, and its own
-note votes tied them (BENCHMARKS, "Patient search").
+Dense: each patient is the normalised mean of every stored row of its notes, every window
+of them where the index keeps windows. Why rows and not notes: a discharge summary runs to
+thousands of tokens and names the admission's conditions near its end, past what one
+truncated vector sees; pooling the rows of an index built with `--long windows` lets a
+history count in proportion to what it says.
+
+Lexical: each patient is one BM25 document, its notes' texts joined (term counts summed),
+scored by `LexicalIndex.grouped_scores`. Why not votes of the notes BM25 retrieves: votes
+see only each query's top notes and count a patient once per query however much of its
+history matches; BM25 over whole histories was 5 points of ICD-9 chapter overlap@10 above
+note votes on the transfer corpus (BENCHMARKS, "Patient search").
 """
 from __future__ import annotations
 
@@ -34,29 +39,63 @@ class Patients:
             return None
 
 
+@dataclass(frozen=True)
+class PatientDocuments:
+    """The patients of one index state under one set of filters, as lexical documents."""
+
+    subjects: list  # SUBJECT_ID values, as stored
+    group: np.ndarray  # int64 per lexical document (note): its patient's position, -1 none
+
+    def position(self, subject) -> int | None:
+        try:
+            return self.subjects.index(subject)
+        except ValueError:
+            return None
+
+
 def pool_rows(index, rows: np.ndarray) -> np.ndarray:
     """The normalised mean of the stored vectors of `rows` (float32 [dim])."""
     v = index.reconstruct(rows).sum(axis=0)
     return (v / max(float(np.linalg.norm(v)), 1e-12)).astype(np.float32)
 
 
-def pool(index, allowed: np.ndarray | None) -> Patients:
-    """Every patient with a row in `allowed` (None: every live row), pooled over those rows;
-    rows without a SUBJECT_ID belong to no patient."""
-    store = index.store
-    rows = np.flatnonzero(store.live if allowed is None else allowed)
+def _by_subject(store, rows: np.ndarray) -> tuple[np.ndarray, list, np.ndarray]:
+    """(the rows with a SUBJECT_ID, the distinct subjects, each kept row's subject
+    position); rows without a SUBJECT_ID belong to no patient."""
     subject = store.table.column("SUBJECT_ID").take(pa.array(rows))
     known = pc.is_valid(subject).to_numpy(zero_copy_only=False)
     rows, subject = rows[known], subject.filter(pa.array(known))
     if not len(rows):
-        return Patients([], np.zeros((0, index.dim), np.float32), [])
+        return rows, [], np.zeros(0, np.int64)
     codes = pc.dictionary_encode(subject.combine_chunks())
-    inverse = codes.indices.to_numpy(zero_copy_only=False)
-    sums = np.zeros((len(codes.dictionary), index.dim), np.float32)
+    return (rows, codes.dictionary.to_pylist(),
+            codes.indices.to_numpy(zero_copy_only=False).astype(np.int64))
+
+
+def pool(index, allowed: np.ndarray | None) -> Patients:
+    """Every patient with a row in `allowed` (None: every live row), pooled over those rows."""
+    store = index.store
+    rows, subjects, inverse = _by_subject(
+        store, np.flatnonzero(store.live if allowed is None else allowed))
+    if not len(rows):
+        return Patients([], np.zeros((0, index.dim), np.float32), [])
+    sums = np.zeros((len(subjects), index.dim), np.float32)
     for start in range(0, len(rows), BLOCK):
         np.add.at(sums, inverse[start:start + BLOCK],
                   index.reconstruct(rows[start:start + BLOCK]))
     sums /= np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
     order = np.argsort(inverse, kind="stable")
     groups = np.split(rows[order], np.cumsum(np.bincount(inverse))[:-1])
-    return Patients(codes.dictionary.to_pylist(), sums, groups)
+    return Patients(subjects, sums, groups)
+
+
+def documents(index, allowed: np.ndarray | None) -> PatientDocuments:
+    """Every patient with a note in `allowed` (None: every live note), as the lexical
+    documents (notes) of its that `allowed` lets through."""
+    store, lexical = index.store, index.lexical
+    ok = store.live[lexical.rows] if allowed is None else allowed[lexical.rows]
+    docs = np.flatnonzero(ok)
+    rows, subjects, inverse = _by_subject(store, lexical.rows[docs])
+    group = np.full(len(lexical.rows), -1, np.int64)
+    group[lexical.doc_of[rows]] = inverse
+    return PatientDocuments(subjects, group)

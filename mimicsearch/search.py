@@ -8,7 +8,7 @@ process is never returned once the remover has returned.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -22,14 +22,10 @@ from .fusion import MODES, Fusion, check_mode, fuse
 from .index import NoteIndex, check_model, open_index
 from .index.lexical import analyze
 from .index.loaded import MAX_K, manifest_identity
-from .patients import Patients, pool, pool_rows
+from .patients import documents, pool, pool_rows
 
 __all__ = ["MODES", "Filters", "Fusion", "Hit", "Note", "PatientHit", "Results", "Searcher",
            "check_model"]
-# Patient search: how many notes each query retrieves to vote for their patients, and the
-# rank-vote constant (the RRF one).
-PATIENT_DEPTH = 200
-PATIENT_VOTE_K = 60
 
 
 @dataclass(frozen=True)
@@ -78,9 +74,9 @@ class Note:
 @dataclass(frozen=True)
 class PatientHit:
     """One patient returned by `Searcher.similar_patients`: its score (dense: cosine of
-    pooled vectors; lexical: its notes' votes; hybrid: the fused score), its notes that
-    were judged (dense: every note pooled; lexical: those among the candidates), the best
-    of them for the query, and each retriever's rank and score of the patient."""
+    pooled vectors; lexical: BM25 of its notes as one document; hybrid: the fused score),
+    how many of its notes were judged (those the filters let through), the best of them
+    for the query, and each retriever's rank and score of the patient."""
 
     rank: int
     subject_id: int | str
@@ -113,6 +109,14 @@ def _where(filters: Filters | None, store) -> pc.Expression | None:
     if not isinstance(filters, Filters):
         raise TypeError(f"filters must be a Filters, got {type(filters).__name__}")
     return filters.expression(store)
+
+
+def _exact(subjects: list, scores: np.ndarray) -> Callable[[list], list[float]]:
+    """Scores of given candidate patients, for weighted fusion."""
+    def exact(keys: list) -> list[float]:
+        at = {s: i for i, s in enumerate(subjects)}
+        return [float(scores[at[key]]) for key in keys]
+    return exact
 
 
 def _check_texts(texts: Iterable[str]) -> list[str]:
@@ -168,7 +172,7 @@ class Searcher:
         self.model_dir = Path(model_dir) if model_dir else Path(recorded) if recorded else None
         self.threads = threads
         self._encoder = encoder
-        self._pooled: tuple | None = None  # (index, its unfiltered Patients)
+        self._pooled: dict = {}  # "index": the index, and per kind its unfiltered patients
         if encoder is not None:
             check_model(self.index.manifest, encoder.fingerprint, self.model_dir)
 
@@ -342,20 +346,21 @@ class Searcher:
 
     def similar_patients(self, text: str | None = None, *, note_id=None, subject_id=None,
                          k: int = 10, filters: Filters | None = None, mode: str = "dense",
-                         fusion: Fusion | None = None,
-                         depth: int = PATIENT_DEPTH) -> list[PatientHit]:
+                         fusion: Fusion | None = None) -> list[PatientHit]:
         """Patients (not notes) ranked for a query text, a stored note, or a patient
         ("patients like this one"); the query's own patient never comes back. `filters`
         choose the notes candidates are judged by; a patient query is all of its notes.
+        `mimicsearch.patients` says why each mode judges a patient as it does.
 
         - dense: cosine between the query's vector (the text's, the note's, or the
           patient's pooled vector) and each patient's pooled vector, the mean of its stored
-          rows (`mimicsearch.patients`, which says why).
-        - lexical: note votes. Each query (a patient: each of its notes) retrieves its top
-          `depth` notes by BM25 and each patient there gets 1/(60 + rank of its best note),
-          summed over queries; BM25 has no vectors to pool.
-        - hybrid: the two patient rankings fused by `fusion` (default RRF), each hit with
-          its `retrievers` ranks and scores.
+          rows.
+        - lexical: BM25 with each patient's notes as one document, for the distinct terms
+          of the text, the note, or the patient's whole history; patients matching no term
+          are not hits.
+        - hybrid: the two patient rankings fused by `fusion` (default RRF over each one's
+          top `fusion.depth`; weighted fusion scores a patient one ranking left out by that
+          ranking's exact score), each hit with its `retrievers` ranks and scores.
         """
         if sum(x is not None for x in (text, note_id, subject_id)) != 1:
             raise ValueError("give exactly one of text, note_id or subject_id")
@@ -370,46 +375,52 @@ class Searcher:
             fusion = fusion or Fusion()
             if not isinstance(fusion, Fusion):
                 raise TypeError(f"fusion must be a Fusion, got {type(fusion).__name__}")
-        depth = min(max(depth, k), MAX_K)
         keep = k if mode != "hybrid" else min(max(fusion.depth, k), MAX_K)
-        ranked: dict[str, list[PatientHit]] = {}
+        query = self._patient_query(note_id, subject_id)
+        ranked: dict[str, tuple[list[PatientHit], Callable]] = {}
         if mode != "lexical":
-            ranked["dense"] = self._pooled_patients(text, note_id, subject_id, filters, keep)
+            ranked["dense"] = self._pooled_patients(text, query, filters, keep)
         if mode != "dense":
-            ranked["lexical"] = self._voted_patients(text, note_id, subject_id, filters,
-                                                     depth)[:keep]
+            ranked["lexical"] = self._document_patients(text, query, filters, keep)
         if mode != "hybrid":
-            return ranked[mode][:k]
-        by_subject = {p.subject_id: p for p in ranked["lexical"]} | {
-            p.subject_id: p for p in ranked["dense"]}
+            return ranked[mode][0][:k]
+        by_subject = {p.subject_id: p for p in ranked["lexical"][0]} | {
+            p.subject_id: p for p in ranked["dense"][0]}
         fused = fuse({name: [(p.subject_id, p.score) for p in hits]
-                      for name, hits in ranked.items()}, fusion)
+                      for name, (hits, _) in ranked.items()}, fusion,
+                     {name: exact for name, (_, exact) in ranked.items()})
         return [replace(by_subject[f.key], rank=rank, score=round(f.score, 6), retrievers={
             name: {"rank": r, "score": None if s is None else round(float(s), 6)}
             for name, (r, s) in f.retrievers.items()})
             for rank, f in enumerate(fused[:k], 1)]
 
-    def _pooled_patients(self, text, note_id, subject_id, filters: Filters | None,
-                         keep: int) -> list[PatientHit]:
+    def _patient_query(self, note_id, subject_id) -> tuple[np.ndarray, object] | None:
+        """(the store rows, the SUBJECT_ID) of a note or patient query; None for a text."""
+        if note_id is None and subject_id is None:
+            return None
+        store = self._fresh().store
+        if subject_id is not None:
+            rows = np.flatnonzero(store.mask(Filters(subjects=[subject_id]).expression(store)))
+            if not len(rows):
+                raise ValueError(f"SUBJECT_ID {subject_id!r} has no notes left in this index")
+        else:
+            rows, missing = store.rows_of([note_id])
+            if missing:
+                raise ValueError(f"note id {note_id!r} is not in the index (or was removed)")
+        return rows, store.records(rows[:1])[0].get("SUBJECT_ID")
+
+    def _pooled_patients(self, text, query, filters: Filters | None,
+                         keep: int) -> tuple[list[PatientHit], Callable]:
+        """The top `keep` patients by pooled cosine, and every candidate's cosine."""
         index = self._fresh()
         store = index.store
         own = None
-        if text is not None:
+        if query is None:
             q = self.encoder.encode(_check_texts([text]), prompt="query", dim=index.dim)[0]
         else:
-            if subject_id is not None:
-                rows = np.flatnonzero(store.mask(Filters(subjects=[subject_id])
-                                                 .expression(store)))
-            else:
-                rows, missing = store.rows_of([note_id])
-                if missing:
-                    raise ValueError(f"note id {note_id!r} is not in the index (or was "
-                                     "removed)")
-            if not len(rows):
-                raise ValueError(f"SUBJECT_ID {subject_id!r} has no notes left in this index")
-            own = store.records(rows[:1])[0].get("SUBJECT_ID")
+            rows, own = query
             q = pool_rows(index, rows)
-        patients = self._patients(index, filters)
+        patients = self._patients(index, filters, pool)
         scores = patients.vectors @ q
         if (mine := patients.position(own)) is not None:
             scores[mine] = -np.inf
@@ -427,48 +438,53 @@ class Searcher:
             out.append(PatientHit(rank, patients.subjects[i], round(float(scores[i]), 6),
                                   notes, hit, {"dense": {"rank": rank,
                                                          "score": hit.score}}))
-        return out
+        return out, _exact(patients.subjects, scores)
 
-    def _patients(self, index: NoteIndex, filters: Filters | None) -> Patients:
-        """Pooled patients; those of the unfiltered index are kept until it changes."""
+    def _document_patients(self, text, query, filters: Filters | None,
+                           keep: int) -> tuple[list[PatientHit], Callable]:
+        """The top `keep` patients by BM25 of their notes as one document, and every
+        candidate's score."""
+        index = self._fresh()
+        store, lexical = index.store, index.lexical
+        own = None
+        if query is None:
+            texts = _check_texts([text])
+        else:
+            rows, own = query
+            docs = lexical.doc_of[rows]
+            texts = store.texts.get([int(r) for r in lexical.rows[docs[docs >= 0]]])
+        terms = sorted({t for doc in analyze(texts) for t in doc})
+        patients = self._patients(index, filters, documents)
+        scores = lexical.grouped_scores(terms, patients.group, len(patients.subjects))
+        if (mine := patients.position(own)) is not None:
+            scores[mine] = -np.inf
+        order = [int(i) for i in np.argsort(-scores, kind="stable")[:keep] if scores[i] > 0]
+        note_scores = lexical.scores(terms)
+        meta_cols = list(store.metadata_columns)
+        out = []
+        for rank, i in enumerate(order, 1):
+            docs = np.flatnonzero(patients.group == i)
+            best = docs[np.argmax(note_scores[docs])]
+            row = lexical.rows[best]
+            hit = _hit(0, 1, note_scores[best], row, store.records([row])[0], meta_cols,
+                       "lexical")
+            out.append(PatientHit(rank, patients.subjects[i], round(float(scores[i]), 6),
+                                  len(docs), hit, {"lexical": {"rank": rank,
+                                                               "score": round(float(scores[i]),
+                                                                              6)}}))
+        return out, _exact(patients.subjects, scores)
+
+    def _patients(self, index: NoteIndex, filters: Filters | None, kind):
+        """`kind(index, allowed)` (pooled vectors or documents) of the patients the filters
+        let through; those of the unfiltered index are kept until it changes."""
         where = _where(filters, index.store)
         if where is not None:
-            return pool(index, index.store.mask(where))
-        cached = self._pooled
-        if cached is None or cached[0] is not index:
-            cached = self._pooled = (index, pool(index, None))
-        return cached[1]
-
-    def _voted_patients(self, text, note_id, subject_id, filters: Filters | None,
-                        depth: int) -> list[PatientHit]:
-        if text is not None:
-            results = self.search_texts([text], depth, filters, mode="lexical")
-        else:
-            if subject_id is not None:
-                note_ids = [n.id for n in self.timeline(subject_id)]
-            else:
-                note_ids = [note_id]
-            results = self.search_notes(note_ids, depth, filters, exclude_own_subject=True,
-                                        mode="lexical")
-        score: dict = {}  # patient -> summed votes
-        found: dict = {}  # patient -> ids of its notes among the candidates
-        best: dict = {}  # patient -> its best-ranked note over all queries
-        for hits in results:
-            voted = set()
-            for h in hits:  # best first: a patient's first hit is its best in this query
-                p = h.subject_id
-                if p is None:
-                    continue
-                found.setdefault(p, set()).add(h.id)
-                if p not in voted:
-                    voted.add(p)
-                    score[p] = score.get(p, 0.0) + 1.0 / (PATIENT_VOTE_K + h.rank)
-                    if p not in best or h.rank < best[p].rank:
-                        best[p] = h
-        ranked = sorted(score, key=lambda p: (-score[p], best[p].rank))
-        return [PatientHit(rank, p, round(score[p], 6), len(found[p]), best[p],
-                           {"lexical": {"rank": rank, "score": round(score[p], 6)}})
-                for rank, p in enumerate(ranked, 1)]
+            return kind(index, index.store.mask(where))
+        if self._pooled.get("index") is not index:
+            self._pooled = {"index": index}
+        if kind not in self._pooled:
+            self._pooled[kind] = kind(index, None)
+        return self._pooled[kind]
 
     def _retrieve(self, mode: str, fusion: Fusion | None, k: int, allowed,
                   vecs: np.ndarray | None, terms: list[list[str]] | None,

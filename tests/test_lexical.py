@@ -318,6 +318,131 @@ def test_dense_patient_search_equals_pooled_brute_force(tmp_path):
     assert [p.retrievers["dense"]["rank"] for p in fused] == list(range(1, 7))
 
 
+def windowed_corpus(tmp_path):
+    """24 notes of 7 patients, note n with 1 + n % 3 window rows (its text on the first)."""
+    x, base, _ = corpus(60)
+    rows = []
+    for n in range(24):
+        for w in range(1 + n % 3):
+            rows.append({"id": n, "WINDOW": w, "SUBJECT_ID": str(100 + n % 7),
+                         "CATEGORY": ("Nursing", "Radiology", "ECG")[n % 3],
+                         "TEXT": base.column("TEXT")[n].as_py() if w == 0 else None})
+    meta = pa.Table.from_pylist(rows)
+    x = x[:len(rows)]
+    ix = tmp_path / "ix"
+    build_index(ArraySource(x, meta), ix, model_fingerprint="f", progress=False,
+                options=BuildOptions(index_key="Flat", shard_size=25))
+    return ix, x, meta
+
+
+def bm25_histories(texts: dict, query_terms: list[str]) -> dict:
+    """A fresh bm25s index over each patient's texts joined into one document (patient ->
+    its texts), scored for distinct analysed query terms: the reference."""
+    stem = Stemmer.Stemmer("english")
+    patients = sorted(texts)
+    retriever = bm25s.BM25(k1=1.5, b=0.75, method="lucene")
+    retriever.index(bm25s.tokenize([" ".join(texts[p]) for p in patients], stopwords="en",
+                                   stemmer=stem, show_progress=False), show_progress=False)
+    return dict(zip(patients, retriever.get_scores(query_terms)))
+
+
+def test_lexical_patient_search_is_bm25_over_joined_histories(tmp_path):
+    """Lexical patient search equals bm25s indexing each patient's notes joined into one
+    text: windows counted once, a filter judging only the notes it lets through (the query
+    patient's words all of its history), a removed note gone, a text query, and weighted
+    hybrid scoring a patient one ranking left out by that ranking's exact score."""
+    ix, x, meta = windowed_corpus(tmp_path)
+    note = meta.column("id").to_numpy()
+    subject = np.array(meta.column("SUBJECT_ID").to_pylist())
+    category = np.array(meta.column("CATEGORY").to_pylist())
+    text = meta.column("TEXT").to_pylist()
+    first = np.array([t is not None for t in text])
+    live = np.ones(len(text), bool)
+    stem = Stemmer.Stemmer("english")
+
+    def terms(texts):
+        return sorted({t for d in bm25s.tokenize(texts, stopwords="en", stemmer=stem,
+                                                 return_ids=False, show_progress=False)
+                       for t in d})
+
+    def want(query_terms, candidates, own=None):
+        keep = first & live & candidates
+        scores = bm25_histories({p: [text[i] for i in np.flatnonzero(keep & (subject == p))]
+                                 for p in set(subject[keep])}, query_terms)
+        return sorted(((p, float(v)) for p, v in scores.items() if p != own and v > 0),
+                      key=lambda t: -t[1])
+
+    def check(got, expected):
+        assert [str(p.subject_id) for p in got] == [p for p, _ in expected][:len(got)]
+        assert np.allclose([p.score for p in got], [v for _, v in expected][:len(got)],
+                           rtol=1e-5)
+
+    s = Searcher(ix)
+    history = terms([text[i] for i in np.flatnonzero(first & (subject == "101"))])
+    everyone = np.ones(len(text), bool)
+    for filters, candidates in ((None, everyone),
+                                (Filters(categories=["Nursing"]), category == "Nursing")):
+        got = s.similar_patients(subject_id=101, k=6, filters=filters, mode="lexical")
+        check(got, want(history, candidates, "101"))
+        assert len(got) == 6
+        for p in got:
+            mine = first & candidates & (subject == str(p.subject_id))
+            assert p.notes == mine.sum() and p.best.subject_id == p.subject_id
+            assert mine[p.best.row] and p.best.retrievers["lexical"]["rank"] == 1
+    got = s.similar_patients("heparin stent sepsis", k=6, mode="lexical")
+    check(got, want(terms(["heparin stent sepsis"]), everyone))
+    got = s.similar_patients(note_id=3, k=6, mode="lexical")
+    check(got, want(terms([text[int(np.flatnonzero(note == 3)[0])]]), everyone, "103"))
+
+    gone = note[first & (subject == "102")][:2].tolist()
+    remove_from_index(gone, index_dir=ix)
+    live[np.isin(note, gone)] = False
+    history = terms([text[i] for i in np.flatnonzero(first & live & (subject == "101"))])
+    lexical = want(history, everyone, "101")
+    check(s.similar_patients(subject_id=101, k=6, mode="lexical"), lexical)
+
+    def pooled(rows):
+        v = x[rows].sum(axis=0)
+        return v / np.linalg.norm(v)
+    q = pooled(live & (subject == "101"))
+    dense = {p: float(pooled(live & (subject == p)) @ q) for p in set(subject) - {"101"}}
+    lexical = dict(lexical)
+    fused = s.similar_patients(subject_id=101, k=2, mode="hybrid",
+                               fusion=Fusion("weighted", lexical_weight=0.5, depth=2))
+    top = {p for r in (dense, lexical) for p in sorted(r, key=lambda p: -r[p])[:2]}
+    assert len(top) > 2, "the constructed case must have a patient one top 2 leaves out"
+
+    def scaled(scores):
+        lo, hi = min(scores[p] for p in top), max(scores[p] for p in top)
+        return {p: (scores[p] - lo) / (hi - lo) for p in top}
+    d, lx = scaled(dense), scaled({p: lexical.get(p, 0.0) for p in dense})
+    expected = sorted(top, key=lambda p: -(d[p] + 0.5 * lx[p]))[:2]
+    assert [str(p.subject_id) for p in fused] == expected
+    assert np.allclose([p.score for p in fused], [d[p] + 0.5 * lx[p] for p in expected],
+                       atol=1e-5)
+    for p in fused:
+        assert p.retrievers["dense"]["score"] == pytest.approx(dense[str(p.subject_id)],
+                                                               abs=1e-5)
+        assert p.retrievers["lexical"]["score"] == pytest.approx(
+            lexical.get(str(p.subject_id), 0.0), rel=1e-5)
+
+
+def test_an_index_without_term_counts_opens_and_says_to_rebuild(tmp_path):
+    """An index written before the lexical part kept term counts: notes still search by
+    words; lexical patient search is an error that names the fix."""
+    ix, _, _ = windowed_corpus(tmp_path)
+    path = ix / "manifest.json"
+    m = json.loads(path.read_text())
+    for role in ("term_indptr", "term_docs", "term_counts", "lengths"):
+        (ix / m["lexical"]["files"].pop(role)["file"]).unlink()
+    path.write_text(json.dumps(m))
+    s = Searcher(ix)
+    assert s.search_texts(["heparin"], mode="lexical")[0]
+    assert s.similar_patients(subject_id=101, k=3, mode="dense")
+    with pytest.raises(ValueError, match="rebuild it with `build-index`"):
+        s.similar_patients(subject_id=101, k=3, mode="lexical")
+
+
 def test_query_and_patients_cli_in_every_mode(serve_index, tmp_path):
     """The real MiniLM index: --mode, --explain, --json provenance, patients, usage errors."""
     out = mimicsearch("query", str(serve_index), "heparin drip", "--mode", "hybrid",

@@ -335,15 +335,12 @@ def _new_notes_options(fn):
 @click.option("--where", "where", multiple=True, metavar="COL<op>VALUE",
               help="A condition on any stored column, as for `query` (repeatable).")
 @_mode_options
-@click.option("--notes-per-query", type=click.IntRange(1, MAX_K), default=200,
-              show_default=True, help="Notes each query retrieves by BM25 to vote for their "
-              "patients (lexical and hybrid).")
 @click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False,
               path_type=Path), help="Model directory (default: the one the index was built with).")
 @click.option("--no-verify", is_flag=True, help="Skip hashing the index files.")
 @click.option("--json", "as_json", is_flag=True, help="Patients as JSON.")
 def patients_cmd(index_dir, text, note_id, subject_id, k, category, since, until, date_col,
-                 where, mode, fusion, rrf_k, weights, depth, notes_per_query, model_dir,
+                 where, mode, fusion, rrf_k, weights, depth, model_dir,
                  no_verify, as_json):
     """Patients like a query TEXT, a stored note (--note-id) or a patient (--subject),
     best first; the query's own patient never comes back.
@@ -353,10 +350,10 @@ def patients_cmd(index_dir, text, note_id, subject_id, k, category, since, until
     an index built with --long windows every part of a long note counts, which is what
     beat BM25's note votes on the synthetic corpus (BENCHMARKS.md, "Patient search").
 
-    lexical: each query retrieves its top --notes-per-query notes by BM25 and every patient
-    there gets 1/(60 + rank of its best note); a --subject query uses each of the
-    patient's notes as a query and sums the votes. hybrid: the two patient rankings fused
-    (--fusion, --weights, --rrf-k, --depth as for `query`).
+    lexical: BM25 with each patient's notes as one document, for the distinct words of the
+    text, the note or the patient's whole history (stemmed, stopwords out); a patient
+    whose notes share no word with the query is not returned. hybrid: the two patient
+    rankings fused (--fusion, --weights, --rrf-k, --depth as for `query`).
 
     Filters choose the notes candidate patients are judged by; the query patient's own
     notes are all used.
@@ -374,8 +371,7 @@ def patients_cmd(index_dir, text, note_id, subject_id, k, category, since, until
         fused = _fusion(mode, fusion, rrf_k, weights, depth)
         s = Searcher(index_dir, model_dir, verify=not no_verify)
         patients = s.similar_patients(text, note_id=note_id, subject_id=subject_id, k=k,
-                                      filters=filters, mode=mode, fusion=fused,
-                                      depth=notes_per_query)
+                                      filters=filters, mode=mode, fusion=fused)
     except EXPECTED as e:
         raise _fail(e) from None
     if as_json:

@@ -10,15 +10,22 @@ use the same row ids as the dense part. BM25's IDF and average length depend on 
 document, so the part is rebuilt from the stored texts inside each commit that changes the
 notes (build, add, remove, sync): it always scores exactly the notes the index holds, and a
 reader sees the dense and lexical parts of one commit together. Files are memory-mapped.
+
+Beside bm25s's precomputed note scores the part keeps each term's raw counts per note and
+each note's length (`TermCounts`): BM25 of a group of notes taken as one document (a
+patient's history, `grouped_scores`) needs counts, which bm25s's scores no longer hold, and
+summing counts at query time keeps it exact under any filter.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import sys
 import uuid
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +33,7 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from ..fileio import mark_new
+from .manifest import LEXICAL_COUNT_ROLES as COUNT_ROLES
 from .manifest import LEXICAL_ROLES as ROLES
 from .manifest import FileRef, IndexManifest, LexicalPart
 
@@ -84,8 +92,9 @@ def build_lexical(index_dir: str | Path, manifest: IndexManifest, store,
                                           show_progress=False)
                 bar.update(len(block))
     bm25 = _bm25(ids, tokenizer.get_vocab_dict())
+    counts = TermCounts.of(ids, _vocab_size(bm25))
     prefix = f"lexical-{uuid.uuid4().hex[:12]}"
-    names = {r: f"{prefix}.{n}" for r, n in ROLES.items()}
+    names = {r: f"{prefix}.{n}" for r, n in (ROLES | COUNT_ROLES).items()}
     for name in names.values():
         mark_new(index_dir / name)
     try:
@@ -94,6 +103,8 @@ def build_lexical(index_dir: str | Path, manifest: IndexManifest, store,
                       indptr_name=names["indptr"], vocab_name=names["vocab"],
                       params_name=names["params"], show_progress=False)
         np.save(index_dir / names["rows"], rows.astype(np.int64))
+        for role, array in counts.arrays().items():
+            np.save(index_dir / names[role], array)
     except OSError as e:
         raise OSError(f"cannot write the lexical index into {index_dir}: {e.strerror or e}"
                       ) from None
@@ -110,6 +121,47 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     return top[np.lexsort((top, -scores[top]))]
 
 
+@dataclass(frozen=True)
+class TermCounts:
+    """Each term's postings with raw counts (term-major, CSC over documents x terms) and
+    each document's length in analysed terms, as bm25s counts them."""
+
+    indptr: np.ndarray  # int64 [terms + 1]: term t's postings are indptr[t]:indptr[t + 1]
+    docs: np.ndarray  # int32 [postings], ascending within a term
+    counts: np.ndarray  # int32 [postings]
+    lengths: np.ndarray  # int32 [documents]
+
+    @classmethod
+    def of(cls, ids: list[list[int]], terms: int) -> TermCounts:
+        from scipy import sparse
+
+        lengths = np.fromiter(map(len, ids), np.int64, len(ids))
+        flat = np.fromiter(itertools.chain.from_iterable(ids), np.int32, int(lengths.sum()))
+        m = sparse.csr_matrix((np.ones(len(flat), np.int32), flat,
+                               np.concatenate([[0], np.cumsum(lengths)])),
+                              shape=(len(ids), terms)).tocsc()
+        m.sum_duplicates()
+        return cls(m.indptr.astype(np.int64), m.indices.astype(np.int32),
+                   m.data.astype(np.int32), lengths.astype(np.int32))
+
+    @classmethod
+    def load(cls, index_dir: Path, names: dict, documents: int) -> TermCounts:
+        arrays = {r: np.load(index_dir / names[r], mmap_mode="r") for r in COUNT_ROLES}
+        c = cls(*(arrays[r] for r in COUNT_ROLES))
+        if (len(c.lengths) != documents or len(c.docs) != len(c.counts)
+                or int(c.indptr[-1]) != len(c.docs)):
+            raise ValueError(f"{index_dir / names['term_indptr']}: the term counts do not "
+                             f"match the {documents} notes the lexical part scores")
+        return c
+
+    def arrays(self) -> dict:
+        return dict(zip(COUNT_ROLES, (self.indptr, self.docs, self.counts, self.lengths)))
+
+
+def _vocab_size(bm25) -> int:
+    return max(bm25.vocab_dict.values(), default=-1) + 1
+
+
 def _bm25(ids: list[list[int]], vocab: dict):
     import bm25s
 
@@ -122,8 +174,10 @@ def _bm25(ids: list[list[int]], vocab: dict):
 class LexicalIndex:
     """A loaded lexical part: BM25 scores of store rows for analysed queries."""
 
-    def __init__(self, bm25, rows: np.ndarray, rows_total: int):
+    def __init__(self, bm25, rows: np.ndarray, rows_total: int,
+                 counts: TermCounts | None = None):
         self.bm25 = bm25
+        self.counts = counts  # None: an index built before term counts were kept
         self.rows = rows  # document -> store row
         self.doc_of = np.full(rows_total, -1, dtype=np.int64)  # store row -> document
         self.doc_of[rows] = np.arange(len(rows))
@@ -134,7 +188,9 @@ class LexicalIndex:
         tokenizer = _tokenizer()
         ids = tokenizer.tokenize(list(texts), update_vocab=True, return_as="ids",
                                  show_progress=False)
-        return cls(_bm25(ids, tokenizer.get_vocab_dict()), np.arange(len(texts)), len(texts))
+        bm25 = _bm25(ids, tokenizer.get_vocab_dict())
+        return cls(bm25, np.arange(len(texts)), len(texts),
+                   TermCounts.of(ids, _vocab_size(bm25)))
 
     @classmethod
     def open(cls, index_dir: str | Path, part: LexicalPart, rows_total: int,
@@ -160,7 +216,8 @@ class LexicalIndex:
         rows = np.load(index_dir / names["rows"])
         if len(rows) != part.documents or (len(rows) and rows.max() >= rows_total):
             raise ValueError(f"{index_dir / names['rows']} does not match the store")
-        return cls(bm25, rows, rows_total)
+        counts = TermCounts.load(index_dir, names, part.documents) if part.has_counts else None
+        return cls(bm25, rows, rows_total, counts)
 
     def scores(self, terms: list[str], allowed: np.ndarray | None = None) -> np.ndarray:
         """BM25 score of every document for one analysed query (0 where nothing matches
@@ -181,6 +238,40 @@ class LexicalIndex:
         top = top_k(s, k)
         top = top[s[top] > 0]
         return s[top], self.rows[top]
+
+    def grouped_scores(self, terms: list[str], group: np.ndarray, groups: int) -> np.ndarray:
+        """BM25 of `groups` documents, each the notes `group` (an int per document: its
+        group, -1 for none) puts in it taken as one text: counts and lengths summed over
+        the group, IDF and average length over the groups, each distinct query term once.
+        Exactly what bm25s gives indexing the groups' joined texts."""
+        if self.counts is None:
+            raise ValueError("this index's lexical part predates the term counts that "
+                             "lexical patient search needs; rebuild it with `build-index` "
+                             "(or `sync`) to rank patients by words")
+        c = self.counts
+        k1, b = float(self.bm25.k1), float(self.bm25.b)
+        member = group >= 0
+        lengths = np.bincount(group[member], weights=c.lengths[member], minlength=groups)
+        out = np.zeros(groups)
+        ids = np.unique([i for i in self.bm25.get_tokens_ids(terms) if i < len(c.indptr) - 1])
+        if not groups or not len(ids):
+            return out
+        starts, ends = c.indptr[ids], c.indptr[ids + 1]
+        take = np.concatenate([np.arange(s, e) for s, e in zip(starts, ends)])
+        term = np.repeat(np.arange(len(ids)), ends - starts)
+        owner = group[c.docs[take]]
+        inside = owner >= 0
+        from scipy import sparse
+
+        tf = sparse.csr_matrix((c.counts[take][inside].astype(np.float64),
+                                (term[inside], owner[inside])), shape=(len(ids), groups))
+        tf.sum_duplicates()
+        df = np.diff(tf.indptr)
+        idf = np.log1p((groups - df + 0.5) / (df + 0.5))
+        norm = k1 * (1 - b + b * lengths / max(lengths.mean(), 1e-12))
+        cols = tf.indices
+        contrib = np.repeat(idf, df) * tf.data / (tf.data + norm[cols])
+        return np.bincount(cols, weights=contrib, minlength=groups)
 
     def row_scores(self, terms: list[str], rows: np.ndarray) -> np.ndarray:
         """BM25 scores of given store rows (0 for rows that are not documents)."""

@@ -190,6 +190,10 @@ class StorePart:
 # The lexical part's files (bm25s's arrays and vocabulary, and rows.npy), by role.
 LEXICAL_ROLES = {"data": "data.npy", "indices": "indices.npy", "indptr": "indptr.npy",
                  "vocab": "vocab.json", "params": "params.json", "rows": "rows.npy"}
+# Term counts (term-major postings) and document lengths, for BM25 over groups of notes
+# (lexical patient search); indexes built before they existed lack them and still open.
+LEXICAL_COUNT_ROLES = {"term_indptr": "term_indptr.npy", "term_docs": "term_docs.npy",
+                       "term_counts": "term_counts.npy", "lengths": "lengths.npy"}
 
 
 @dataclass(frozen=True)
@@ -201,7 +205,12 @@ class LexicalPart:
     analyzer: dict
 
     def refs(self) -> list[FileRef]:
-        return [self.files[r] for r in LEXICAL_ROLES]
+        return [self.files[r] for r in (*LEXICAL_ROLES, *LEXICAL_COUNT_ROLES)
+                if r in self.files]
+
+    @property
+    def has_counts(self) -> bool:
+        return set(LEXICAL_COUNT_ROLES) <= set(self.files)
 
     def to_dict(self) -> dict:
         return {"files": {r: asdict(f) for r, f in self.files.items()},
@@ -210,8 +219,11 @@ class LexicalPart:
     @classmethod
     def from_dict(cls, d: dict) -> LexicalPart:
         files = {r: FileRef.from_dict(f) for r, f in dict(d["files"]).items()}
-        if set(files) != set(LEXICAL_ROLES):
-            raise ValueError(f"lexical files {sorted(files)}; expected {sorted(LEXICAL_ROLES)}")
+        counts = set(files) - set(LEXICAL_ROLES)
+        if not set(LEXICAL_ROLES) <= set(files) or counts not in (set(),
+                                                                  set(LEXICAL_COUNT_ROLES)):
+            raise ValueError(f"lexical files {sorted(files)}; expected {sorted(LEXICAL_ROLES)}"
+                             f", with or without {sorted(LEXICAL_COUNT_ROLES)}")
         return cls(files, int(d["documents"]), dict(d["analyzer"]))
 
 

@@ -86,9 +86,8 @@ class SimilarPatient(BaseModel):
     rank: int
     subject_id: NoteId
     score: float = Field(description="dense: cosine of pooled patient vectors; lexical: "
-                         "summed votes, 1/(60 + rank of its best note) a query; hybrid: fused.")
-    notes: int = Field(description="Its notes judged: every note pooled (dense), those among "
-                       "the candidates (lexical).")
+                         "BM25 of its notes as one document; hybrid: fused.")
+    notes: int = Field(description="Its notes judged (those the filters let through).")
     best: SearchHit = Field(description="Its note nearest the query (dense) or best-ranked.")
     retrievers: dict[str, Retriever] = Field(
         default_factory=dict, description="Each retriever's rank and score of the patient.")
