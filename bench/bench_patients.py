@@ -6,9 +6,9 @@ of a pairs directory, by ICD-9 chapter overlap with their top-k patients.
 Every product row is `Searcher.similar_patients` on a real index of the split's notes:
 lexical (BM25 with each patient's notes as one document); dense (the cosine of pooled
 patient vectors) on an index of one truncated vector per note, and on one of every window
-(`build-index --long windows`); hybrid on the latter, by RRF and by equal-weight score
-fusion. Beside them: random, and TF-IDF cosine between patient documents (not offered), a
-second bag-of-words bar. Each row has a 95% bootstrap interval of its per-patient
+(`build-index --long windows`); hybrid on the latter, by RRF and by score fusion at each
+`--dense-weights` (the lexical weight stays 1). Beside them: random, and TF-IDF cosine
+between patient documents (not offered), a second bag-of-words bar. Each row has a 95% bootstrap interval of its per-patient
 difference from the lexical row, paired over the same patients, which separates rankings
 that unpaired intervals leave tied. Needs scikit-learn (for TF-IDF; the [openvino] extra
 brings it).
@@ -49,6 +49,8 @@ def main() -> None:
     ap.add_argument("--model", required=True, help="an exported model directory")
     ap.add_argument("--split", default="test")
     ap.add_argument("-k", type=int, default=10)
+    ap.add_argument("--dense-weights", default="1,0.5,0.25",
+                    help="comma-separated dense weights of the weighted hybrid rows")
     args = ap.parse_args()
 
     from mimicsearch.train.compare import (
@@ -91,8 +93,10 @@ def main() -> None:
         out["model, dense, every window"] = patient_overlap(ix, chapters, "dense", k=args.k)
         out["model, hybrid (RRF), every window"] = patient_overlap(ix, chapters, "hybrid",
                                                                    k=args.k)
-        out["model, hybrid (weighted), every window"] = patient_overlap(
-            ix, chapters, "hybrid", Fusion("weighted"), k=args.k)
+        for w in (float(w) for w in args.dense_weights.split(",")):
+            out[f"model, hybrid (weighted, dense {w:g} : lexical 1), every window"] = \
+                patient_overlap(ix, chapters, "hybrid", Fusion("weighted", dense_weight=w),
+                                k=args.k)
     out["TF-IDF cosine, patient documents (not offered)"] = top_k_overlap(
         tfidf, subjects, chapters, args.k)
 

@@ -10,8 +10,8 @@ history count in proportion to what it says.
 Lexical: each patient is one BM25 document, its notes' texts joined (term counts summed),
 scored by `LexicalIndex.grouped_scores`. Why not votes of the notes BM25 retrieves: votes
 see only each query's top notes and count a patient once per query however much of its
-history matches; BM25 over whole histories was 5 points of ICD-9 chapter overlap@10 above
-note votes on the transfer corpus (BENCHMARKS, "Patient search").
+history matches; BM25 over whole histories was 4.9 points of ICD-9 chapter overlap@10
+above note votes on the transfer corpus (BENCHMARKS, "Patient search").
 """
 from __future__ import annotations
 

@@ -347,13 +347,15 @@ def patients_cmd(index_dir, text, note_id, subject_id, k, category, since, until
 
     dense (default): the cosine between the query's vector and each patient's vector, the
     mean of every stored row of its notes (a --subject query is its own such vector). On
-    an index built with --long windows every part of a long note counts, which is what
-    beat BM25's note votes on the synthetic corpus (BENCHMARKS.md, "Patient search").
+    an index built with --long windows every part of a long note counts; on held-out
+    patients like the model's training notes that beat lexical, on unlike ones lexical
+    led (BENCHMARKS.md, "Patient search").
 
     lexical: BM25 with each patient's notes as one document, for the distinct words of the
     text, the note or the patient's whole history (stemmed, stopwords out); a patient
     whose notes share no word with the query is not returned. hybrid: the two patient
-    rankings fused (--fusion, --weights, --rrf-k, --depth as for `query`).
+    rankings fused (--fusion, --weights, --rrf-k, --depth as for `query`); --fusion
+    weighted --weights 0.5,1 measured best of those tried.
 
     Filters choose the notes candidate patients are judged by; the query patient's own
     notes are all used.
