@@ -8,10 +8,10 @@ lexical (BM25 with each patient's notes as one document); dense (the cosine of p
 patient vectors) on an index of one truncated vector per note, and on one of every window
 (`build-index --long windows`); hybrid on the latter, by RRF and by score fusion at each
 `--dense-weights` (the lexical weight stays 1). Beside them: random, and TF-IDF cosine
-between patient documents (not offered), a second bag-of-words bar. Each row has a 95% bootstrap interval of its per-patient
-difference from the lexical row, paired over the same patients, which separates rankings
-that unpaired intervals leave tied. Needs scikit-learn (for TF-IDF; the [openvino] extra
-brings it).
+between patient documents (not offered), a second bag-of-words bar. Each row has a 95%
+bootstrap interval of its per-patient difference from the lexical row, paired over the same
+patients, which separates rankings that unpaired intervals leave tied. Needs scikit-learn
+(for TF-IDF; the [openvino] extra brings it).
 """
 from __future__ import annotations
 

@@ -8,10 +8,11 @@ test, not an export variant): is it faster at the same accuracy, on this host?
 Exports the source model's raw graph (the one the openvino-int8 variant starts from), runs
 `nncf.quantize` (model type transformer, its own SmoothQuant, `--calibration` synthetic
 MIMIC-mix notes one at a time) once per `--ignore` (regexes joined by `;`, the MatMuls left
-unquantized), and times each result beside the export's int8 and fp32 on the same fixed
-batches of 16 synthetic notes cut at 256 tokens, in OpenVINO's CPU plugin with the runtime's
-settings. Cosine is every note against the export's fp32; "padded" is the worst cosine of
-12 short notes alone against each padded to the next power of two, as the Encoder may.
+unquantized), and times each result in OpenVINO's CPU plugin (the runtime's settings) beside
+the export's onnxruntime int8, on the same fixed batches of 16 synthetic notes cut at 256
+tokens with the manifest's document prompt. Cosine is every note against the export's fp32;
+"padded" is the worst cosine of 12 short notes alone against each padded to the next power
+of two, the most the Encoder pads a note.
 """
 from __future__ import annotations
 
@@ -25,9 +26,6 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-DOCUMENT = "title: none | text: "
-
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -47,31 +45,36 @@ def main() -> None:
     from tokenizers import Tokenizer
 
     from mimicsearch.cpu import cpu_flags
+    from mimicsearch.model_manifest import ModelManifest
     from mimicsearch.session import OnnxRunner, OpenVinoRunner
 
     logging.getLogger("nncf").setLevel(logging.ERROR)
     model_dir = Path(args.model)
-    tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    m = ModelManifest.load(model_dir)
+    tok = Tokenizer.from_file(str(model_dir / m.tokenizer_file))
+    tok.no_padding()
     tok.enable_truncation(256)
+    prefix = m.prompts.get("document", "")
 
-    def batches(texts, size=16, pad_to=None):
-        for i in range(0, len(texts), size):
-            enc = tok.encode_batch([DOCUMENT + t for t in texts[i:i + size]])
-            width = pad_to or max(len(e.ids) for e in enc)
-            ids = np.zeros((len(enc), width), np.int64)
-            mask = np.zeros_like(ids)
-            for j, e in enumerate(enc):
-                ids[j, :len(e.ids)], mask[j, :len(e.ids)] = e.ids, e.attention_mask
-            yield {"input_ids": ids, "attention_mask": mask}
+    def ids(texts: list[str]) -> list[list[int]]:
+        return [e.ids for e in tok.encode_batch([prefix + t for t in texts])]
+
+    def feed(rows: list[list[int]], width: int | None = None) -> dict[str, np.ndarray]:
+        width = width or max(map(len, rows))
+        return {"input_ids": np.array([r + [m.pad_token_id] * (width - len(r)) for r in rows],
+                                      np.int64),
+                "attention_mask": np.array([[1] * len(r) + [0] * (width - len(r))
+                                            for r in rows], np.int64)}
 
     texts = synthetic_notes(args.n, "full", seed=3)
-    feeds = list(batches(texts))
-    short = [" ".join(t.split()[:w]) for t, w in
-             zip(texts, (5, 9, 14, 20, 30, 41, 55, 70, 90, 120, 150, 180))]
-    out = "sentence_embedding"
+    rows = ids(texts)
+    feeds = [feed(rows[i:i + 16]) for i in range(0, len(rows), 16)]
+    short = ids([" ".join(t.split()[:w]) for t, w in
+                 zip(texts, (5, 9, 14, 20, 30, 41, 55, 70, 90, 120, 150, 180))])
+    out = m.output_name
     with tempfile.TemporaryDirectory(prefix="ov-static-") as tmp:
         raw = export_graph(load_source(args.source), Path(tmp) / "raw.onnx")
-        calib = list(batches(synthetic_notes(args.calibration, "mimic", seed=7), size=1))
+        calib = [feed([r]) for r in ids(synthetic_notes(args.calibration, "mimic", seed=7))]
         engines = {"onnxruntime int8 (the export's)":
                    OnnxRunner(model_dir / "model_int8.onnx", args.threads)}
         for patterns in args.ignore:
@@ -95,10 +98,8 @@ def main() -> None:
             got = np.concatenate([runner.run(out, f) for f in feeds])
             speed = len(texts) / (time.perf_counter() - start)
             cos = (got * ref).sum(axis=1)
-            alone = np.concatenate([runner.run(out, f) for f in batches(short, 1)])
-            padded = np.concatenate([runner.run(out, next(batches([t], 1, _pow2(sum(e.attention_mask)))))
-                                     for t, e in zip(short, tok.encode_batch(
-                                         [DOCUMENT + t for t in short]))])
+            alone = np.concatenate([runner.run(out, feed([r])) for r in short])
+            padded = np.concatenate([runner.run(out, feed([r], _pow2(len(r)))) for r in short])
             print(f"| {name} | {speed:.2f} | {cos.min():.4f} / {cos.mean():.4f} | "
                   f"{(alone * padded).sum(axis=1).min():.5f} |", flush=True)
 
