@@ -18,7 +18,7 @@ import onnx
 
 from mimicsearch.fileio import atomic_path
 
-from .fuse import HEADS_KEY
+from .fuse import HEAD_DIM_KEY, HEADS_KEY, KV_HEADS_KEY
 from .simplify import drop_softmax_nan_guards
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,11 @@ def export_graph(model, path: str | os.PathLike, opset: int = OPSET) -> Path:
     log.info("removed %d attention NaN guards", drop_softmax_nan_guards(proto))
     heads = getattr(getattr(model[0], "auto_model", None), "config", None)
     if getattr(heads, "num_attention_heads", None):
-        onnx.helper.set_model_props(proto, {HEADS_KEY: str(heads.num_attention_heads)})
+        n = heads.num_attention_heads
+        onnx.helper.set_model_props(proto, {
+            HEADS_KEY: str(n),
+            KV_HEADS_KEY: str(getattr(heads, "num_key_value_heads", None) or n),
+            HEAD_DIM_KEY: str(getattr(heads, "head_dim", None) or heads.hidden_size // n)})
     if proto.ByteSize() >= _PROTOBUF_LIMIT:
         raise ValueError(f"the exported graph is {proto.ByteSize() / 1e9:.1f} GB, over ONNX's "
                          "2 GB single-file limit; models this large are not supported yet")

@@ -408,14 +408,20 @@ def test_drop_softmax_nan_guards(fill, removed):
 
 @pytest.mark.parametrize("precision", [Precision.FP32, Precision.INT8])
 def test_gemma_attention_and_gelu_are_fused(exported, precision):
-    """Every layer's attention runs in one MultiHeadAttention kernel and its tanh GELU in
-    FastGelu, and the variant still passed its parity gate (the fixture checks)."""
+    """Every layer's attention runs in one Attention kernel that takes the grouped key/value
+    heads as they are, its query and key norms and rotary embeddings in their own kernels on
+    the projections' layout, and its tanh GELU in FastGelu: no head copies or transposes are
+    left in attention, and the variant still passed its parity gate (the fixture checks)."""
     import onnx
 
     model, onnx_dir = exported("tiny_gemma")
     layers = model[0].auto_model.config.num_hidden_layers
     m = ModelManifest.load(onnx_dir)
-    ops = [n.op_type for n in onnx.load(str(onnx_dir / m.variant(precision).file)).graph.node]
-    assert ops.count("MultiHeadAttention") == layers
+    graph = onnx.load(str(onnx_dir / m.variant(precision).file)).graph
+    ops = [n.op_type for n in graph.node]
+    assert ops.count("Attention") == layers
+    assert ops.count("RotaryEmbedding") == ops.count("RMSNormalization") == 2 * layers
     assert ops.count("FastGelu") == layers
-    assert "Softmax" not in ops and "Tanh" not in ops
+    assert "Softmax" not in ops and "Tanh" not in ops and "MultiHeadAttention" not in ops
+    assert [n.name for n in graph.node if "self_attn" in n.name
+            and n.op_type in ("Transpose", "Expand", "Neg", "Pow")] == []
