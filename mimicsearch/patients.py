@@ -99,3 +99,40 @@ def documents(index, allowed: np.ndarray | None) -> PatientDocuments:
     group = np.full(len(lexical.rows), -1, np.int64)
     group[lexical.doc_of[rows]] = inverse
     return PatientDocuments(subjects, group)
+
+
+MATCHES = 3  # a patient hit's best notes, shown as its evidence
+
+
+def profile(store, rows: np.ndarray) -> dict:
+    """What a cohort table and the page show of a patient beside its score, over the notes
+    it was judged by: how many, the admissions they belong to, their categories (most
+    notes first) and their first and last dates."""
+    t = store.table.take(pa.array(rows))
+    if "window" in t.column_names:  # one entry per note, not per window
+        t = t.filter(pc.equal(t.column("window"), 0))
+    out = {"notes": t.num_rows, "admissions": [], "categories": [], "first_date": None,
+           "last_date": None}
+    if "HADM_ID" in t.column_names:
+        out["admissions"] = sorted(pc.unique(t.column("HADM_ID").drop_null()).to_pylist())
+    if "CATEGORY" in t.column_names:
+        counts = pc.value_counts(t.column("CATEGORY").drop_null()).to_pylist()
+        out["categories"] = [c["values"] for c in
+                             sorted(counts, key=lambda c: (-c["counts"], c["values"]))]
+    if "CHARTDATE" in t.column_names and t.num_rows:
+        mm = pc.min_max(t.column("CHARTDATE")).as_py()
+        out["first_date"], out["last_date"] = mm["min"], mm["max"]
+    return out
+
+
+def best_notes(ids: list, scores: np.ndarray, n: int = MATCHES) -> list[int]:
+    """Positions of the `n` best-scoring distinct notes among rows of ids `ids`."""
+    out, seen = [], set()
+    for i in np.argsort(-scores, kind="stable"):
+        if ids[i] in seen:
+            continue
+        seen.add(ids[i])
+        out.append(int(i))
+        if len(out) == n:
+            break
+    return out

@@ -8,6 +8,8 @@ process is never returned once the remover has returned.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -16,13 +18,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from . import cohort as cohorts
 from .fileio import MANIFEST
 from .filters import Filters
 from .fusion import MODES, Fusion, check_mode, fuse
 from .index import NoteIndex, check_model, open_index
 from .index.lexical import analyze
 from .index.loaded import MAX_K, manifest_identity
-from .patients import documents, pool, pool_rows
+from .patients import best_notes, documents, pool, pool_rows, profile
 
 __all__ = ["MODES", "Filters", "Fusion", "Hit", "Note", "PatientHit", "Results", "Searcher",
            "check_model"]
@@ -76,7 +79,9 @@ class PatientHit:
     """One patient returned by `Searcher.similar_patients`: its score (dense: cosine of
     pooled vectors; lexical: BM25 of its notes as one document; hybrid: the fused score),
     how many of its notes were judged (those the filters let through), the best of them
-    for the query, and each retriever's rank and score of the patient."""
+    for the query (`best`, and up to three in `matches`, best first), what those notes
+    span (admissions, categories by count, first and last date), and each retriever's
+    rank and score of the patient."""
 
     rank: int
     subject_id: int | str
@@ -84,9 +89,57 @@ class PatientHit:
     notes: int
     best: Hit
     retrievers: dict = field(default_factory=dict)
+    matches: list = field(default_factory=list)
+    admissions: list = field(default_factory=list)
+    categories: list = field(default_factory=list)
+    first_date: object = None
+    last_date: object = None
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class _PatientRanking:
+    """One retriever's scores of every candidate patient (-inf: not a hit), and how to
+    turn one into a `PatientHit` (only the returned few are described)."""
+
+    subjects: list
+    scores: np.ndarray
+    store: object
+    evidence: Callable[[int], tuple[np.ndarray, np.ndarray]]  # (judged rows, their scores)
+    retriever: str
+    _at: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def top(self, n: int) -> list[int]:
+        return [int(i) for i in np.argsort(-self.scores, kind="stable")[:n]
+                if np.isfinite(self.scores[i])]
+
+    def position(self, subject) -> int | None:
+        if not self._at:
+            self._at.update((s, i) for i, s in enumerate(self.subjects))
+        i = self._at.get(subject)
+        return i if i is not None and np.isfinite(self.scores[i]) else None
+
+    def exact(self, subjects: list) -> list[float]:
+        """Scores of given candidate patients, for weighted fusion (0 for a non-hit)."""
+        out = []
+        for s in subjects:
+            i = self.position(s)
+            out.append(0.0 if i is None else float(self.scores[i]))
+        return out
+
+    def hit(self, i: int, rank: int, retrievers: dict) -> PatientHit:
+        rows, row_scores = self.evidence(i)
+        ids = self.store.table.column("id").take(pa.array(rows)).to_pylist()
+        best = best_notes(ids, row_scores)
+        records = self.store.records(rows[best])
+        meta_cols = list(self.store.metadata_columns)
+        matches = [_hit(0, n, row_scores[b], rows[b], rec, meta_cols, self.retriever)
+                   for n, (b, rec) in enumerate(zip(best, records), 1)]
+        return PatientHit(rank, self.subjects[i], round(float(self.scores[i]), 6),
+                          best=matches[0], retrievers=retrievers, matches=matches,
+                          **profile(self.store, rows))
 
 
 def _mimic(meta: dict) -> tuple:
@@ -109,14 +162,6 @@ def _where(filters: Filters | None, store) -> pc.Expression | None:
     if not isinstance(filters, Filters):
         raise TypeError(f"filters must be a Filters, got {type(filters).__name__}")
     return filters.expression(store)
-
-
-def _exact(subjects: list, scores: np.ndarray) -> Callable[[list], list[float]]:
-    """Scores of given candidate patients, for weighted fusion."""
-    def exact(keys: list) -> list[float]:
-        at = {s: i for i, s in enumerate(subjects)}
-        return [float(scores[at[key]]) for key in keys]
-    return exact
 
 
 def _check_texts(texts: Iterable[str]) -> list[str]:
@@ -377,22 +422,48 @@ class Searcher:
                 raise TypeError(f"fusion must be a Fusion, got {type(fusion).__name__}")
         keep = k if mode != "hybrid" else min(max(fusion.depth, k), MAX_K)
         query = self._patient_query(note_id, subject_id)
-        ranked: dict[str, tuple[list[PatientHit], Callable]] = {}
+        ranked: dict[str, _PatientRanking] = {}
         if mode != "lexical":
-            ranked["dense"] = self._pooled_patients(text, query, filters, keep)
+            ranked["dense"] = self._pooled_patients(text, query, filters)
         if mode != "dense":
-            ranked["lexical"] = self._document_patients(text, query, filters, keep)
+            ranked["lexical"] = self._document_patients(text, query, filters)
         if mode != "hybrid":
-            return ranked[mode][0][:k]
-        by_subject = {p.subject_id: p for p in ranked["lexical"][0]} | {
-            p.subject_id: p for p in ranked["dense"][0]}
-        fused = fuse({name: [(p.subject_id, p.score) for p in hits]
-                      for name, (hits, _) in ranked.items()}, fusion,
-                     {name: exact for name, (_, exact) in ranked.items()})
-        return [replace(by_subject[f.key], rank=rank, score=round(f.score, 6), retrievers={
-            name: {"rank": r, "score": None if s is None else round(float(s), 6)}
-            for name, (r, s) in f.retrievers.items()})
-            for rank, f in enumerate(fused[:k], 1)]
+            r = ranked[mode]
+            return [r.hit(i, rank, {mode: {"rank": rank, "score": round(float(r.scores[i]), 6)}})
+                    for rank, i in enumerate(r.top(k), 1)]
+        fused = fuse({name: [(r.subjects[i], r.scores[i]) for i in r.top(keep)]
+                      for name, r in ranked.items()}, fusion,
+                     {name: r.exact for name, r in ranked.items()})
+        out = []
+        for rank, f in enumerate(fused[:k], 1):
+            provenance = {name: {"rank": r_, "score": None if s_ is None else
+                                 round(float(s_), 6)}
+                          for name, (r_, s_) in f.retrievers.items()}
+            r = next(r for r in ranked.values() if r.position(f.key) is not None)
+            out.append(replace(r.hit(r.position(f.key), rank, provenance),
+                               score=round(f.score, 6)))
+        return out
+
+    def cohort(self, text: str | None = None, *, note_id=None, subject_id=None,
+               k: int = 10, filters: Filters | None = None, mode: str = "dense",
+               fusion: Fusion | None = None, select: Sequence | None = None,
+               name: str | None = None) -> pa.Table:
+        """The patients `similar_patients` returns for the same arguments (only those
+        whose SUBJECT_ID is in `select`, where given) as a cohort table, each row carrying
+        the request, this index's `fingerprint` and the time (`mimicsearch.cohort`)."""
+        patients = self.similar_patients(text, note_id=note_id, subject_id=subject_id, k=k,
+                                         filters=filters, mode=mode, fusion=fusion)
+        return cohorts.build(patients, query={"text": text, "note_id": note_id,
+                                              "subject_id": subject_id},
+                             mode=mode, fusion=fusion, filters=filters or Filters(), k=k,
+                             index=self.fingerprint, select=select, name=name)
+
+    @property
+    def fingerprint(self) -> str:
+        """A short hash of the index manifest, which holds every file's hash: names the
+        index state a result came from (it changes with every commit)."""
+        m = self._fresh().manifest.to_dict()
+        return hashlib.sha256(json.dumps(m, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def _patient_query(self, note_id, subject_id) -> tuple[np.ndarray, object] | None:
         """(the store rows, the SUBJECT_ID) of a note or patient query; None for a text."""
@@ -409,9 +480,9 @@ class Searcher:
                 raise ValueError(f"note id {note_id!r} is not in the index (or was removed)")
         return rows, store.records(rows[:1])[0].get("SUBJECT_ID")
 
-    def _pooled_patients(self, text, query, filters: Filters | None,
-                         keep: int) -> tuple[list[PatientHit], Callable]:
-        """The top `keep` patients by pooled cosine, and every candidate's cosine."""
+    def _pooled_patients(self, text, query, filters: Filters | None) -> _PatientRanking:
+        """Every candidate patient's pooled cosine; a hit's best notes are its rows
+        nearest the query."""
         index = self._fresh()
         store = index.store
         own = None
@@ -424,26 +495,15 @@ class Searcher:
         scores = patients.vectors @ q
         if (mine := patients.position(own)) is not None:
             scores[mine] = -np.inf
-        order = [int(i) for i in np.argsort(-scores, kind="stable")[:keep]
-                 if np.isfinite(scores[i])]
-        meta_cols = list(store.metadata_columns)
-        out = []
-        for rank, i in enumerate(order, 1):
-            rows = patients.rows[i]
-            row_scores = index.reconstruct(rows) @ q
-            best = int(np.argmax(row_scores))
-            record = store.records(rows[best:best + 1])[0]
-            notes = pc.count_distinct(store.table.column("id").take(pa.array(rows))).as_py()
-            hit = _hit(0, 1, row_scores[best], rows[best], record, meta_cols, "dense")
-            out.append(PatientHit(rank, patients.subjects[i], round(float(scores[i]), 6),
-                                  notes, hit, {"dense": {"rank": rank,
-                                                         "score": hit.score}}))
-        return out, _exact(patients.subjects, scores)
 
-    def _document_patients(self, text, query, filters: Filters | None,
-                           keep: int) -> tuple[list[PatientHit], Callable]:
-        """The top `keep` patients by BM25 of their notes as one document, and every
-        candidate's score."""
+        def evidence(i: int) -> tuple[np.ndarray, np.ndarray]:
+            rows = patients.rows[i]
+            return rows, index.reconstruct(rows) @ q
+        return _PatientRanking(patients.subjects, scores, store, evidence, "dense")
+
+    def _document_patients(self, text, query, filters: Filters | None) -> _PatientRanking:
+        """Every candidate patient's BM25 of its notes as one document; a hit's best notes
+        are its notes BM25 ranks highest for the query's terms."""
         index = self._fresh()
         store, lexical = index.store, index.lexical
         own = None
@@ -458,21 +518,13 @@ class Searcher:
         scores = lexical.grouped_scores(terms, patients.group, len(patients.subjects))
         if (mine := patients.position(own)) is not None:
             scores[mine] = -np.inf
-        order = [int(i) for i in np.argsort(-scores, kind="stable")[:keep] if scores[i] > 0]
+        scores[scores <= 0] = -np.inf  # a patient sharing no term with the query is no hit
         note_scores = lexical.scores(terms)
-        meta_cols = list(store.metadata_columns)
-        out = []
-        for rank, i in enumerate(order, 1):
+
+        def evidence(i: int) -> tuple[np.ndarray, np.ndarray]:
             docs = np.flatnonzero(patients.group == i)
-            best = docs[np.argmax(note_scores[docs])]
-            row = lexical.rows[best]
-            hit = _hit(0, 1, note_scores[best], row, store.records([row])[0], meta_cols,
-                       "lexical")
-            out.append(PatientHit(rank, patients.subjects[i], round(float(scores[i]), 6),
-                                  len(docs), hit, {"lexical": {"rank": rank,
-                                                               "score": round(float(scores[i]),
-                                                                              6)}}))
-        return out, _exact(patients.subjects, scores)
+            return lexical.rows[docs], note_scores[docs]
+        return _PatientRanking(patients.subjects, scores, store, evidence, "lexical")
 
     def _patients(self, index: NoteIndex, filters: Filters | None, kind):
         """`kind(index, allowed)` (pooled vectors or documents) of the patients the filters
