@@ -61,7 +61,11 @@ def table(patients: list, request: dict) -> pa.Table:
              "matching_note_ids": [m.id for m in p.matches]} for p in patients]
     body = pa.Table.from_pylist(rows) if rows else pa.table(
         {"rank": pa.array([], pa.int64()), "subject_id": pa.array([], pa.string()),
-         "score": pa.array([], pa.float64()), "notes": pa.array([], pa.int64())})
+         "score": pa.array([], pa.float64()), "notes": pa.array([], pa.int64()),
+         "admissions": pa.array([], pa.list_(pa.string())),
+         "first_date": pa.array([], pa.date32()), "last_date": pa.array([], pa.date32()),
+         "categories": pa.array([], pa.list_(pa.string())),
+         "matching_note_ids": pa.array([], pa.list_(pa.string()))})
     n = body.num_rows
     for key in ("cohort", "query", "mode", "fusion", "filters", "k", "index", "exported_at"):
         value = request[key]

@@ -391,7 +391,8 @@ class Searcher:
 
     def similar_patients(self, text: str | None = None, *, note_id=None, subject_id=None,
                          k: int = 10, filters: Filters | None = None, mode: str = "dense",
-                         fusion: Fusion | None = None) -> list[PatientHit]:
+                         fusion: Fusion | None = None,
+                         vector: np.ndarray | None = None) -> list[PatientHit]:
         """Patients (not notes) ranked for a query text, a stored note, or a patient
         ("patients like this one"); the query's own patient never comes back. `filters`
         choose the notes candidates are judged by; a patient query is all of its notes.
@@ -406,6 +407,9 @@ class Searcher:
         - hybrid: the two patient rankings fused by `fusion` (default RRF over each one's
           top `fusion.depth`; weighted fusion scores a patient one ranking left out by that
           ranking's exact score), each hit with its `retrievers` ranks and scores.
+
+        `vector`: the text's query vector where the caller encoded it already (the server
+        batches encoding).
         """
         if sum(x is not None for x in (text, note_id, subject_id)) != 1:
             raise ValueError("give exactly one of text, note_id or subject_id")
@@ -424,7 +428,7 @@ class Searcher:
         query = self._patient_query(note_id, subject_id)
         ranked: dict[str, _PatientRanking] = {}
         if mode != "lexical":
-            ranked["dense"] = self._pooled_patients(text, query, filters)
+            ranked["dense"] = self._pooled_patients(text, query, filters, vector)
         if mode != "dense":
             ranked["lexical"] = self._document_patients(text, query, filters)
         if mode != "hybrid":
@@ -480,13 +484,16 @@ class Searcher:
                 raise ValueError(f"note id {note_id!r} is not in the index (or was removed)")
         return rows, store.records(rows[:1])[0].get("SUBJECT_ID")
 
-    def _pooled_patients(self, text, query, filters: Filters | None) -> _PatientRanking:
+    def _pooled_patients(self, text, query, filters: Filters | None,
+                         vector: np.ndarray | None = None) -> _PatientRanking:
         """Every candidate patient's pooled cosine; a hit's best notes are its rows
         nearest the query."""
         index = self._fresh()
         store = index.store
         own = None
-        if query is None:
+        if query is None and vector is not None:
+            q = np.asarray(vector, np.float32).reshape(-1)
+        elif query is None:
             q = self.encoder.encode(_check_texts([text]), prompt="query", dim=index.dim)[0]
         else:
             rows, own = query
@@ -515,7 +522,8 @@ class Searcher:
             texts = store.texts.get([int(r) for r in lexical.rows[docs[docs >= 0]]])
         terms = sorted({t for doc in analyze(texts) for t in doc})
         patients = self._patients(index, filters, documents)
-        scores = lexical.grouped_scores(terms, patients.group, len(patients.subjects))
+        scores = lexical.grouped_scores(terms, patients.group,
+                                        len(patients.subjects)).astype(np.float64)
         if (mine := patients.position(own)) is not None:
             scores[mine] = -np.inf
         scores[scores <= 0] = -np.inf  # a patient sharing no term with the query is no hit

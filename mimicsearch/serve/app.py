@@ -12,6 +12,7 @@ import asyncio
 import base64
 import contextlib
 import logging
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
@@ -28,6 +29,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
 from .. import __version__
+from .. import cohort as cohorts
 from ..filters import Filters, parse_value
 from ..fusion import Fusion
 from ..fusion import check_mode as known_mode
@@ -36,9 +38,12 @@ from .batcher import Batcher
 from .guard import Guard, error_body
 from .metrics import CONTENT_TYPE_LATEST, Metrics
 from .schemas import (
+    CohortRequest,
     EmbeddingsRequest,
     EmbeddingsResponse,
     NoteBody,
+    PatientSearchRequest,
+    PatientSearchResponse,
     SearchRequest,
     SearchResponse,
     SimilarPatients,
@@ -217,6 +222,18 @@ def _routes(app: FastAPI, server: Server) -> None:
                 "hadm_id": h.hadm_id, "category": h.category, "chartdate": h.chartdate,
                 "snippet": h.snippet, "metadata": h.metadata, "retrievers": h.retrievers}
 
+    def patient_dict(p) -> dict:
+        return {"rank": p.rank, "subject_id": p.subject_id, "score": p.score,
+                "notes": p.notes, "best": hit_dict(p.best),
+                "matches": [hit_dict(m) for m in p.matches], "admissions": p.admissions,
+                "categories": p.categories, "first_date": p.first_date,
+                "last_date": p.last_date, "retrievers": p.retrievers}
+
+    def filters_of(req) -> Filters:
+        return Filters(subjects=req.subjects, categories=req.categories,
+                       exclude_subjects=req.exclude_subjects, since=req.since,
+                       until=req.until, where=req.where, date_col=req.date_col)
+
     def hits_of(results) -> list[dict]:
         return [hit_dict(h) for h in (results[0] if results else [])]
 
@@ -248,9 +265,7 @@ def _routes(app: FastAPI, server: Server) -> None:
         if (req.text is None) == (req.note_id is None):
             raise ApiError(400, "give either text or note_id (one of them)", "text")
         k = k_of(req.k)
-        filters = Filters(subjects=req.subjects, categories=req.categories,
-                          exclude_subjects=req.exclude_subjects, since=req.since,
-                          until=req.until, where=req.where, date_col=req.date_col)
+        filters = filters_of(req)
         try:
             if req.text is not None:
                 if req.other_patients_only:
@@ -312,29 +327,99 @@ def _routes(app: FastAPI, server: Server) -> None:
         return await run_search(SearchRequest(note_id=typed, k=k, mode=mode,
                                               other_patients_only=other_patients_only))
 
+    async def find_patients(req: PatientSearchRequest, ticket) -> tuple:
+        """(the query as the response names it, the filters, the fusion, the patients, the
+        index fingerprint they came from) for a patient search request."""
+        await check_mode(req.mode)
+        fusion = fusion_of(req)
+        given = [n for n in ("text", "note_id", "subject_id") if getattr(req, n) is not None]
+        if len(given) != 1:
+            raise ApiError(400, "give exactly one of text, note_id or subject_id",
+                           given[1] if len(given) > 1 else "text")
+        k = k_of(req.k)
+        filters = filters_of(req)
+        vector = None
+        try:
+            await server.on_index(lambda: filters.expression(server.searcher.index.store))
+        except (ValueError, TypeError) as e:
+            raise ApiError(400, str(e)) from None
+        try:
+            if req.text is not None:
+                checked_text(req.text, "text")
+                if req.mode != "lexical":
+                    vectors, _ = await server.batcher.encode(
+                        [req.text], "query", server.searcher.index.dim, ticket)
+                    vector = vectors[0]
+
+            def find():
+                subject = req.subject_id
+                if subject is not None:  # as the column's type, as filters read it
+                    subject = parse_value(server.searcher.index.store, "SUBJECT_ID",
+                                          str(subject))
+                found = server.searcher.similar_patients(
+                    req.text, note_id=req.note_id, subject_id=subject, k=k,
+                    filters=filters, mode=req.mode, fusion=fusion, vector=vector)
+                return subject, found, server.searcher.fingerprint
+            subject, patients, fingerprint = await server.on_index(find)
+        except ValueError as e:
+            message = str(e)
+            if message.startswith("note id "):
+                raise note_error(e) from None
+            if "not in this index" in message or "no notes left" in message:
+                raise ApiError(404, message, "subject_id") from None
+            raise ApiError(400, message) from None
+        query = ({"text_chars": len(req.text)} if req.text is not None else
+                 {"note_id": req.note_id} if req.note_id is not None else
+                 {"subject_id": subject})
+        return query, filters, fusion, patients, fingerprint
+
+    @app.post("/patients/search", response_model=PatientSearchResponse, tags=["patients"],
+              summary="Patients like a text, a stored note or a patient, with filters")
+    async def search_patients(req: PatientSearchRequest):
+        started = time.perf_counter()
+        with server.batcher.coming() as ticket:
+            query, filters, fusion, patients, _ = await find_patients(req, ticket)
+        return {"mode": req.mode, "k": req.k, "query": query, "filters": filters.to_dict(),
+                "fusion": None if req.mode != "hybrid" else (fusion or Fusion()).to_dict(),
+                "patients": [patient_dict(p) for p in patients],
+                "took_ms": round((time.perf_counter() - started) * 1000, 2)}
+
+    @app.post("/cohorts/export", tags=["patients"], response_class=Response,
+              summary="A patient search as a cohort file (CSV or Parquet)",
+              responses={200: {"content": {cohorts.MEDIA_TYPES["csv"]: {},
+                                           cohorts.MEDIA_TYPES["parquet"]: {}},
+                               "description": "A row per patient (rank, subject, score, "
+                               "notes, admissions, first/last date, categories, its best "
+                               "notes' ids) and the request, index fingerprint and time."}})
+    async def export_cohort(req: CohortRequest):
+        with server.batcher.coming() as ticket:
+            query, filters, fusion, patients, fingerprint = await find_patients(req, ticket)
+        text = {"text": req.text} if req.text is not None else {}
+        try:
+            cohort = cohorts.build(patients, query={**text, **query}, mode=req.mode,
+                                   fusion=fusion, filters=filters, k=req.k,
+                                   index=fingerprint, select=req.select, name=req.name)
+        except ValueError as e:
+            raise ApiError(400, str(e), "select") from None
+        name = re.sub(r"[^A-Za-z0-9._-]+", "-", req.name or "cohort").strip("-.")[:80]
+        return Response(cohorts.to_bytes(cohort, req.format),
+                        media_type=cohorts.MEDIA_TYPES[req.format],
+                        headers={"Content-Disposition":
+                                 f'attachment; filename="{name or "cohort"}.{req.format}"'})
+
     @app.get("/patients/{subject_id}/similar", response_model=SimilarPatients,
-             tags=["notes"], summary="Patients like this one (never itself)")
+             tags=["patients"], summary="Patients like this one (never itself)")
     async def similar_patients(subject_id: str, k: int = Query(10, ge=1),
                                mode: Literal["dense", "lexical", "hybrid"] = "dense"):
         started = time.perf_counter()
-        k = k_of(k)
-        await check_mode(mode)
-
-        def find():  # the path's text as the column's type, as filters read it
-            typed = parse_value(server.searcher.index.store, "SUBJECT_ID", subject_id)
-            return typed, server.searcher.similar_patients(subject_id=typed, k=k, mode=mode)
-        try:
-            typed, patients = await server.on_index(find)
-        except ValueError as e:
-            status = 404 if "not in this index" in str(e) else 400
-            raise ApiError(status, str(e), "subject_id") from None
-        return {"subject_id": typed, "mode": mode,
-                "patients": [{"rank": p.rank, "subject_id": p.subject_id, "score": p.score,
-                              "notes": p.notes, "best": hit_dict(p.best),
-                              "retrievers": p.retrievers} for p in patients],
+        with server.batcher.coming() as ticket:
+            query, _, _, patients, _ = await find_patients(
+                PatientSearchRequest(subject_id=subject_id, k=k, mode=mode), ticket)
+        return {"subject_id": query["subject_id"], "mode": mode,
+                "patients": [patient_dict(p) for p in patients],
                 "took_ms": round((time.perf_counter() - started) * 1000, 2)}
 
-    @app.get("/patients/{subject_id}/timeline", response_model=Timeline, tags=["notes"],
+    @app.get("/patients/{subject_id}/timeline", response_model=Timeline, tags=["patients"],
              summary="A patient's notes in time order")
     async def timeline(subject_id: str):
         try:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hmac
 import logging
+import os
+import re
 import time
 
 from starlette.exceptions import HTTPException
@@ -28,16 +30,33 @@ HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-re
            (b"x-frame-options", b"DENY"), (b"cache-control", b"no-store")]
 
 
+_ABSOLUTE = re.compile(r"(?<![\w.:/-])(/[^\s'\"/,;()\[\]]+)((?:/[^\s'\"/,;()\[\]]+)*)")
+
+
+def redact_paths(message: str) -> str:
+    """`message` with every absolute path on this machine cut to its last part: an error
+    tells the client what was wrong, never where the server keeps its model or index. A
+    path counts as this machine's when its top directory exists here (a route such as
+    /notes/7 does not)."""
+    def cut(m: re.Match) -> str:
+        top, rest = m.group(1), m.group(2)
+        if not os.path.isdir(top):
+            return m.group(0)
+        return (rest or top).rsplit("/", 1)[-1]
+    return _ABSOLUTE.sub(cut, message)
+
+
 def error_body(status: int, message: str, param: str | None = None,
                code: str | None = None) -> dict:
     """The one error shape of every route (OpenAI's): {"error": {type, message, param,
-    code}}."""
+    code}}, its message free of server paths."""
     kind = {400: "invalid_request_error", 401: "authentication_error",
             404: "not_found_error", 405: "invalid_request_error",
             413: "request_too_large", 422: "invalid_request_error",
             503: "unavailable"}.get(status, "server_error" if status >= 500
                                     else "invalid_request_error")
-    return {"error": {"type": kind, "message": message, "param": param, "code": code}}
+    return {"error": {"type": kind, "message": redact_paths(message), "param": param,
+                      "code": code}}
 
 
 class Guard:

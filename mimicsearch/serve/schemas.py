@@ -28,7 +28,21 @@ class FusionBody(_Request):
     depth: int = Field(100, ge=1, description="Candidates taken from each retriever.")
 
 
-class SearchRequest(_Request):
+class _Filters(_Request):
+    """The filters every search route takes."""
+
+    subjects: list[NoteId] = Field([], description="Only these SUBJECT_IDs.")
+    exclude_subjects: list[NoteId] = Field([], description="Leave out these SUBJECT_IDs.")
+    categories: list[str] = Field([], description="Only these CATEGORY values "
+                                  "(case-insensitive).")
+    since: dt.date | None = Field(None, description="Earliest date (inclusive) of date_col.")
+    until: dt.date | None = Field(None, description="Latest date (inclusive) of date_col.")
+    where: list[str] = Field([], description="Conditions on any stored column: "
+                             "'HADM_ID=134690', 'CHARTDATE>=2150-01-01', 'CATEGORY!=ECG'.")
+    date_col: str = Field("CHARTDATE", description="The column since/until apply to.")
+
+
+class SearchRequest(_Filters):
     """Give `text` (a clinical question or passage) or `note_id` (more like a stored note)."""
 
     text: str | None = Field(None, description="Query text, encoded with the query prompt.")
@@ -40,17 +54,34 @@ class SearchRequest(_Request):
         "or hybrid (both, fused); /info lists the modes this index has.")
     fusion: FusionBody | None = Field(None, description="Hybrid only: the fusion settings "
                                       "(default RRF, k 60, equal weights, depth 100).")
-    subjects: list[NoteId] = Field([], description="Only these SUBJECT_IDs.")
-    exclude_subjects: list[NoteId] = Field([], description="Leave out these SUBJECT_IDs.")
-    categories: list[str] = Field([], description="Only these CATEGORY values "
-                                  "(case-insensitive).")
-    since: dt.date | None = Field(None, description="Earliest date (inclusive) of date_col.")
-    until: dt.date | None = Field(None, description="Latest date (inclusive) of date_col.")
-    where: list[str] = Field([], description="Conditions on any stored column: "
-                             "'HADM_ID=134690', 'CHARTDATE>=2150-01-01', 'CATEGORY!=ECG'.")
-    date_col: str = Field("CHARTDATE", description="The column since/until apply to.")
     other_patients_only: bool = Field(False, description="With note_id: leave out every "
                                       "note of the query note's patient.")
+
+
+class PatientSearchRequest(_Filters):
+    """Patients like a text, a stored note or a patient: give one of `text`, `note_id`,
+    `subject_id`. Filters choose the notes candidates are judged by."""
+
+    text: str | None = Field(None, description="Query text.")
+    note_id: NoteId | None = Field(None, description="Patients like this note's patient.")
+    subject_id: NoteId | None = Field(None, description="Patients like this one (all its "
+                                      "notes are the query); it never comes back itself.")
+    k: int = Field(10, ge=1, description="Patients to return (at most the server's max_k).")
+    mode: Literal["dense", "lexical", "hybrid"] = Field(
+        "dense", description="dense: cosine of pooled patient vectors; lexical: BM25 of "
+        "each patient's notes as one document; hybrid: both, fused.")
+    fusion: FusionBody | None = Field(None, description="Hybrid only: the fusion settings.")
+
+
+class CohortRequest(PatientSearchRequest):
+    """A patient search's request, and which of its patients make the cohort: the file is
+    that search re-run, so the same request gives the same cohort."""
+
+    select: list[NoteId] | None = Field(None, description="SUBJECT_IDs of the returned "
+                                        "patients to keep (default all); one not returned "
+                                        "is an error.")
+    name: str | None = Field(None, max_length=200, description="The cohort's name.")
+    format: Literal["csv", "parquet"] = Field("csv", description="The file's format.")
 
 
 class Retriever(BaseModel):
@@ -89,6 +120,14 @@ class SimilarPatient(BaseModel):
                          "BM25 of its notes as one document; hybrid: fused.")
     notes: int = Field(description="Its notes judged (those the filters let through).")
     best: SearchHit = Field(description="Its note nearest the query (dense) or best-ranked.")
+    matches: list[SearchHit] = Field(default_factory=list, description="Its best notes for "
+                                     "the query (up to 3), best first.")
+    admissions: list[NoteId] = Field(default_factory=list,
+                                     description="HADM_IDs of the notes judged.")
+    categories: list[str] = Field(default_factory=list,
+                                  description="Categories of the notes judged, most first.")
+    first_date: Any = Field(None, description="The earliest CHARTDATE of the notes judged.")
+    last_date: Any = Field(None, description="The latest CHARTDATE of the notes judged.")
     retrievers: dict[str, Retriever] = Field(
         default_factory=dict, description="Each retriever's rank and score of the patient.")
 
@@ -96,6 +135,16 @@ class SimilarPatient(BaseModel):
 class SimilarPatients(BaseModel):
     subject_id: NoteId
     mode: str
+    patients: list[SimilarPatient]
+    took_ms: float
+
+
+class PatientSearchResponse(BaseModel):
+    mode: str
+    k: int
+    query: dict[str, Any]
+    filters: dict[str, Any]
+    fusion: dict[str, Any] | None
     patients: list[SimilarPatient]
     took_ms: float
 
