@@ -4,6 +4,7 @@ keyboard, the API-key prompt; no console errors (a CSP violation is one). Saves 
 screenshot the README shows when MIMICSEARCH_UPDATE_SCREENSHOT=1."""
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
@@ -130,5 +131,137 @@ def test_key_prompt(page, serve_index, tmp_path):
         page.keyboard.press("Enter")
         sync_api.expect(page.locator("#hits li").first).to_be_visible()
         assert [e for e in page.errors if "401" not in e] == []
+    finally:
+        stop(served)
+
+
+def accessible(page) -> None:
+    """axe-core (the copy the axe-playwright-python package ships) finds no serious or
+    critical violation on the page as it is now."""
+    from axe_playwright_python.sync_playwright import Axe
+
+    results = Axe().run(page)
+    bad = [(v["id"], v["impact"], [n["target"] for n in v["nodes"]][:3])
+           for v in results.response["violations"] if v["impact"] in ("serious", "critical")]
+    assert bad == [], bad
+
+
+def test_patients_course_cohort_export_url_and_back(page, browser, serve_index, tmp_path):
+    """Search, switch to patients (the API's answer), open a patient's course, click a hit
+    mark (its note opens), select 5 patients, export CSV (the API's cohort), load the URL in
+    a fresh page (the same state), step back through the searches; accessible throughout."""
+    import httpx
+
+    served = start(serve_index, tmp_path / "log")
+    query = "chest pain, troponin rising, started on heparin"
+    try:
+        page.goto(served.url + "/")
+        sync_api.expect(page.locator("#status")).to_contain_text("240 notes")
+        page.locator("#q").fill(query)
+        page.keyboard.press("Enter")
+        sync_api.expect(page.locator("#hits li").first).to_be_visible()
+        sync_api.expect(page.locator("#hitchart")).to_be_visible()
+        assert page.locator("#by-category .bar").count() > 0
+        accessible(page)
+
+        page.locator("#views [data-view=patients]").click()
+        rows = page.locator("#patient-list > li")
+        sync_api.expect(rows.first).to_be_visible()
+        request = {"text": query, "mode": "dense", "k": 20}
+        answer = httpx.post(served.url + "/patients/search", json=request).json()["patients"]
+        subjects = [p["subject_id"] for p in answer]
+        assert len(subjects) == 6 and [int(r.get_attribute("data-subject-id"))
+                                       for r in rows.all()] == subjects
+        assert rows.first.locator(".matches li").count() == len(answer[0]["matches"])
+        assert "view=patients" in page.url and "q=" in page.url
+        accessible(page)
+
+        rows.nth(1).locator("button.open-patient").click()
+        sync_api.expect(page.locator("#note-title")).to_contain_text(f"Patient {subjects[1]}")
+        marks = page.locator("#course .mark.hit")
+        assert marks.count() >= len(answer[1]["matches"]) > 0
+        hit = marks.first.get_attribute("data-note-id")
+        assert int(hit) in {m["id"] for p in answer for m in p["matches"]}
+        marks.first.click()
+        sync_api.expect(page.locator("#note-title")).to_contain_text(f"Note {hit}")
+        sync_api.expect(page.locator("#course .mark.current")).to_have_count(1)
+        assert page.locator("#course .mark.current").get_attribute("data-note-id") == hit
+        accessible(page)
+        if SCREENSHOT.parent.is_dir() and os.environ.get("MIMICSEARCH_UPDATE_SCREENSHOT"):
+            page.screenshot(path=str(SCREENSHOT.parent / "page-patients.png"))
+
+        page.locator("#top-n").fill("5")
+        page.locator("#select-top").click()
+        sync_api.expect(page.locator("#cohort-count")).to_have_text("(5)")
+        page.locator("#views [data-view=cohort]").click()
+        sync_api.expect(page.locator("#cohort-table tbody tr")).to_have_count(5)
+        page.locator("#cohort-name").fill("troponin five")
+        page.locator("#cohort-name").press("Tab")
+        with page.expect_download() as download:
+            page.locator("#export-csv").click()
+        assert download.value.suggested_filename == "troponin-five.csv"
+        exported = pd.read_csv(download.value.path())
+        api = pd.read_csv(io.BytesIO(httpx.post(served.url + "/cohorts/export", json={
+            **request, "select": subjects[:5], "name": "troponin five"}).content))
+        assert exported.subject_id.tolist() == api.subject_id.tolist() == subjects[:5]
+        assert exported.drop(columns="exported_at").equals(api.drop(columns="exported_at"))
+        accessible(page)
+        if SCREENSHOT.parent.is_dir() and os.environ.get("MIMICSEARCH_UPDATE_SCREENSHOT"):
+            page.screenshot(path=str(SCREENSHOT.parent / "page-cohort.png"))
+
+        shared = page.url
+        fresh = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
+        fresh_errors: list[str] = []
+        fresh.on("console", lambda m: fresh_errors.append(m.text) if m.type == "error" else None)
+        fresh.goto(shared)
+        sync_api.expect(fresh.locator("#cohort-table tbody tr")).to_have_count(5)
+        assert fresh.locator("#cohort-table tbody th").all_text_contents() == [
+            str(s) for s in subjects[:5]]
+        sync_api.expect(fresh.locator("#note-title")).to_contain_text(f"Note {hit}")
+        assert fresh.locator("#cohort-name").input_value() == "troponin five"
+        assert fresh_errors == []
+        fresh.context.close()
+
+        page.go_back()  # the cohort view's entry back to the patients view
+        sync_api.expect(page.locator("#patients")).to_be_visible()
+        sync_api.expect(page.locator("#cohort")).to_be_hidden()
+        for _ in range(12):  # back through the notes and patients opened, to the search
+            if "view=notes" in page.url:
+                break
+            page.go_back()
+        sync_api.expect(page.locator("#results")).to_be_visible()
+        sync_api.expect(page.locator("#hits li")).to_have_count(20)
+        assert page.locator("#q").input_value() == query
+        assert page.errors == []
+    finally:
+        stop(served)
+
+
+def test_keyboard_reaches_every_new_control(page, serve_index, tmp_path):
+    """Tab reaches the views, a patient's checkbox and a chart mark; Enter on a mark opens
+    its note; focus is visible on each."""
+    served = start(serve_index, tmp_path / "log")
+    try:
+        page.goto(served.url + "/?view=patients&q=renal+failure&mode=lexical&k=10")
+        rows = page.locator("#patient-list > li")
+        sync_api.expect(rows.first).to_be_visible()
+        sync_api.expect(page.locator("#views [data-view=patients]")).to_have_attribute(
+            "aria-pressed", "true")
+        seen = set()
+        for _ in range(60):
+            page.keyboard.press("Tab")
+            seen.add(page.evaluate("(document.activeElement.dataset.view || "
+                                   "document.activeElement.className || '').toString()"))
+        assert {"notes", "patients", "cohort"} <= seen and "pick" in seen
+        rows.first.locator("button.open-patient").click()
+        mark = page.locator("#course .mark").first
+        mark.focus()
+        outline = page.evaluate("getComputedStyle(document.activeElement.querySelector("
+                                "'circle:last-of-type')).strokeWidth")
+        assert outline == "3px"
+        note = mark.get_attribute("data-note-id")
+        page.keyboard.press("Enter")
+        sync_api.expect(page.locator("#note-title")).to_contain_text(f"Note {note}")
+        assert page.errors == []
     finally:
         stop(served)

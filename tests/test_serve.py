@@ -5,6 +5,7 @@ real HTTP."""
 from __future__ import annotations
 
 import base64
+import re
 import shutil
 
 import numpy as np
@@ -311,11 +312,14 @@ def test_headers_cors_off_and_page_assets(http):
     assert r.headers["x-content-type-options"] == "nosniff"
     for asset in ("/static/app.js", "/static/style.css"):
         assert http.get(asset).status_code == 200
-    assert "cdn" not in r.text.lower() and "http" not in http.get("/static/app.js").text
+    js = http.get("/static/app.js").text
+    assert "cdn" not in r.text.lower()
+    assert set(re.findall(r"https?://[^\s\"']+", js)) == {"http://www.w3.org/2000/svg"}
     assert http.get("/docs").status_code == 200
     assert http.get("/openapi.json").json()["paths"].keys() >= {
         "/search", "/v1/embeddings", "/notes/{note_id}", "/notes/{note_id}/similar",
-        "/patients/{subject_id}/timeline", "/health", "/info", "/metrics"}
+        "/patients/{subject_id}/timeline", "/patients/search", "/cohorts/export", "/health",
+        "/info", "/metrics"}
 
 
 def test_logs_hold_no_query_or_note_text(server, http, csv_notes):
