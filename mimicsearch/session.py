@@ -4,6 +4,8 @@ Encoder calls, over onnxruntime or OpenVINO."""
 from __future__ import annotations
 
 import os
+import warnings
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -79,7 +81,19 @@ class OpenVinoRunner(Runner):
         # its choice on some ARM hosts, overflows EmbeddingGemma's activations.
         if core.get_property("CPU", "INFERENCE_PRECISION_HINT") == ov.Type.f16:
             settings.setdefault("INFERENCE_PRECISION_HINT", "f32")
-        self.compiled = core.compile_model(str(model), "CPU", settings)
+        try:
+            self.compiled = core.compile_model(str(model), "CPU", settings)
+        except RuntimeError as e:
+            # The plugin's bf16 kernels (AMX hosts) refuse some layer shapes, e.g. its fused
+            # MLP wants K in whole register blocks; f32 compiles every graph.
+            if "INFERENCE_PRECISION_HINT" in settings or \
+                    core.get_property("CPU", "INFERENCE_PRECISION_HINT") != ov.Type.bf16:
+                raise
+            warnings.warn(f"OpenVINO could not compile {Path(model).name} in bf16 on this "
+                          f"host ({str(e).strip().splitlines()[-1]}); running it in f32",
+                          RuntimeWarning, stacklevel=2)
+            settings["INFERENCE_PRECISION_HINT"] = "f32"
+            self.compiled = core.compile_model(str(model), "CPU", settings)
         self.request = self.compiled.create_infer_request()
         self.input_names = [i.get_any_name() for i in self.compiled.inputs]
         self.output_names = [o.get_any_name() for o in self.compiled.outputs]
