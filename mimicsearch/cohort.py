@@ -25,10 +25,9 @@ MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "parquet": "application/vnd.apa
 
 
 def provenance(*, name: str | None, query: dict, mode: str, fusion, filters, k: int,
-               index: str, selected: Sequence | None = None,
-               exported_at: dt.datetime | None = None) -> dict:
+               index: str, selected: Sequence | None = None) -> dict:
     """What re-derives a cohort: the search request, the selection, the index state, when."""
-    when = exported_at or dt.datetime.now(dt.UTC)
+    when = dt.datetime.now(dt.UTC)
     return {"cohort": name or "cohort", "query": {k_: v for k_, v in query.items()
                                                   if v is not None},
             "mode": mode, "fusion": None if fusion is None else fusion.to_dict(),

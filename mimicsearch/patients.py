@@ -108,7 +108,9 @@ def profile(store, rows: np.ndarray) -> dict:
     """What a cohort table and the page show of a patient beside its score, over the notes
     it was judged by: how many, the admissions they belong to, their categories (most
     notes first) and their first and last dates."""
-    t = store.table.take(pa.array(rows))
+    wanted = ("row", "window", "HADM_ID", "CATEGORY", "CHARTDATE")
+    t = store.table.select([c for c in wanted if c in store.table.column_names]).take(
+        pa.array(rows))
     if "window" in t.column_names:  # one entry per note, not per window
         t = t.filter(pc.equal(t.column("window"), 0))
     out = {"notes": t.num_rows, "admissions": [], "categories": [], "first_date": None,

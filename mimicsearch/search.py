@@ -443,9 +443,9 @@ class Searcher:
             provenance = {name: {"rank": r_, "score": None if s_ is None else
                                  round(float(s_), 6)}
                           for name, (r_, s_) in f.retrievers.items()}
-            r = next(r for r in ranked.values() if r.position(f.key) is not None)
-            out.append(replace(r.hit(r.position(f.key), rank, provenance),
-                               score=round(f.score, 6)))
+            r, at = next((r, at) for r in ranked.values()
+                         if (at := r.position(f.key)) is not None)
+            out.append(replace(r.hit(at, rank, provenance), score=round(f.score, 6)))
         return out
 
     def cohort(self, text: str | None = None, *, note_id=None, subject_id=None,

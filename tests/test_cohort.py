@@ -77,7 +77,7 @@ def test_patient_hits_carry_best_notes_admissions_dates_and_categories(dated, mo
 
 
 def test_cohort_table_selection_files_and_request(dated, tmp_path):
-    ix, df = dated
+    ix, _ = dated
     s = Searcher(ix)
     fusion = Fusion("weighted", lexical_weight=0.5)
     filters = Filters(categories=["Nursing", "Radiology"])

@@ -332,6 +332,8 @@ def _routes(app: FastAPI, server: Server) -> None:
         index fingerprint they came from) for a patient search request."""
         await check_mode(req.mode)
         fusion = fusion_of(req)
+        if req.mode == "hybrid":  # the settings used, as the response and the file record
+            fusion = fusion or Fusion()
         given = [n for n in ("text", "note_id", "subject_id") if getattr(req, n) is not None]
         if len(given) != 1:
             raise ApiError(400, "give exactly one of text, note_id or subject_id",
@@ -380,7 +382,7 @@ def _routes(app: FastAPI, server: Server) -> None:
         with server.batcher.coming() as ticket:
             query, filters, fusion, patients, _ = await find_patients(req, ticket)
         return {"mode": req.mode, "k": req.k, "query": query, "filters": filters.to_dict(),
-                "fusion": None if req.mode != "hybrid" else (fusion or Fusion()).to_dict(),
+                "fusion": None if fusion is None else fusion.to_dict(),
                 "patients": [patient_dict(p) for p in patients],
                 "took_ms": round((time.perf_counter() - started) * 1000, 2)}
 
