@@ -94,6 +94,24 @@ def test_the_index_package_never_imports_the_encoding_pipeline():
         assert not _imports(f) & pipeline, f.name
 
 
+def test_the_train_stage_has_no_import_cycle():
+    """Every import counts, a function's own included: two modules that need each other
+    are one module, or share a leaf (as `compare` and `evaluate` share `protocol`)."""
+    modules = {f.stem: f for f in (ROOT / "train").glob("*.py")}
+    graph = {name: {n.module.split(".")[0] for n in ast.walk(ast.parse(f.read_text(
+                encoding="utf-8"))) if isinstance(n, ast.ImportFrom) and n.level == 1
+                and n.module and n.module.split(".")[0] in modules}
+             for name, f in modules.items()}
+    assert {"compare", "evaluate", "protocol"} <= graph.keys()
+
+    def cycle(node, path):
+        if node in path:
+            return path[path.index(node):] + [node]
+        return next((c for nxt in sorted(graph[node]) if (c := cycle(nxt, path + [node]))),
+                    None)
+    assert [c for name in sorted(graph) if (c := cycle(name, []))] == []
+
+
 def test_spark_calls_no_private_function_of_another_module():
     tree = ast.parse((ROOT / "mimicsearch" / "spark.py").read_text(encoding="utf-8"))
     private = [n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)

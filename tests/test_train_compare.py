@@ -10,10 +10,10 @@ from mimicsearch.train.compare import (
     choose_fusion,
     dense_scorer,
     hybrid_scorer,
-    next_note_recall,
-    pair_targets,
     patient_search,
+    scorer_recall,
 )
+from mimicsearch.train.protocol import pair_targets
 
 from mimicsearch.fusion import Fusion
 
@@ -31,7 +31,7 @@ def test_dense_recall_equals_the_models_own_evaluation():
         return np.array([sims[t] for t in batch], dtype=np.float32)
     pairs = chain_pairs()
     corpus, targets, excluded = pair_targets(pairs)
-    got = next_note_recall(dense_scorer(embed(pairs.anchor_text), embed(corpus.positive_text)),
+    got = scorer_recall(dense_scorer(embed(pairs.anchor_text), embed(corpus.positive_text)),
                            targets, excluded, ks=(1,))
     want = ev.next_note_recall(embed, pairs, ks=(1,))
     assert got == {k: want[k] for k in got} and got["recall@1_excluded"] == 1.0
@@ -57,7 +57,7 @@ def test_hybrid_ranks_as_the_product_fuses():
     # RRF: row0 1/61; row1 1/62+1/63; row2 1/63+1/61; row3 1/64+1/62
     order = np.argsort(-fused, kind="stable").tolist()
     assert order == [2, 1, 3, 0]
-    got = next_note_recall(hybrid_scorer(dense, lexical, Fusion()), np.array([2]), [[]],
+    got = scorer_recall(hybrid_scorer(dense, lexical, Fusion()), np.array([2]), [[]],
                            ks=(1,))
     assert got["recall@1_excluded"] == 1.0
     deep = hybrid_scorer(dense, lexical, Fusion(depth=1))(0, [])

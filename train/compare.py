@@ -26,11 +26,10 @@ import pyarrow as pa
 from mimicsearch.fusion import Fusion, fuse
 from mimicsearch.index.lexical import LexicalIndex, analyze, top_k
 
-from .evaluate import pair_targets
 from .icd9 import chapter
+from .protocol import KS, pair_targets, ranks, recall
 
 Scorer = Callable[[int, Sequence[int]], np.ndarray]  # (query, dropped rows) -> scores
-KS = (1, 5, 10)
 PATIENT_K = 10
 # What `--tune-fusion` tries on the validation split.
 FUSION_GRID = (
@@ -77,21 +76,18 @@ def hybrid_scorer(dense: Scorer, lexical: Scorer, fusion: Fusion) -> Scorer:
     return scores
 
 
-def next_note_recall(scorer: Scorer, targets: np.ndarray, excluded: list[list[int]],
-                     ks: Sequence[int] = KS,
-                     protocols: Sequence[str] = ("excluded", "seed")) -> dict[str, float]:
-    """Recall@k under each protocol: the target's rank is 1 + the candidates scoring
-    strictly higher (ties go to the target); a target not retrieved at all is a miss."""
+def scorer_recall(scorer: Scorer, targets: np.ndarray, excluded: list[list[int]],
+                  ks: Sequence[int] = KS,
+                  protocols: Sequence[str] = ("excluded", "seed")) -> dict[str, float]:
+    """Recall@k of a scorer under each protocol, its ranks counted as `protocol.ranks`
+    counts them (the embedders' `evaluate.next_note_recall` counts the same way)."""
     out = {}
     drops_of = {"excluded": excluded, "seed": [[]] * len(targets)}
     for protocol in protocols:
-        drops = drops_of[protocol]
-        ranks = np.empty(len(targets), dtype=np.int64)
-        for i, (target, drop) in enumerate(zip(targets, drops)):
-            s = scorer(i, drop)
-            t = s[target]
-            ranks[i] = 1 + int((s > t).sum()) if np.isfinite(t) else len(s) + 1
-        out |= {f"recall@{k}_{protocol}": float((ranks <= k).mean()) for k in ks}
+        ranked = np.array([ranks(scorer(i, drop)[None], np.array([target]))[0]
+                           for i, (target, drop) in enumerate(zip(targets, drops_of[protocol]))],
+                          dtype=np.int64)
+        out |= {f"{k}_{protocol}": v for k, v in recall(ranked, ks).items()}
     return out
 
 
@@ -101,7 +97,7 @@ def choose_fusion(dense: Scorer, lexical: Scorer, targets, excluded,
     pairs (the validation split's), and what every setting tried gave."""
     tried = []
     for f in grid:
-        r = next_note_recall(hybrid_scorer(dense, lexical, f), targets, excluded, ks=(5, 10),
+        r = scorer_recall(hybrid_scorer(dense, lexical, f), targets, excluded, ks=(5, 10),
                              protocols=("excluded",))
         tried.append({"fusion": f.to_dict(), "recall@5": r["recall@5_excluded"],
                       "recall@10": r["recall@10_excluded"]})
@@ -206,7 +202,7 @@ def compare_retrievers(embeds: dict, pairs: pd.DataFrame, val_pairs: pd.DataFram
     corpus, targets, excluded = pair_targets(pairs)
     queries, documents = pairs["anchor_text"].tolist(), corpus["positive_text"].tolist()
     lexical = bm25_scorer(queries, documents)
-    rows = {"bm25": next_note_recall(lexical, targets, excluded)}
+    rows = {"bm25": scorer_recall(lexical, targets, excluded)}
     tuning, fusions = {}, {}
     tune = val_pairs is not None and len(val_pairs) > 0
     if tune:
@@ -216,14 +212,14 @@ def compare_retrievers(embeds: dict, pairs: pd.DataFrame, val_pairs: pd.DataFram
         v_lexical = bm25_scorer(v_queries, v_documents)
     for role, embed in embeds.items():
         dense = dense_scorer(embed(queries), embed(documents))
-        rows[role] = next_note_recall(dense, targets, excluded)
-        rows[f"rrf({role})"] = next_note_recall(hybrid_scorer(dense, lexical, Fusion()),
+        rows[role] = scorer_recall(dense, targets, excluded)
+        rows[f"rrf({role})"] = scorer_recall(hybrid_scorer(dense, lexical, Fusion()),
                                                 targets, excluded)
         if tune:
             fusion, tried = choose_fusion(dense_scorer(embed(v_queries), embed(v_documents)),
                                           v_lexical, v_targets, v_excluded)
             tuning[role] = {"chosen_on": "val", "chosen": fusion.to_dict(), "tried": tried}
-            rows[f"hybrid({role})"] = next_note_recall(hybrid_scorer(dense, lexical, fusion),
+            rows[f"hybrid({role})"] = scorer_recall(hybrid_scorer(dense, lexical, fusion),
                                                        targets, excluded)
             fusions[role] = fusion
         else:

@@ -27,9 +27,9 @@ from mimicsearch.fileio import write_json
 from .icd9 import chapter
 from .modeling import load_model, prompt_text
 from .pairs import PairsManifest, Split, load_table
+from .protocol import KS, pair_targets, ranks, recall
 
 Embedder = Callable[[Sequence[str]], np.ndarray]
-KS = (1, 5, 10)
 
 
 def st_embedder(model, batch_size: int = 32, show_progress: bool = False,
@@ -81,10 +81,10 @@ def recall_at_k(queries: np.ndarray, corpus: np.ndarray, targets: np.ndarray,
                 ks: Sequence[int] = KS, chunk: int = 1024) -> dict[str, float]:
     """Fraction of queries whose target corpus row ranks within the top k by dot product.
 
-    Rank = 1 + candidates scoring strictly higher than the target (ties go to the target);
-    `excluded[i]` lists corpus rows removed from query i's candidates.
+    Ranks as `protocol.ranks` counts them; `excluded[i]` lists corpus rows removed from
+    query i's candidates.
     """
-    ranks = np.empty(len(queries), dtype=np.int64)
+    ranked = np.empty(len(queries), dtype=np.int64)
     for start in range(0, len(queries), chunk):
         scores = queries[start:start + chunk] @ corpus.T  # (q, n_corpus)
         rows = np.arange(len(scores))
@@ -92,24 +92,8 @@ def recall_at_k(queries: np.ndarray, corpus: np.ndarray, targets: np.ndarray,
             for r in rows:
                 drop = [j for j in excluded[start + r] if j != targets[start + r]]
                 scores[r, drop] = -np.inf
-        target_scores = scores[rows, targets[start:start + chunk]]  # (q,)
-        ranks[start:start + chunk] = 1 + (scores > target_scores[:, None]).sum(axis=1)
-    return {f"recall@{k}": float((ranks <= k).mean()) for k in ks}
-
-
-def pair_targets(pairs: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, list[list[int]]]:
-    """The corpus (distinct positives), each pair's target row in it, and the rows each
-    query drops under the excluded protocol (its own note and copies of its text)."""
-    corpus = pairs.drop_duplicates("positive_row_id").reset_index(drop=True)
-    position = {r: i for i, r in enumerate(corpus["positive_row_id"])}
-    by_text: dict[str, list[int]] = {}
-    for i, t in enumerate(corpus["positive_text"]):
-        by_text.setdefault(t, []).append(i)
-    targets = pairs["positive_row_id"].map(position).to_numpy()
-    excluded = [sorted({*by_text.get(t, []), *([position[r]] if r in position else [])}
-                       - {int(tg)})
-                for r, t, tg in zip(pairs["anchor_row_id"], pairs["anchor_text"], targets)]
-    return corpus, targets, excluded
+        ranked[start:start + chunk] = ranks(scores, targets[start:start + chunk])
+    return recall(ranked, ks)
 
 
 def next_note_recall(embed: Embedder, pairs: pd.DataFrame,
