@@ -1,13 +1,14 @@
-"""The lexical part's library choice: bm25s vs tantivy on the same notes, same analysis
+"""The lexical part's design: our segments (raw counts, BM25 at query time over live notes)
+vs bm25s's precomputed whole-corpus scores vs tantivy, on the same notes, same analysis
 (lowercase, English stopwords, Snowball English stemmer), each in its own process.
 
 Per engine: build seconds (tokenize + index + write), peak RSS of the build, bytes on disk,
 the RSS of a process that loads it (memory-mapped) and answers queries, and median /
 p95 query latency for top-100 over every note (the candidate depth a hybrid query takes),
-plus, for bm25s, a query with a filter mask over all notes (how the index applies filters
-and tombstones). Quote ratios measured in one run, with the CPU flags beside them.
+plus, for segments and bm25s, a query with a filter mask over all notes (how the index
+applies filters and tombstones). Quote ratios measured in one run, with the CPU flags beside them.
 
-    python bench/bench_lexical.py --notes 500000 --queries 200
+    python bench/bench_lexical.py --notes 1000000 --queries 200 --engines segments,bm25s
 """
 from __future__ import annotations
 
@@ -61,31 +62,34 @@ def _queries(texts: list[str], n: int) -> list[str]:
     return out
 
 
-def build_bm25s(texts_path: str, out: str) -> dict:
-    from mimicsearch.index.lexical import _bm25, _tokenizer
+def build_segments(texts_path: str, out: str) -> dict:
+    """The shipped lexical part: segments written as notes stream past (writer.py)."""
+    from mimicsearch.index.lexical import SegmentWriter
+    from mimicsearch.index.lexical.analysis import ANALYZER
+    from mimicsearch.index.manifest import LexicalPart
 
     texts = _texts(texts_path)
     t0 = time.perf_counter()
-    tok = _tokenizer()
-    ids = []
+    writer = SegmentWriter(out, 0)
     for s in range(0, len(texts), 2048):
-        ids += tok.tokenize(texts[s:s + 2048], update_vocab=True, return_as="ids",
-                            show_progress=False)
-    bm25 = _bm25(ids, tok.get_vocab_dict())
-    bm25.save(out, show_progress=False)
-    return {"build_s": time.perf_counter() - t0}
+        writer.add(texts[s:s + 2048], np.arange(s, min(s + 2048, len(texts))))
+    part = LexicalPart(tuple(writer.finish(len(texts))), dict(ANALYZER))
+    Path(out, "part.json").write_text(json.dumps(part.to_dict()))
+    return {"build_s": time.perf_counter() - t0, "segments": len(part.segments)}
 
 
-def query_bm25s(texts_path: str, out: str, queries: list[str]) -> dict:
-    import bm25s
-
+def query_segments(texts_path: str, out: str, queries: list[str]) -> dict:
     from mimicsearch.index.lexical import LexicalIndex, analyze
+    from mimicsearch.index.manifest import LexicalPart
 
-    bm25 = bm25s.BM25.load(out, mmap=True)
-    n = bm25.scores["num_docs"]
-    index = LexicalIndex(bm25, np.arange(n), n)
+    part = LexicalPart.from_dict(json.loads(Path(out, "part.json").read_text()))
+    n = part.segments[-1].end_row
+    index = LexicalIndex.open(out, part, np.ones(n, bool), verify=False)
+    return _latencies(index, n, analyze(queries))
+
+
+def _latencies(index, n: int, terms: list) -> dict:
     mask = np.random.default_rng(1).random(n) < 0.3
-    terms = analyze(queries)
     lat, lat_mask = [], []
     for t in terms:
         t0 = time.perf_counter()
@@ -96,6 +100,51 @@ def query_bm25s(texts_path: str, out: str, queries: list[str]) -> dict:
         lat_mask.append(time.perf_counter() - t0)
     return {"ms_p50": 1e3 * np.median(lat), "ms_p95": 1e3 * np.percentile(lat, 95),
             "ms_p50_filtered": 1e3 * np.median(lat_mask)}
+
+
+def build_bm25s(texts_path: str, out: str) -> dict:
+    """The previous design: bm25s's precomputed scores over the whole corpus, rebuilt on
+    every change (its IDF and average length are baked in)."""
+    import bm25s
+
+    from mimicsearch.index.lexical.analysis import ANALYZER, tokenizer
+
+    texts = _texts(texts_path)
+    t0 = time.perf_counter()
+    tok = tokenizer()
+    ids = []
+    for s in range(0, len(texts), 2048):
+        ids += tok.tokenize(texts[s:s + 2048], update_vocab=True, return_as="ids",
+                            show_progress=False)
+    bm25 = bm25s.BM25(k1=ANALYZER["k1"], b=ANALYZER["b"], method=ANALYZER["method"])
+    bm25.index((ids, tok.get_vocab_dict()), show_progress=False)
+    bm25.save(out, show_progress=False)
+    return {"build_s": time.perf_counter() - t0}
+
+
+class _Bm25sScores:
+    """bm25s's precomputed scores behind the reader's `search`."""
+
+    def __init__(self, bm25):
+        self.bm25 = bm25
+
+    def search(self, terms, k, allowed=None):
+        from mimicsearch.index.lexical import top_k
+
+        ids = self.bm25.get_tokens_ids(terms)
+        s = self.bm25.get_scores_from_ids(ids) if ids else np.zeros(1)
+        if allowed is not None:
+            s = np.where(allowed, s, 0)
+        return top_k(s, k)
+
+
+def query_bm25s(texts_path: str, out: str, queries: list[str]) -> dict:
+    import bm25s
+
+    from mimicsearch.index.lexical import analyze
+
+    bm25 = bm25s.BM25.load(out, mmap=True)
+    return _latencies(_Bm25sScores(bm25), bm25.scores["num_docs"], analyze(queries))
 
 
 def _tantivy_index(path: str, create: bool):
@@ -149,8 +198,10 @@ def _peak_rss_mb() -> float:
 
 
 def _child(role: str, engine: str, texts_path: str, out: str, queries_json: str) -> None:
-    fn = {"build": {"bm25s": build_bm25s, "tantivy": build_tantivy},
-          "query": {"bm25s": query_bm25s, "tantivy": query_tantivy}}[role][engine]
+    fn = {"build": {"segments": build_segments, "bm25s": build_bm25s,
+                    "tantivy": build_tantivy},
+          "query": {"segments": query_segments, "bm25s": query_bm25s,
+                    "tantivy": query_tantivy}}[role][engine]
     args = (texts_path, out) if role == "build" else (texts_path, out,
                                                       json.loads(queries_json))
     result = fn(*args)
@@ -170,7 +221,7 @@ def main() -> None:
     p.add_argument("--notes", type=int, default=500_000)
     p.add_argument("--queries", type=int, default=200)
     p.add_argument("--cache", default="/tmp/bench-lexical")
-    p.add_argument("--engines", default="bm25s,tantivy")
+    p.add_argument("--engines", default="segments,bm25s,tantivy")
     p.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.child:

@@ -370,3 +370,37 @@ def load_embeddings(out_dir: str | Path, verify: bool = True) -> tuple[pa.Table,
         schema = shard_schema(m.dim, m.id_type, metadata, m.long == "windows")
         return schema.empty_table().drop_columns([EMBEDDING]), np.zeros((0, m.dim), np.float32)
     return pa.concat_tables(tables), np.concatenate(mats)
+
+
+def write_embeddings(out_dir: str | Path, batches, *, model_fingerprint: str,
+                     metadata: Sequence[str], full_text: bool = True) -> EmbeddingsManifest:
+    """An embeddings directory from vectors made elsewhere (another encoder, a benchmark's
+    stand-in), one shard per batch, laid out as `encode` writes it. `batches` yields
+    (ids, vectors float32 [n, dim] unit rows, metadata table with `metadata` columns as
+    strings, texts)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    claim_out(out, "write_embeddings")
+    shards, rows, dim, id_type = [], 0, None, "int64"
+    for i, (ids, vectors, meta, texts) in enumerate(batches):
+        ids = pa.array(ids)
+        id_type = "string" if pa.types.is_string(ids.type) else "int64"
+        dim = vectors.shape[1]
+        schema = shard_schema(dim, id_type, list(metadata), False)
+        table = pa.Table.from_arrays(
+            [ids.cast(schema.field("id").type),
+             pa.array(np.arange(rows, rows + len(ids)) + 2, pa.int64()),
+             *(meta.column(c).cast(pa.string()) for c in metadata),
+             text_hash_column(texts), embedding_column(vectors)], schema=schema)
+        writer = ShardWriter(out, i, schema, snippets=True, full_text=full_text)
+        writer.write(table, texts)
+        sha, snippets_sha = writer.close()
+        rows += len(ids)
+        shards.append(EmbeddingsShard(writer.name, len(ids), sha, rows, 0, 0, writer.snippets,
+                                      snippets_sha))
+    if dim is None:
+        raise ValueError("write_embeddings got no batches")
+    m = EmbeddingsManifest(model_fingerprint, dim, rows, tuple(shards),
+                           ("id", "line", *metadata, TEXT_HASH), id_type, complete=True)
+    m.save(out)
+    return m

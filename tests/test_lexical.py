@@ -90,18 +90,18 @@ def test_round_trip_hashed_and_equal_to_a_fresh_bm25(tmp_path):
     assert s.search_texts(["catheters"], k=3, mode="lexical")[0]
 
 
-def test_building_the_lexical_part_shows_its_own_progress(tmp_path, capfd):
+def test_building_the_lexical_part_shows_progress(tmp_path, capfd):
     x, meta, _ = corpus(50)
     for progress in (True, False):
         build_index(ArraySource(x, meta), tmp_path / f"ix{progress}", model_fingerprint="f",
                     progress=progress, options=BuildOptions(index_key="Flat"))
         err = capfd.readouterr().err
-        assert ("lexical index (BM25)" in err and "50/50" in err) is progress
+        assert ("indexing (vectors + BM25)" in err and "50/50" in err) is progress
 
 
 def test_a_tampered_lexical_file_is_refused(tmp_path):
     ix, *_ = build(tmp_path, n=30)
-    ref = open_index(ix).manifest.lexical.files["data"]
+    ref = open_index(ix).manifest.lexical.segments[0].files["term_counts"]
     path = ix / ref.file
     data = bytearray(path.read_bytes())
     data[-3] ^= 0xFF
@@ -129,7 +129,7 @@ def test_every_mode_equals_brute_force_after_add_remove_and_filters(tmp_path):
     cats = np.array([("Nursing", "Radiology", "ECG")[i % 3] for i in ids])
     subjects = np.array([str(100 + i % 7) for i in ids])
     s = Searcher(ix)
-    assert s.index.manifest.lexical.documents == live.sum()
+    assert s.index.lexical.n_live == live.sum() and s.index.manifest.lexical.documents == 115
     q_text = "warfarin fibrillation stent"
     q_vec = unit(np.random.default_rng(9).standard_normal((1, DIM)))[0].astype(np.float32)
     k = 8
@@ -427,20 +427,25 @@ def test_lexical_patient_search_is_bm25_over_joined_histories(tmp_path):
             lexical.get(str(p.subject_id), 0.0), rel=1e-5)
 
 
-def test_an_index_without_term_counts_opens_and_says_to_rebuild(tmp_path):
-    """An index written before the lexical part kept term counts: notes still search by
-    words; lexical patient search is an error that names the fix."""
+def test_an_index_of_the_older_format_is_read_or_refused_with_the_fix(tmp_path):
+    """Format 1 differs only in its lexical part (one bm25s file set): such an index without
+    a lexical part opens as before; with one, opening says to rebuild, and how."""
     ix, _, _ = windowed_corpus(tmp_path)
     path = ix / "manifest.json"
     m = json.loads(path.read_text())
-    for role in ("term_indptr", "term_docs", "term_counts", "lengths"):
-        (ix / m["lexical"]["files"].pop(role)["file"]).unlink()
-    path.write_text(json.dumps(m))
+    old = {**m, "format_version": 1,
+           "lexical": {"files": {"data": {"file": "lexical-x.data.npy", "sha256": "0" * 64,
+                                          "size_bytes": 1}},
+                       "documents": 3, "analyzer": {}}}
+    path.write_text(json.dumps(old))
+    with pytest.raises(ValueError, match="older mimicsearch.*rebuild the index with "
+                                         "`build-index`"):
+        open_index(ix)
+    out = mimicsearch("query", str(ix), "heparin")
+    assert out.returncode != 0 and "build-index" in out.stderr and "Traceback" not in out.stderr
+    path.write_text(json.dumps({**m, "format_version": 1, "lexical": None}))
     s = Searcher(ix)
-    assert s.search_texts(["heparin"], mode="lexical")[0]
-    assert s.similar_patients(subject_id=101, k=3, mode="dense")
-    with pytest.raises(ValueError, match="rebuild it with `build-index`"):
-        s.similar_patients(subject_id=101, k=3, mode="lexical")
+    assert s.modes == ("dense",) and s.similar_patients(subject_id=101, k=3, mode="dense")
 
 
 def test_query_and_patients_cli_in_every_mode(serve_index, tmp_path):

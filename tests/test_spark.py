@@ -295,3 +295,46 @@ def test_both_engines_decide_every_hostile_row_alike(spark, minilm_onnx, tmp_pat
     table, vectors = load_embeddings(tmp_path / "spark")
     assert table.equals(want_table)
     np.testing.assert_allclose(vectors, want, atol=2e-5)
+
+
+def test_spark_writes_the_lexical_segments_on_its_executors_as_local_does(spark, tmp_path):
+    """Each build piece tokenizes its own notes and writes its segments beside its shard,
+    on whichever executor runs it: the segments' contents, row ranges and every lexical
+    and dense answer equal the local engine's."""
+    from mimicsearch.embeddings import write_embeddings
+    from mimicsearch.index.lexical import analyze
+    from mimicsearch.spark import build_index_spark
+
+    rng = np.random.default_rng(7)
+    words = ["heparin", "sepsis", "stent", "effusion", "troponin", "pain", "the", "patient"]
+    n, dim = 600, 16
+
+    def batches():
+        for first in range(0, n, 200):
+            ids = np.arange(first, first + 200)
+            x = rng.standard_normal((200, dim)).astype(np.float32)
+            texts = [" ".join(rng.choice(words, size=int(rng.integers(1, 12))))
+                     for _ in ids]
+            yield (ids, x / np.linalg.norm(x, axis=1, keepdims=True),
+                   pa.table({"SUBJECT_ID": [str(i % 17) for i in ids]}), texts)
+
+    write_embeddings(tmp_path / "emb", batches(), model_fingerprint="test-fp",
+                     metadata=["SUBJECT_ID"])
+    options = ix.BuildOptions(index_key="Flat", shard_size=150, seed=3)
+    local = ix.build_index(ix.EmbeddingsSource(tmp_path / "emb"), tmp_path / "local",
+                           model_fingerprint="test-fp", options=options, progress=False)
+    dist = build_index_spark(tmp_path / "emb", out_dir=tmp_path / "spark", options=options,
+                             partitions=3, spark=spark)
+
+    def contents(m):
+        return [([s.files[r].sha256 for r in sorted(s.files)], s.first_row, s.end_row,
+                 s.documents) for s in m.lexical.segments]
+
+    assert len(local.lexical.segments) == 4 and contents(dist) == contents(local)
+    a, b = ix.open_index(tmp_path / "local"), ix.open_index(tmp_path / "spark")
+    for terms in analyze(["heparin sepsis", "troponin troponin stent", "pain effusion"]):
+        (sa, ra), (sb, rb) = a.lexical.search(terms, 50), b.lexical.search(terms, 50)
+        assert ra.tolist() == rb.tolist() and sa.tolist() == sb.tolist() and len(ra)
+    q = rng.standard_normal((5, dim)).astype(np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    assert a.search(q, 10)[1].tolist() == b.search(q, 10)[1].tolist()

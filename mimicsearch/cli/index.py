@@ -399,6 +399,38 @@ def remove_cmd(index_dir, ids, ids_file, missing, as_json):
                    + f"; {r.manifest.live_rows} live rows")
 
 
+@click.command("compact")
+@click.argument("index_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--max-segments", type=int, default=None,
+              help="Merge down to this many lexical segments (smallest neighbours first) "
+              "instead of one.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def compact_cmd(index_dir, max_segments, as_json):
+    """Merge the lexical (BM25) segments and drop removed notes from them.
+
+    \b
+    Every add or sync writes a segment; past 16 segments, or where a third of a
+    segment's notes were removed, the commit merges some itself. Answers never change:
+    scores are computed over live notes either way; compacting saves query time and disk.
+    Each merge is one commit (a reader sees before or after; a killed run leaves the
+    index as it was, or merged).
+
+    \b
+      mimicsearch compact index/
+      mimicsearch compact index/ --max-segments 4 --json
+    """
+    try:
+        r = ix.compact_index(index_dir, max_segments=max_segments)
+    except EXPECTED as e:
+        raise _fail(e) from None
+    if as_json:
+        _echo_json({"command": "compact", "index_dir": str(index_dir), **r})
+    else:
+        click.echo(f"lexical segments {r['segments_before']} -> {r['segments']} in "
+                   f"{r['merges']} merges; notes held {r['documents_before']} -> "
+                   f"{r['documents']}; {r['bytes'] / 2**20:.1f} MiB")
+
+
 @click.command("ids")
 @click.argument("index_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="A JSON list instead of one per line.")
@@ -446,7 +478,7 @@ def info_cmd(index_dir, as_json):
         f"size       {info['disk_bytes'] / 2**20:.1f} MiB on disk",
         f"built      {b['seconds']:.1f} s from {b['source']}: {b['reason']}",
         "modes      " + ", ".join(info["modes"]) + (
-            f" (BM25 over {info['lexical']['documents']} whole notes, "
+            f" (BM25 over whole notes: {len(info['lexical']['segments'])} segments, "
             f"{info['lexical']['bytes'] / 2**20:.1f} MiB)" if info["lexical"] else
             " (no lexical part: built with --no-lexical or --no-full-text)"),
     ]
@@ -458,4 +490,5 @@ def info_cmd(index_dir, as_json):
     click.echo("\n".join(lines))
 
 
-COMMANDS: list = [build_index_cmd, query_cmd, add_cmd, sync_cmd, remove_cmd, ids_cmd, info_cmd]
+COMMANDS: list = [build_index_cmd, query_cmd, add_cmd, sync_cmd, remove_cmd, compact_cmd,
+                  ids_cmd, info_cmd]

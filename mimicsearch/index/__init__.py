@@ -6,7 +6,9 @@ sources      where a build reads vectors: arrays or an embeddings directory
 build        plan -> train quantizer -> add pieces -> finish (both engines)
 tune         recall@10 against exact neighbours; the cheapest search setting
 loaded       an opened index directory and its filtered search
-edit         add, remove, merge on disk, sweep orphans, describe
+edit         add, remove, merge on disk, describe
+commit       the commit protocol; sweeping what a killed writer left
+lexical/     BM25 as segments beside the shards (write, read, merge, compact)
 store        the metadata store beside the shards (faiss id = store row)
 manifest     the index directory contract
 
@@ -25,6 +27,7 @@ from .edit import (
     remove_from_index,
     sweep_orphans,
 )
+from .lexical.merge import compact_index
 from .loaded import NoteIndex, open_index
 from .manifest import Family, IndexManifest, check_model
 from .sources import ArraySource, EmbeddingsSource, VectorSource, check_vectors
@@ -52,6 +55,7 @@ __all__ = [
     "check_vectors",
     "choose_index",
     "claim_out_dir",
+    "compact_index",
     "default_memory_budget",
     "index_info",
     "measure_quality",

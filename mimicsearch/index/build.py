@@ -22,13 +22,14 @@ from tqdm import tqdm
 
 from ..fileio import MANIFEST, mark_new, refuse_foreign, writer
 from .choice import IndexChoice, choose_index, train_rows_for
-from .edit import foreign_in_index, merge_shards, sweep_orphans
+from .commit import foreign_in_index, sweep_orphans
+from .edit import merge_shards
 from .faiss_ops import faiss_message, new_index, write_index
-from .lexical import build_lexical
+from .lexical import ANALYZER, SegmentWriter
 from .loaded import open_index
-from .manifest import BuildParams, FileRef, IndexManifest, IndexShard, StorePart
+from .manifest import BuildParams, FileRef, IndexManifest, IndexShard, LexicalPart, StorePart
 from .sources import VectorSource, check_vectors
-from .store import MetadataStore, store_table, write_part
+from .store import FULL_TEXT, document_rows, store_table, write_part
 from .tune import EVAL_K, EVAL_QUERIES, measure_quality
 
 
@@ -110,6 +111,7 @@ class PieceResult:
     part: StorePart
     exact_scores: np.ndarray  # float32 [n_eval, k]: this piece's exact top-k per eval query
     exact_rows: np.ndarray  # int64 [n_eval, k]
+    lexical: tuple | None = None  # the piece's lexical segments; None: a note had no text
 
 
 def claim_out_dir(out: Path) -> None:
@@ -182,6 +184,7 @@ def add_piece(out: Path, plan: BuildPlan, trained: Trained, piece: Piece,
     index; write it as a shard with its store part, and score the piece exactly against the
     evaluation queries."""
     index = faiss.deserialize_index(trained.blob)
+    lexical = SegmentWriter(out, piece.first_row) if plan.options.lexical else None
     eval_q = trained.eval_queries
     heap = faiss.ResultHeap(len(eval_q), plan.k, keep_max=True)
     tables, row = [], piece.first_row
@@ -190,7 +193,12 @@ def add_piece(out: Path, plan: BuildPlan, trained: Trained, piece: Piece,
         ids = np.arange(row, row + len(vecs), dtype=np.int64)
         index.add_with_ids(vecs, ids)
         heap.add_result(eval_q @ vecs.T, np.broadcast_to(ids, (len(eval_q), len(ids))))
-        tables.append(store_table(meta, row, plan.id_type))
+        table = store_table(meta, row, plan.id_type)
+        if lexical is not None:
+            docs = document_rows(table)
+            lexical.add(table.column(FULL_TEXT).take(pa.array(docs)).to_pylist()
+                        if FULL_TEXT in table.column_names else [None] * len(docs), docs + row)
+        tables.append(table)
         row += len(vecs)
         if on_rows is not None:
             on_rows(len(vecs))
@@ -199,7 +207,9 @@ def add_piece(out: Path, plan: BuildPlan, trained: Trained, piece: Piece,
                          f"{row - piece.first_row} vectors")
     heap.finalize()
     shard = IndexShard(write_index(index, out, "shard"), int(index.ntotal), piece.first_row, row)
-    return PieceResult(shard, write_part(out, pa.concat_tables(tables)), heap.D, heap.I)
+    segments = None if lexical is None else lexical.finish(row)
+    return PieceResult(shard, write_part(out, pa.concat_tables(tables)), heap.D, heap.I,
+                       None if segments is None else tuple(segments))
 
 
 def finish_build(out: Path, plan: BuildPlan, trained: Trained,
@@ -223,9 +233,9 @@ def finish_build(out: Path, plan: BuildPlan, trained: Trained,
         index_key=c.key, family=c.family, trained=trained.ref,
         shards=tuple(r.shard for r in results), store_parts=tuple(r.part for r in results),
         rows=plan.rows, build=build, id_type=plan.id_type, encode=dict(encode or {}))
-    if o.lexical:
-        store = MetadataStore.load(out, manifest, verify=False)
-        manifest = manifest.with_(lexical=build_lexical(out, manifest, store, progress))
+    if o.lexical and all(r.lexical is not None for r in results):
+        manifest = manifest.with_(lexical=LexicalPart(
+            tuple(s for r in results for s in r.lexical), dict(ANALYZER)))
     manifest.validate()
     manifest.save(out)
     if o.merge:
@@ -251,7 +261,8 @@ def build_index(source: VectorSource, out_dir: str | Path, *, model_fingerprint:
     claim_out_dir(out)
     plan = plan_build(source, options or BuildOptions())
     trained = train_quantizer(out, plan, source.take(plan.sample_rows))
-    with tqdm(total=plan.rows, desc="indexing", unit="vec", disable=not progress,
+    with tqdm(total=plan.rows, desc="indexing (vectors + BM25)" if plan.options.lexical
+              else "indexing", unit="vec", disable=not progress,
               file=sys.stderr) as bar:
         results = [add_piece(out, plan, trained, p, source.read(p.first_row, p.end_row),
                              bar.update) for p in plan.pieces]

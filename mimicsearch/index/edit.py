@@ -5,6 +5,7 @@ all under the directory's writer lock.
 """
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,31 +15,15 @@ import faiss
 import numpy as np
 import pyarrow as pa
 
-from ..fileio import MANIFEST, atomic_path, foreign_files, mark_new, sweep_new, writer
+from ..fileio import MANIFEST, atomic_path, mark_new, writer
+from .commit import commit, sweep_orphans
 from .faiss_ops import clone, faiss_message, ivf_of, quiet_stdout, read_faiss, write_index
-from .lexical import build_lexical
+from .lexical import SegmentWriter
+from .lexical.merge import merge_segments
+from .lexical.policy import merges
 from .manifest import FileRef, IndexManifest, IndexShard
 from .sources import check_vectors
-from .store import MetadataStore, store_table, write_deleted, write_part
-
-# What an index directory holds besides the files its manifest names: the encoded corpus
-# (a directory with its own manifest) and the last add/sync run's rejects.
-OWN_SUBDIRS = ("embeddings",)
-OWN_FILES = ("manifest.json", "rejects-add.csv", "rejects-sync.csv")
-
-
-def sweep_orphans(index_dir: Path, m: IndexManifest | None) -> list[str]:
-    """Delete what a killed build/add/remove/merge/sync wrote but no manifest names: only
-    files those writers marked as new (fileio.mark_new) and temp files, never a file
-    mimicsearch did not write. Called under the writer lock, so no live writer owns them."""
-    keep = {f.file for f in m.files()} if m is not None else set()
-    return sweep_new(index_dir, keep | set(OWN_FILES), OWN_SUBDIRS)
-
-
-def foreign_in_index(index_dir: Path, m: IndexManifest | None) -> list[str]:
-    """Files in an index directory that no writer of an index owns."""
-    keep = {f.file for f in m.files()} if m is not None else set()
-    return foreign_files(index_dir, keep | set(OWN_FILES), OWN_SUBDIRS)
+from .store import FULL_TEXT, MetadataStore, document_rows, store_table, write_deleted, write_part
 
 
 @writer("index_dir")
@@ -68,20 +53,7 @@ def merge_shards(index_dir: str | Path) -> IndexManifest:
     shard = IndexShard(FileRef.of(index_dir, index_name), int(trained.ntotal),
                   m.shards[0].first_row if m.shards else 0,
                   m.shards[-1].end_row if m.shards else 0, FileRef.of(index_dir, data_name))
-    new = m.with_(shards=(shard,))
-    new.save(index_dir)
-    unlink_replaced(index_dir, m, new)
-    return new
-
-
-def unlink_replaced(index_dir: Path, old: IndexManifest, new: IndexManifest) -> None:
-    """After a commit: unlink what only the old manifest named, drop the new-file marks."""
-    keep = {f.file for f in new.files()}
-    for f in old.files():
-        if f.file not in keep:
-            (index_dir / f.file).unlink(missing_ok=True)
-    sweep_orphans(index_dir, new)
-
+    return commit(index_dir, m, m.with_(shards=(shard,)))
 
 
 MISSING = ("error", "ignore")
@@ -204,12 +176,16 @@ def apply_changes(*, index_dir: str | Path, vectors: np.ndarray | None = None,
         deleted = np.union1d(np.flatnonzero(~store.live), rows)
         changes.update(deleted=write_deleted(index_dir, deleted), deleted_rows=len(deleted))
     new = m.with_(**changes)
-    if m.lexical is not None and (table is not None or len(rows)):
-        new = new.with_(lexical=_lexical_for(index_dir, new))
+    if m.lexical is not None and table is not None and len(vectors):
+        segments = _segments_for(index_dir, table, m.rows)
+        new = new.with_(lexical=dataclasses.replace(
+            m.lexical, segments=m.lexical.segments + tuple(segments)))
     new.validate()
     if new != m:
-        new.save(index_dir)
-        unlink_replaced(index_dir, m, new)
+        new = commit(index_dir, m, new)
+    if new.lexical is not None:  # also on a no-op re-run of a commit killed before it
+        live = MetadataStore.load(index_dir, new, verify=False).live
+        new, _ = merge_segments(index_dir, new, live, merges)
     removed_notes = len(set(wanted) - set(absent))
     added = 0 if table is None else len(set(table.column("id").to_pylist()))
     return ChangeResult(added, 0 if table is None else table.num_rows, removed_notes,
@@ -217,15 +193,20 @@ def apply_changes(*, index_dir: str | Path, vectors: np.ndarray | None = None,
                         len(store.ids()) - removed_notes + added, new)
 
 
-def _lexical_for(index_dir: Path, new: IndexManifest):
-    """The lexical part rebuilt over the notes `new` holds; refused (nothing committed)
-    when a note comes without its text, since BM25 could not find it."""
-    part = build_lexical(index_dir, new, MetadataStore.load(index_dir, new, verify=False))
-    if part is None:
+def _segments_for(index_dir: Path, table: pa.Table, first_row: int) -> list:
+    """The added notes' lexical segments; refused (nothing committed) when a note comes
+    without its text, since BM25 could not find it."""
+    writer = SegmentWriter(index_dir, first_row)
+    rows = document_rows(table)
+    texts = (table.column(FULL_TEXT).take(pa.array(rows)).to_pylist()
+             if FULL_TEXT in table.column_names else [None] * len(rows))
+    writer.add(texts, rows + first_row)
+    segments = writer.finish(first_row + table.num_rows)
+    if segments is None:
         raise ValueError("this index also scores notes by BM25 over their whole text, and "
                          "the new notes come without it: add them from a notes file, or "
                          "from an embeddings directory encoded with --full-text")
-    return part
+    return segments
 
 
 UNFINISHED = ("build-index was interrupted before it tuned and measured this index; re-run "
@@ -297,6 +278,9 @@ def index_info(index_dir: str | Path) -> dict:
         "modes": ["dense", "lexical", "hybrid"] if m.lexical else ["dense"],
         "lexical": None if m.lexical is None else {
             "documents": m.lexical.documents, "analyzer": m.lexical.analyzer,
-            "bytes": sum(f.size_bytes for f in m.lexical.refs())},
+            "bytes": sum(f.size_bytes for f in m.lexical.refs()),
+            "segments": [{"documents": s.documents, "rows": [s.first_row, s.end_row],
+                          "bytes": sum(f.size_bytes for f in s.refs())}
+                         for s in m.lexical.segments]},
     }
 

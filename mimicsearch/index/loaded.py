@@ -236,7 +236,7 @@ def _open_index(index_dir: str | Path, verify: bool, mmap: bool) -> NoteIndex:
         shards.append(index)
     store = MetadataStore.load(index_dir, manifest, verify=verify)
     lexical = None if manifest.lexical is None else LexicalIndex.open(
-        index_dir, manifest.lexical, manifest.rows, verify)
+        index_dir, manifest.lexical, store.live, verify)
     return NoteIndex(index_dir, manifest, shards, store, lexical)
 
 

@@ -9,8 +9,9 @@ Layout::
     INDEX/store/part-*.parquet       metadata per row (see store.py)
     INDEX/store/part-*.text.arrow    whole note texts, row for row with their part
     INDEX/store/deleted-*.parquet    rows removed (tombstones; filtered at query time)
-    INDEX/lexical-*.{data,indices,indptr,rows}.npy, .{vocab,params}.json
-                                     optional: BM25 over the live notes (lexical.py)
+    INDEX/lexical-*.{terms,term_offsets,term_indptr,term_docs,term_counts,lengths,rows}.npy
+                                     optional: BM25 segments over the notes' texts
+                                     (lexical/segment.py)
     INDEX/embeddings/                the encoded corpus, when built from notes
 
 File names carry a random suffix so a rewrite never touches the file the manifest names:
@@ -19,12 +20,15 @@ the new file is written, then the manifest, then the old file is unlinked.
 from __future__ import annotations
 
 import enum
+import itertools
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from ..fileio import MANIFEST, read_manifest, safe_child, sha256_file, write_json
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Version 1 differs only in its lexical part (one bm25s file set); read where it has none.
+READABLE_VERSIONS = (1, 2)
 KIND = "mimicsearch-index"
 # Files this process has hashed, by (path, inode, size, mtime): a reload skips them.
 _VERIFIED: dict[tuple, str] = {}
@@ -187,44 +191,70 @@ class StorePart:
                    None if text is None else FileRef.from_dict(text))
 
 
-# The lexical part's files (bm25s's arrays and vocabulary, and rows.npy), by role.
-LEXICAL_ROLES = {"data": "data.npy", "indices": "indices.npy", "indptr": "indptr.npy",
-                 "vocab": "vocab.json", "params": "params.json", "rows": "rows.npy"}
-# Term counts (term-major postings) and document lengths, for BM25 over groups of notes
-# (lexical patient search); indexes built before they existed lack them and still open.
-LEXICAL_COUNT_ROLES = {"term_indptr": "term_indptr.npy", "term_docs": "term_docs.npy",
-                       "term_counts": "term_counts.npy", "lengths": "lengths.npy"}
+# A lexical segment's files (segment.py), by role.
+SEGMENT_ROLES = ("terms", "term_offsets", "term_indptr", "term_docs", "term_counts",
+                 "lengths", "rows")
+
+
+@dataclass(frozen=True)
+class LexicalSegment:
+    """One immutable lexical segment: raw term counts of the notes in rows
+    [first_row, end_row) that were live when it was written (later removals are the
+    store's tombstones)."""
+
+    files: dict  # role -> FileRef
+    documents: int
+    first_row: int
+    end_row: int
+
+    def refs(self) -> list[FileRef]:
+        return [self.files[r] for r in SEGMENT_ROLES]
+
+    def to_dict(self) -> dict:
+        return {"files": {r: asdict(f) for r, f in self.files.items()},
+                "documents": self.documents, "rows": [self.first_row, self.end_row]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> LexicalSegment:
+        files = {r: FileRef.from_dict(f) for r, f in dict(d["files"]).items()}
+        if set(files) != set(SEGMENT_ROLES):
+            raise ValueError(f"lexical segment files {sorted(files)}; expected "
+                             f"{sorted(SEGMENT_ROLES)}")
+        first, end = d["rows"]
+        return cls(files, int(d["documents"]), int(first), int(end))
 
 
 @dataclass(frozen=True)
 class LexicalPart:
-    """The BM25 files of one commit, the documents (notes) they score and how."""
+    """BM25 over the notes' whole texts: segments in row order and their analysis."""
 
-    files: dict  # role -> FileRef
-    documents: int
+    segments: tuple[LexicalSegment, ...]
     analyzer: dict
 
-    def refs(self) -> list[FileRef]:
-        return [self.files[r] for r in (*LEXICAL_ROLES, *LEXICAL_COUNT_ROLES)
-                if r in self.files]
-
     @property
-    def has_counts(self) -> bool:
-        return set(LEXICAL_COUNT_ROLES) <= set(self.files)
+    def documents(self) -> int:
+        """Notes the segments hold, tombstoned ones included until a merge drops them."""
+        return sum(s.documents for s in self.segments)
+
+    def refs(self) -> list[FileRef]:
+        return [f for s in self.segments for f in s.refs()]
 
     def to_dict(self) -> dict:
-        return {"files": {r: asdict(f) for r, f in self.files.items()},
-                "documents": self.documents, "analyzer": dict(self.analyzer)}
+        return {"segments": [s.to_dict() for s in self.segments],
+                "analyzer": dict(self.analyzer)}
 
     @classmethod
     def from_dict(cls, d: dict) -> LexicalPart:
-        files = {r: FileRef.from_dict(f) for r, f in dict(d["files"]).items()}
-        counts = set(files) - set(LEXICAL_ROLES)
-        if not set(LEXICAL_ROLES) <= set(files) or counts not in (set(),
-                                                                  set(LEXICAL_COUNT_ROLES)):
-            raise ValueError(f"lexical files {sorted(files)}; expected {sorted(LEXICAL_ROLES)}"
-                             f", with or without {sorted(LEXICAL_COUNT_ROLES)}")
-        return cls(files, int(d["documents"]), dict(d["analyzer"]))
+        if "segments" not in d:
+            raise ValueError(OLD_LEXICAL)
+        return cls(tuple(LexicalSegment.from_dict(s) for s in d["segments"]),
+                   dict(d["analyzer"]))
+
+
+OLD_LEXICAL = ("this index's BM25 part was written by an older mimicsearch as one "
+               "whole-corpus file set, before segments; rebuild the index with `build-index` "
+               "(from INDEX/embeddings, which an index built from notes keeps, no encoding "
+               "is needed)")
 
 
 @dataclass(frozen=True)
@@ -293,7 +323,9 @@ class IndexManifest:
             raise ValueError(f"kind is {d.get('kind')!r}, expected {KIND!r}: not an index "
                              "directory written by `mimicsearch build-index`")
         version = d.get("format_version")
-        if version != FORMAT_VERSION:
+        if version == 1 and d.get("lexical"):
+            raise ValueError(OLD_LEXICAL)
+        if version not in READABLE_VERSIONS:
             raise ValueError(f"index format_version {version!r} is not supported (this "
                              f"mimicsearch reads {FORMAT_VERSION}); rebuild with `build-index`")
         try:
@@ -342,6 +374,14 @@ class IndexManifest:
         for a, b in zip(self.shards, self.shards[1:]):
             if b.first_row < a.end_row:
                 raise ValueError(f"shards {a.index.file} and {b.index.file} overlap in rows")
+        segments = self.lexical.segments if self.lexical else ()
+        for a, b in itertools.pairwise(segments):
+            if b.first_row < a.end_row:
+                raise ValueError(f"lexical segments {a.files['rows'].file} and "
+                                 f"{b.files['rows'].file} overlap in rows")
+        if segments and segments[-1].end_row > self.rows:
+            raise ValueError(f"a lexical segment ends at row {segments[-1].end_row}, past "
+                             f"the {self.rows} stored rows")
 
     def save(self, index_dir: str | Path) -> None:
         write_json(Path(index_dir) / MANIFEST, self.to_dict())

@@ -117,6 +117,15 @@ def write_part(index_dir: str | Path, table: pa.Table) -> StorePart:
     return StorePart(FileRef.of(index_dir, f"{stem}.parquet"), table.num_rows, texts)
 
 
+def document_rows(table: pa.Table) -> np.ndarray:
+    """Rows of `table` that stand for their note as a lexical document: a note's first
+    row (the windows of a note share its text)."""
+    if "window" not in table.column_names:
+        return np.arange(table.num_rows, dtype=np.int64)
+    window = table.column("window").to_numpy(zero_copy_only=False)
+    return np.flatnonzero(window == 0).astype(np.int64)
+
+
 def write_deleted(index_dir: str | Path, rows: np.ndarray) -> FileRef:
     name = f"{STORE_DIR}/deleted-{uuid.uuid4().hex[:12]}.parquet"
     path = Path(index_dir) / name
