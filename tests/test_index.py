@@ -506,3 +506,40 @@ def test_a_second_writer_is_refused_while_the_first_holds_the_lock(tmp_path, cor
         add_to_index(x[1500:1600], meta.slice(1500, 100), index_dir=ix_dir)
     m = add_to_index(x[1500:1600], meta.slice(1500, 100), index_dir=ix_dir)  # lock freed
     assert m.rows == 1600
+
+
+def test_an_untouched_index_opens_without_rehashing_and_a_tampered_file_is_still_refused(
+        tmp_path, corpus, monkeypatch):
+    """Opening hashes no file its writer stamped and nobody touched since (a 10 GB index
+    would take ~10 s to hash on every start); a modified file, even with its size and mtime
+    put back, and a copied index (new inodes) are hashed in full."""
+    import os
+    import time
+
+    from mimicsearch.index import manifest as manifest_module
+
+    ix = build(tmp_path, corpus, index_key="Flat", shard_size=700)
+    hashed = []
+    real = manifest_module.sha256_file
+    monkeypatch.setattr(manifest_module, "sha256_file",
+                        lambda path, *a: hashed.append(path) or real(path, *a))
+    manifest_module._VERIFIED.clear()
+    open_index(ix)
+    assert hashed == []
+    m = IndexManifest.load(ix)
+    assert all(f.stamp is not None for f in m.files())
+    copy = tmp_path / "copy"
+    shutil.copytree(ix, copy)
+    open_index(copy)
+    opened = {f.file.split("/")[-1] for f in m.files()} - {m.trained.file}  # not loaded
+    assert {p.name for p in hashed} == opened
+    time.sleep(0.02)  # a write in the writer's own clock tick is not told apart (documented)
+    path = ix / m.shards[1].index.file
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    data[-9] ^= 0x01
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    manifest_module._VERIFIED.clear()
+    with pytest.raises(ValueError, match="corrupted or was modified"):
+        open_index(ix)

@@ -351,3 +351,14 @@ def test_transfer_corpus_is_mimic_shaped_deterministic_and_written_apart(synth_d
     out = CliRunner().invoke(main, ["synth", "--patients", "3", "--out", str(tmp_path / "c"),
                                     "--style", "transfer", "--no-progress"])
     assert out.exit_code == 0 and "for 3 patients" in out.output
+
+
+def test_a_leap_day_birth_over_89_shifts_to_a_common_year():
+    """Found at 2.1M notes: a patient over 89 born on 29 February crashed the generator."""
+    from datetime import date
+
+    from mimicsearch.synth.generator import shift_old_dob
+
+    assert shift_old_dob(date(2096, 2, 29), 93) == date(1799, 2, 28)
+    assert shift_old_dob(date(2096, 2, 29), 90) == date(1796, 2, 29)
+    assert shift_old_dob(date(2100, 7, 4), 91) == date(1801, 7, 4)

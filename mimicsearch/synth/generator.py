@@ -16,13 +16,14 @@ versions) and each patient has its own generator, so a seed gives byte-identical
 from __future__ import annotations
 
 import bisect
+import calendar
 import csv
 import math
 import random
 import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 from tqdm import tqdm
@@ -211,6 +212,15 @@ def _patient_slots(rng: _Rng) -> dict:
     }
 
 
+def shift_old_dob(dob: date, age: int) -> date:
+    """MIMIC shifts the birth date of patients over 89 by 300 years; a leap-day birth
+    lands on 28 February where the shifted year has none."""
+    year = dob.year - 300 + (age - 90)
+    if (dob.month, dob.day) == (2, 29) and not calendar.isleap(year):
+        dob = dob.replace(day=28)
+    return dob.replace(year=year)
+
+
 def _make_patient(rng: _Rng, subject_id: int, first_admit: datetime) -> _Patient:
     sex = "M" if rng.chance(0.56) else "F"
     age = min(95, max(19, int(65 + 15 * rng.normal())))
@@ -229,8 +239,8 @@ def _make_patient(rng: _Rng, subject_id: int, first_admit: datetime) -> _Patient
     if any(c.key == "afib" for c in chronic):
         rhythm = "Atrial fibrillation"
     dob = first_admit - timedelta(days=int(age * 365.25) + rng.between(0, 364))
-    if age >= 90:  # MIMIC shifts the birth date of patients over 89 by 300 years
-        dob = dob.replace(year=dob.year - 300 + (age - 90))
+    if age >= 90:
+        dob = shift_old_dob(dob, age)
     return _Patient(
         subject_id=subject_id, sex=sex, age=age, dob=dob, chronic=chronic,
         chronic_names=[_fill(rng.pick(c.names), slots) for c in chronic],

@@ -25,7 +25,10 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     k = min(k, len(scores))
     if k == 0:
         return np.zeros(0, np.int64)
-    top = np.argpartition(-scores, k - 1)[:k]
+    kth = scores[np.argpartition(-scores, k - 1)[k - 1]]
+    above = np.flatnonzero(scores > kth)
+    tied = np.flatnonzero(scores == kth)[:k - len(above)]  # the cut keeps the first ties
+    top = np.concatenate([above, tied])
     return top[np.lexsort((top, -scores[top]))]
 
 
@@ -48,6 +51,8 @@ class LexicalIndex:
         self.n_live = int(self.live.sum())
         avg = lengths[self.live].sum() / self.n_live if self.n_live else 1.0
         self._norm = self.k1 * (1 - self.b + self.b * lengths / avg)
+        self._all_live = [bool(self.live[a:b].all())
+                          for a, b in zip(self.offsets[:-1], self.offsets[1:])]
 
     @property
     def documents(self) -> int:
@@ -69,23 +74,31 @@ class LexicalIndex:
         return cls(segments, live_rows, part.analyzer.get("k1", ANALYZER["k1"]),
                    part.analyzer.get("b", ANALYZER["b"]))
 
-    def postings(self, term: str, live_only: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        """(documents, counts) of one analysed term over every segment, live ones only."""
+    def _live_postings(self, term: str) -> tuple[list, int]:
+        """One analysed term's live postings per segment, [(segment, documents local to
+        it, counts)], and its document frequency over the live notes."""
         key = term.encode()
-        docs, counts = [], []
-        for s, off in zip(self.segments, self.offsets):
+        parts, df = [], 0
+        for i, s in enumerate(self.segments):
             t = s.lookup(key)
-            if t >= 0:
-                d, c = s.postings(t)
-                docs.append(d.astype(np.int64) + off)
-                counts.append(c)
-        if not docs:
+            if t < 0:
+                continue
+            d, c = s.postings(t)
+            if not self._all_live[i]:
+                ok = self.live[self.offsets[i] + d]
+                d, c = d[ok], c[ok]
+            if len(d):
+                parts.append((i, d, c))
+                df += len(d)
+        return parts, df
+
+    def postings(self, term: str) -> tuple[np.ndarray, np.ndarray]:
+        """(documents, counts) of one analysed term's live notes over every segment."""
+        parts, _ = self._live_postings(term)
+        if not parts:
             return np.zeros(0, np.int64), np.zeros(0, np.int32)
-        d, c = np.concatenate(docs), np.concatenate(counts)
-        if live_only:
-            ok = self.live[d]
-            d, c = d[ok], c[ok]
-        return d, c
+        return (np.concatenate([self.offsets[i] + d.astype(np.int64) for i, d, _ in parts]),
+                np.concatenate([c for _, _, c in parts]))
 
     def _idf(self, df, n) -> np.ndarray:
         return np.log1p((n - df + 0.5) / (df + 0.5))
@@ -96,13 +109,42 @@ class LexicalIndex:
         A term given twice counts twice, as in bm25s."""
         out = np.zeros(len(self.rows), np.float64)
         for term, times in Counter(terms).items():
-            docs, tf = self.postings(term)
-            if not len(docs):
+            parts, df = self._live_postings(term)
+            if not df:
                 continue
-            tf = tf.astype(np.float64)
-            out[docs] += times * self._idf(len(docs), self.n_live) * tf / (tf + self._norm[docs])
+            w = times * self._idf(df, self.n_live)
+            for i, d, c in parts:
+                docs = self.offsets[i] + d
+                tf = c.astype(np.float64)
+                out[docs] += w * tf / (tf + self._norm[docs])
         if allowed is not None:
             out[~allowed[self.rows]] = 0
+        return out.astype(np.float32)
+
+    def row_scores(self, terms: list[str], rows: np.ndarray) -> np.ndarray:
+        """BM25 scores of given store rows (0 for rows that are not documents), reading
+        only those rows' postings entries once each term's frequency is known."""
+        docs = self.doc_of[np.asarray(rows, dtype=np.int64)]
+        out = np.zeros(len(docs), np.float64)
+        valid = np.flatnonzero(docs >= 0)
+        if not len(valid):
+            return out.astype(np.float32)
+        wanted = docs[valid]
+        seg_of = np.searchsorted(self.offsets, wanted, side="right") - 1
+        for term, times in Counter(terms).items():
+            parts, df = self._live_postings(term)
+            if not df:
+                continue
+            w = times * self._idf(df, self.n_live)
+            for i, d, c in parts:
+                mine = np.flatnonzero(seg_of == i)
+                if not len(mine):
+                    continue
+                local = wanted[mine] - self.offsets[i]
+                at = np.minimum(np.searchsorted(d, local), len(d) - 1)
+                hit = d[at] == local
+                tf = np.asarray(c[at[hit]], np.float64)
+                out[valid[mine[hit]]] += w * tf / (tf + self._norm[wanted[mine[hit]]])
         return out.astype(np.float32)
 
     def search(self, terms: list[str], k: int,
@@ -136,9 +178,3 @@ class LexicalIndex:
             idf = self._idf(len(hit), groups)
             out[hit] += idf * tf[hit] / (tf[hit] + norm[hit])
         return out
-
-    def row_scores(self, terms: list[str], rows: np.ndarray) -> np.ndarray:
-        """BM25 scores of given store rows (0 for rows that are not documents)."""
-        s = self.scores(terms)
-        docs = self.doc_of[np.asarray(rows, dtype=np.int64)]
-        return np.where(docs >= 0, s[np.clip(docs, 0, None)], 0).astype(np.float32)
