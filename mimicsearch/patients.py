@@ -79,14 +79,35 @@ def pool(index, allowed: np.ndarray | None) -> Patients:
         store, np.flatnonzero(store.live if allowed is None else allowed))
     if not len(rows):
         return Patients([], np.zeros((0, index.dim), np.float32), [])
-    sums = np.zeros((len(subjects), index.dim), np.float32)
-    for start in range(0, len(rows), BLOCK):
-        np.add.at(sums, inverse[start:start + BLOCK],
-                  index.reconstruct(rows[start:start + BLOCK]))
+    if allowed is None and index.manifest.patients is not None:
+        sums = _kept_sums(index, subjects)
+    else:
+        sums = np.zeros((len(subjects), index.dim), np.float32)
+        for start in range(0, len(rows), BLOCK):
+            np.add.at(sums, inverse[start:start + BLOCK],
+                      index.reconstruct(rows[start:start + BLOCK]))
     sums /= np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
     order = np.argsort(inverse, kind="stable")
     groups = np.split(rows[order], np.cumsum(np.bincount(inverse))[:-1])
     return Patients(subjects, sums, groups)
+
+
+def _kept_sums(index, subjects: list) -> np.ndarray:
+    """The unfiltered patients' vector sums the index keeps (index/pooled.py), in the
+    order of `subjects`: no pass over the stored rows."""
+    from .index.pooled import SUBJECT, PatientSums
+
+    kept = PatientSums.read(index.dir, index.manifest.patients, index.dim)
+    column = index.store.table.column(SUBJECT)
+    keys = column.take(pa.array(kept.rows))
+    at = pc.index_in(keys, value_set=pa.array(subjects, column.type)).to_numpy(
+        zero_copy_only=False)
+    if len(kept.rows) != len(subjects) or np.isnan(at.astype(float)).any():
+        raise ValueError(f"{index.dir / index.manifest.patients.file} does not hold the "
+                         "index's live patients; rebuild the index with `build-index`")
+    sums = np.zeros((len(subjects), index.dim), np.float32)
+    sums[at.astype(np.int64)] = kept.sums
+    return sums
 
 
 def documents(index, allowed: np.ndarray | None) -> PatientDocuments:

@@ -167,6 +167,11 @@ def use(kind: str, d: Path, name: str | None = None):
         meta = pa.table({"id": np.arange(10_000, 10_003, dtype=np.int64),
                          "SUBJECT_ID": ["1", "2", "3"]})
         return add_to_index(x, meta, index_dir=d)
+    m = IndexManifest.load(d)
+    if name is not None and m.patients is not None and name == m.patients.file:
+        from mimicsearch.patients import pool  # read on the first patient search
+
+        return pool(open_index(d), None)
     return open_index(d)
 
 

@@ -9,6 +9,7 @@ of the trained empty index, so shards share their quantizer and can be merged on
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -28,8 +29,9 @@ from .faiss_ops import faiss_message, new_index, write_index
 from .lexical import ANALYZER, SegmentWriter
 from .loaded import open_index
 from .manifest import BuildParams, FileRef, IndexManifest, IndexShard, LexicalPart, StorePart
+from .pooled import SUBJECT, PatientSums
 from .sources import VectorSource, check_vectors
-from .store import FULL_TEXT, document_rows, store_table, write_part
+from .store import FULL_TEXT, MetadataStore, document_rows, store_table, write_part
 from .tune import EVAL_K, EVAL_QUERIES, measure_quality
 
 
@@ -112,6 +114,7 @@ class PieceResult:
     exact_scores: np.ndarray  # float32 [n_eval, k]: this piece's exact top-k per eval query
     exact_rows: np.ndarray  # int64 [n_eval, k]
     lexical: tuple | None = None  # the piece's lexical segments; None: a note had no text
+    patients: PatientSums | None = None  # its rows' vector sums by patient
 
 
 def claim_out_dir(out: Path) -> None:
@@ -187,7 +190,7 @@ def add_piece(out: Path, plan: BuildPlan, trained: Trained, piece: Piece,
     lexical = SegmentWriter(out, piece.first_row) if plan.options.lexical else None
     eval_q = trained.eval_queries
     heap = faiss.ResultHeap(len(eval_q), plan.k, keep_max=True)
-    tables, row = [], piece.first_row
+    tables, sums, row = [], [], piece.first_row
     for vecs, meta in batches:
         vecs = check_vectors(vecs, plan.dim)
         ids = np.arange(row, row + len(vecs), dtype=np.int64)
@@ -198,6 +201,8 @@ def add_piece(out: Path, plan: BuildPlan, trained: Trained, piece: Piece,
             docs = document_rows(table)
             lexical.add(table.column(FULL_TEXT).take(pa.array(docs)).to_pylist()
                         if FULL_TEXT in table.column_names else [None] * len(docs), docs + row)
+        if SUBJECT in table.column_names:
+            sums.append(PatientSums.of(table.column(SUBJECT), ids, vecs))
         tables.append(table)
         row += len(vecs)
         if on_rows is not None:
@@ -208,8 +213,13 @@ def add_piece(out: Path, plan: BuildPlan, trained: Trained, piece: Piece,
     heap.finalize()
     shard = IndexShard(write_index(index, out, "shard"), int(index.ntotal), piece.first_row, row)
     segments = None if lexical is None else lexical.finish(row)
-    return PieceResult(shard, write_part(out, pa.concat_tables(tables)), heap.D, heap.I,
-                       None if segments is None else tuple(segments))
+    whole = pa.concat_tables(tables)
+    patients = None
+    if sums:  # by the raw SUBJECT_ID text here; by the store's typing once all are in
+        patients = functools.reduce(lambda a, b: a.combine(b, whole.column(SUBJECT),
+                                                           piece.first_row), sums)
+    return PieceResult(shard, write_part(out, whole), heap.D, heap.I,
+                       None if segments is None else tuple(segments), patients)
 
 
 def finish_build(out: Path, plan: BuildPlan, trained: Trained,
@@ -233,6 +243,11 @@ def finish_build(out: Path, plan: BuildPlan, trained: Trained,
         index_key=c.key, family=c.family, trained=trained.ref,
         shards=tuple(r.shard for r in results), store_parts=tuple(r.part for r in results),
         rows=plan.rows, build=build, id_type=plan.id_type, encode=dict(encode or {}))
+    if all(r.patients is not None for r in results) and results:
+        subject = MetadataStore.load(out, manifest, verify=False).table.column(SUBJECT)
+        total = functools.reduce(lambda a, b: a.combine(b, subject),
+                                 (r.patients for r in results))
+        manifest = manifest.with_(patients=total.write(out))
     if o.lexical and all(r.lexical is not None for r in results):
         manifest = manifest.with_(lexical=LexicalPart(
             tuple(s for r in results for s in r.lexical), dict(ANALYZER)))

@@ -17,11 +17,20 @@ import pyarrow as pa
 
 from ..fileio import MANIFEST, atomic_path, mark_new, writer
 from .commit import commit, sweep_orphans
-from .faiss_ops import clone, faiss_message, ivf_of, quiet_stdout, read_faiss, write_index
+from .faiss_ops import (
+    clone,
+    faiss_message,
+    ivf_of,
+    quiet_stdout,
+    read_faiss,
+    stored_vectors,
+    write_index,
+)
 from .lexical import SegmentWriter
 from .lexical.merge import merge_segments
 from .lexical.policy import merges
 from .manifest import FileRef, IndexManifest, IndexShard
+from .pooled import SUBJECT, PatientSums
 from .sources import check_vectors
 from .store import FULL_TEXT, MetadataStore, document_rows, store_table, write_deleted, write_part
 
@@ -130,11 +139,21 @@ def apply_changes(*, index_dir: str | Path, vectors: np.ndarray | None = None,
     shards: list[IndexShard] = list(m.shards)
     loaded: dict[int, faiss.Index] = {}  # shard position -> changed faiss index
     native = 0
+    gone = []  # the removed rows' vectors, read before faiss forgets them
     for si, sh in enumerate(shards):
         mine = rows[(rows >= sh.first_row) & (rows < sh.end_row)]
-        if len(mine) == 0 or sh.merged:
+        if len(mine) == 0:
+            continue
+        if sh.merged:
+            if m.patients is not None:
+                index = read_faiss(sh.index.verify(index_dir), faiss.IO_FLAG_ONDISK_SAME_DIR)
+                gone.append(stored_vectors(index, mine))
             continue
         index = read_faiss(sh.index.verify(index_dir))
+        if m.patients is not None:
+            gone.append(stored_vectors(index, mine))
+            if (ivf := ivf_of(index)) is not None:
+                ivf.set_direct_map_type(faiss.DirectMap.NoMap)  # the file stays as built
         try:
             n = index.remove_ids(np.ascontiguousarray(mine, dtype=np.int64))
         except RuntimeError:
@@ -176,6 +195,8 @@ def apply_changes(*, index_dir: str | Path, vectors: np.ndarray | None = None,
         deleted = np.union1d(np.flatnonzero(~store.live), rows)
         changes.update(deleted=write_deleted(index_dir, deleted), deleted_rows=len(deleted))
     new = m.with_(**changes)
+    if m.patients is not None and (len(rows) or table is not None):
+        new = new.with_(patients=_patients_for(index_dir, m, new, table, vectors, rows, gone))
     if m.lexical is not None and table is not None and len(vectors):
         segments = _segments_for(index_dir, table, m.rows)
         new = new.with_(lexical=dataclasses.replace(
@@ -191,6 +212,22 @@ def apply_changes(*, index_dir: str | Path, vectors: np.ndarray | None = None,
     return ChangeResult(added, 0 if table is None else table.num_rows, removed_notes,
                         len(rows), native, len(rows) - native, tuple(absent),
                         len(store.ids()) - removed_notes + added, new)
+
+
+def _patients_for(index_dir: Path, m: IndexManifest, new: IndexManifest, table, vectors,
+                  removed: np.ndarray, gone: list) -> FileRef:
+    """The patients' vector sums after a commit: the added rows' vectors in, the removed
+    rows' out, keyed by the new state's typed SUBJECT_ID."""
+    subject = MetadataStore.load(index_dir, new, verify=False).table.column(SUBJECT)
+    sums = PatientSums.read(index_dir, m.patients, m.dimension)
+    if len(removed):
+        sums = sums.combine(PatientSums.of(subject.take(pa.array(removed)), removed,
+                                           np.concatenate(gone), sign=-1), subject)
+    if table is not None and len(vectors):
+        added = np.arange(m.rows, m.rows + table.num_rows, dtype=np.int64)
+        sums = sums.combine(PatientSums.of(subject.take(pa.array(added)), added, vectors),
+                            subject)
+    return sums.write(index_dir)
 
 
 def _segments_for(index_dir: Path, table: pa.Table, first_row: int) -> list:

@@ -131,3 +131,16 @@ def merge_topk(D: np.ndarray, I: np.ndarray, k: int) -> tuple[np.ndarray, np.nda
     order = np.argsort(-D, axis=1, kind="stable")[:, :k]
     return np.take_along_axis(D, order, 1), np.take_along_axis(I, order, 1)
 
+
+
+def stored_vectors(index: faiss.Index, rows: np.ndarray) -> np.ndarray:
+    """The stored vectors of faiss ids `rows` (decoded where compressed); IVF indexes get
+    the id lookup table reconstruction needs."""
+    ivf = ivf_of(index)
+    if ivf is not None and ivf.direct_map.type == faiss.DirectMap.NoMap:
+        ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
+    try:
+        return index.reconstruct_batch(np.ascontiguousarray(rows, dtype=np.int64))
+    except RuntimeError as e:
+        raise ValueError(f"cannot read stored vectors of rows {list(rows[:5])} "
+                         f"({faiss_message(e)})") from None

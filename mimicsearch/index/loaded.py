@@ -10,13 +10,12 @@ import numpy as np
 
 from ..fileio import MANIFEST
 from .faiss_ops import (
-    faiss_message,
-    ivf_of,
     merge_topk,
     omp_threads,
     read_faiss,
     search_knob,
     selector_params,
+    stored_vectors,
 )
 from .lexical import LexicalIndex
 from .manifest import IndexManifest
@@ -161,15 +160,7 @@ class NoteIndex:
         shard_of = np.searchsorted(self._first_rows, rows, side="right") - 1
         for si in np.unique(shard_of):
             sel = np.flatnonzero(shard_of == si)
-            index = self.shards[si]
-            ivf = ivf_of(index)
-            if ivf is not None and ivf.direct_map.type == faiss.DirectMap.NoMap:
-                ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
-            try:
-                out[sel] = index.reconstruct_batch(rows[sel])
-            except RuntimeError as e:
-                raise ValueError(f"cannot read stored vectors of rows {rows[sel][:5].tolist()} "
-                                 f"({faiss_message(e)})") from None
+            out[sel] = stored_vectors(self.shards[si], rows[sel])
         return out
 
     def _search_subset(self, q, k, rows):

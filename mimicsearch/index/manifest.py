@@ -12,6 +12,8 @@ Layout::
     INDEX/lexical-*.{terms,term_offsets,term_indptr,term_docs,term_counts,lengths,rows}.npy
                                      optional: BM25 segments over the notes' texts
                                      (lexical/segment.py)
+    INDEX/patients-*.parquet         optional: each patient's sum of stored vectors
+                                     (pooled.py)
     INDEX/embeddings/                the encoded corpus, when built from notes
 
 File names carry a random suffix so a rewrite never touches the file the manifest names:
@@ -295,8 +297,11 @@ class IndexManifest:
     # The encode options the vectors were made with (EncodeOptions.to_dict(), dim resolved);
     # `add` and `query` encode new text the same way. Empty for in-memory vectors.
     encode: dict = field(default_factory=dict)
-    # BM25 over the notes' whole texts (lexical.py); None where not built.
+    # BM25 over the notes' whole texts (lexical/); None where not built.
     lexical: LexicalPart | None = None
+    # Each patient's sum of stored vectors over its live rows (pooled.py); None where the
+    # notes have no SUBJECT_ID, or for an index built before it was kept.
+    patients: FileRef | None = None
     kind: str = KIND
     format_version: int = FORMAT_VERSION
 
@@ -314,6 +319,7 @@ class IndexManifest:
             out += [s.index] + ([s.data] if s.data else [])
         out += [f for p in self.store_parts for f in (p.file, p.text) if f is not None]
         out += self.lexical.refs() if self.lexical else []
+        out += [self.patients] if self.patients else []
         return out + ([self.deleted] if self.deleted else [])
 
     def with_(self, **changes) -> IndexManifest:
@@ -329,6 +335,7 @@ class IndexManifest:
         d["deleted"] = asdict(self.deleted) if self.deleted else None
         d["quality"] = self.quality.to_dict() if self.quality else None
         d["lexical"] = self.lexical.to_dict() if self.lexical else None
+        d["patients"] = asdict(self.patients) if self.patients else None
         return d
 
     @classmethod
@@ -364,6 +371,7 @@ class IndexManifest:
                 metric=str(d.get("metric", "inner_product")),
                 encode=dict(d.get("encode") or {}),
                 lexical=LexicalPart.from_dict(d["lexical"]) if d.get("lexical") else None,
+                patients=FileRef.from_dict(d["patients"]) if d.get("patients") else None,
             )
         except KeyError as e:
             raise ValueError(f"index manifest is missing the field {e.args[0]!r}") from None
