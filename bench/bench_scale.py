@@ -86,6 +86,7 @@ def _csv_batches(path: Path, rows: int):
                            parse_options=pcsv.ParseOptions(newlines_in_values=True),
                            convert_options=pcsv.ConvertOptions(
                                column_types={c: "string" for c in META + ["TEXT"]},
+                               strings_can_be_null=True,
                                include_columns=["ROW_ID", *META, "TEXT"]))
     for batch in reader:
         import pyarrow as pa
@@ -282,7 +283,7 @@ def step_query(work: Path) -> dict:
     from mimicsearch.filters import Filters
     from mimicsearch.search import Searcher
 
-    s = Searcher(work / "ix", verify=False)
+    s = Searcher(work / "ix", mmap=True)  # as `serve` opens it
     project = Projection()
     queries = _queries(work, QUERIES)
     vectors = project(queries)

@@ -68,3 +68,31 @@ def test_no_subject_column_keeps_no_sums(tmp_path):
     build_index(ArraySource(x, meta.drop_columns(["SUBJECT_ID"])), tmp_path / "ix",
                 model_fingerprint="f", progress=False, options=BuildOptions(index_key="Flat"))
     assert IndexManifest.load(tmp_path / "ix").patients is None
+
+
+@pytest.mark.parametrize("key", ["Flat", "IVF4,Flat"])
+def test_a_commit_never_rewrites_a_shard_past_the_rewrite_size(tmp_path, key, monkeypatch):
+    """Into an index built as one large shard, a commit's new rows start a new shard and
+    its removals there are tombstones: the large shard's file is not rewritten, removed
+    notes never come back, and the patients' sums stay exact."""
+    from mimicsearch.index import edit
+
+    monkeypatch.setattr(edit, "REWRITE_ROWS", 50)
+    rng = np.random.default_rng(2)
+    x, meta = notes(range(120), rng)
+    ix = tmp_path / "ix"
+    build_index(ArraySource(x, meta), ix, model_fingerprint="f", progress=False,
+                options=BuildOptions(index_key=key))
+    big = IndexManifest.load(ix).shards[0].index
+    x2, meta2 = notes(range(120, 180), rng)
+    apply_changes(index_dir=ix, vectors=x2, metadata=meta2)
+    r = apply_changes(index_dir=ix, remove_ids=[1, 2, 3, 125])
+    m = r.manifest
+    assert m.shards[0].index == big and len(m.shards) == 3  # 120 | 50 | 10 new rows
+    assert [s.ntotal for s in m.shards] == [120, 49, 10]  # 125 removed natively
+    assert r.tombstoned == 3 and r.native == 1
+    assert_kept_equals_pooled(ix)
+    index = open_index(ix)
+    allowed = index.store.live.copy()
+    _, found = index.search(x[1:4], 5, allowed)
+    assert not set(found.ravel().tolist()) & {1, 2, 3}

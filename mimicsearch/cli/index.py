@@ -478,7 +478,7 @@ def info_cmd(index_dir, as_json):
         f"size       {info['disk_bytes'] / 2**20:.1f} MiB on disk",
         f"built      {b['seconds']:.1f} s from {b['source']}: {b['reason']}",
         "modes      " + ", ".join(info["modes"]) + (
-            f" (BM25 over whole notes: {len(info['lexical']['segments'])} segments, "
+            f" (BM25 over whole notes: {_count(len(info['lexical']['segments']), 'segment')}, "
             f"{info['lexical']['bytes'] / 2**20:.1f} MiB)" if info["lexical"] else
             " (no lexical part: built with --no-lexical or --no-full-text)"),
     ]
@@ -488,6 +488,10 @@ def info_cmd(index_dir, as_json):
                      f"{q['search_params'] or 'exact search'}, {q['ms_per_query']:.2f} ms/query, "
                      f"measured on {q['queries']} queries over {q['rows_measured']} vectors")
     click.echo("\n".join(lines))
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 COMMANDS: list = [build_index_cmd, query_cmd, add_cmd, sync_cmd, remove_cmd, compact_cmd,

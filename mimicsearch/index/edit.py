@@ -66,6 +66,10 @@ def merge_shards(index_dir: str | Path) -> IndexManifest:
 
 
 MISSING = ("error", "ignore")
+# A commit rewrites a shard only up to this many vectors: past it, removals are tombstones
+# (filtered at query time) and new rows start a new shard, so a nightly sync into a
+# 2M-row index reads and writes megabytes, not the whole index.
+REWRITE_ROWS = 250_000
 
 
 @dataclass(frozen=True)
@@ -99,9 +103,11 @@ def apply_changes(*, index_dir: str | Path, vectors: np.ndarray | None = None,
     manifest write, so a reader sees the index before or after, never an edited note
     missing. Appended ids must not be live unless removed here (an edit).
 
-    Removal is native where faiss supports it (Flat, IVF), tombstones elsewhere (HNSW,
-    merged on-disk shards). New rows fill the last shard up to the shard size, then go to
-    new shards cloned from the trained index: nothing is retrained.
+    Removal is native where faiss supports it (Flat, IVF) in shards of at most
+    REWRITE_ROWS vectors, tombstones elsewhere (HNSW, merged on-disk shards, larger
+    shards). New rows fill the last shard up to the shard size (REWRITE_ROWS where the
+    build set none), then go to new shards cloned from the trained index: nothing is
+    retrained.
     `missing`: "error" refuses ids the index does not hold; "ignore" skips them (a re-run).
     Raises ValueError on a bad argument, leaving the index unchanged.
     """
@@ -144,9 +150,11 @@ def apply_changes(*, index_dir: str | Path, vectors: np.ndarray | None = None,
         mine = rows[(rows >= sh.first_row) & (rows < sh.end_row)]
         if len(mine) == 0:
             continue
-        if sh.merged:
+        if sh.merged or sh.ntotal > REWRITE_ROWS:  # tombstones only: not rewritten
             if m.patients is not None:
-                index = read_faiss(sh.index.verify(index_dir), faiss.IO_FLAG_ONDISK_SAME_DIR)
+                flag = (faiss.IO_FLAG_ONDISK_SAME_DIR if sh.merged else
+                        faiss.IO_FLAG_MMAP if "IVF" in m.index_key.upper() else 0)
+                index = read_faiss(sh.index.verify(index_dir), flag)
                 gone.append(stored_vectors(index, mine))
             continue
         index = read_faiss(sh.index.verify(index_dir))
@@ -162,11 +170,10 @@ def apply_changes(*, index_dir: str | Path, vectors: np.ndarray | None = None,
         loaded[si] = index
     row = m.rows
     if table is not None and len(vectors):
-        cap, i, trained = m.build.shard_size, 0, None
+        cap, i, trained = m.build.shard_size or REWRITE_ROWS, 0, None
         while i < len(vectors):
             last = len(shards) - 1
-            if last >= 0 and not shards[last].merged and (
-                    cap is None or _ntotal(loaded, shards, last) < cap):
+            if last >= 0 and not shards[last].merged and _ntotal(loaded, shards, last) < cap:
                 if last not in loaded:
                     loaded[last] = read_faiss(shards[last].index.verify(index_dir))
                 index = loaded[last]
