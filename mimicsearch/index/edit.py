@@ -212,7 +212,8 @@ def apply_changes(*, index_dir: str | Path, vectors: np.ndarray | None = None,
     if new != m:
         new = commit(index_dir, m, new)
     if new.lexical is not None:  # also on a no-op re-run of a commit killed before it
-        live = MetadataStore.load(index_dir, new, verify=False).live
+        live = np.concatenate([store.live, np.ones(new.rows - m.rows, bool)])
+        live[rows] = False
         new, _ = merge_segments(index_dir, new, live, merges)
     removed_notes = len(set(wanted) - set(absent))
     added = 0 if table is None else len(set(table.column("id").to_pylist()))
