@@ -31,7 +31,7 @@ from .loaded import open_index
 from .manifest import BuildParams, FileRef, IndexManifest, IndexShard, LexicalPart, StorePart
 from .pooled import SUBJECT, PatientSums
 from .sources import VectorSource, check_vectors
-from .store import FULL_TEXT, MetadataStore, document_rows, store_table, write_part
+from .store import FULL_TEXT, MetadataStore, PartWriter, document_rows, store_table
 from .tune import EVAL_K, EVAL_QUERIES, measure_quality
 
 
@@ -190,36 +190,49 @@ def add_piece(out: Path, plan: BuildPlan, trained: Trained, piece: Piece,
     lexical = SegmentWriter(out, piece.first_row) if plan.options.lexical else None
     eval_q = trained.eval_queries
     heap = faiss.ResultHeap(len(eval_q), plan.k, keep_max=True)
-    tables, sums, row = [], [], piece.first_row
-    for vecs, meta in batches:
-        vecs = check_vectors(vecs, plan.dim)
-        ids = np.arange(row, row + len(vecs), dtype=np.int64)
-        index.add_with_ids(vecs, ids)
-        heap.add_result(eval_q @ vecs.T, np.broadcast_to(ids, (len(eval_q), len(ids))))
-        table = store_table(meta, row, plan.id_type)
-        if lexical is not None:
-            docs = document_rows(table)
-            lexical.add(table.column(FULL_TEXT).take(pa.array(docs)).to_pylist()
-                        if FULL_TEXT in table.column_names else [None] * len(docs), docs + row)
-        if SUBJECT in table.column_names:
-            sums.append(PatientSums.of(table.column(SUBJECT), ids, vecs))
-        tables.append(table)
-        row += len(vecs)
-        if on_rows is not None:
-            on_rows(len(vecs))
+    part, subjects, sums, row = PartWriter(out), [], [], piece.first_row
+    try:
+        for vecs, meta in batches:
+            row = _add_batch(index, heap, eval_q, part, lexical, subjects, sums, plan,
+                             piece.first_row, row, vecs, meta)
+            if on_rows is not None:
+                on_rows(len(vecs))
+    except BaseException as e:
+        part.abort(e)
+        raise
     if row != piece.end_row:
+        part.abort(ValueError())
         raise ValueError(f"rows {piece.first_row}..{piece.end_row} of the source yielded "
                          f"{row - piece.first_row} vectors")
     heap.finalize()
     shard = IndexShard(write_index(index, out, "shard"), int(index.ntotal), piece.first_row, row)
+    del index
     segments = None if lexical is None else lexical.finish(row)
-    whole = pa.concat_tables(tables)
-    patients = None
-    if sums:  # by the raw SUBJECT_ID text here; by the store's typing once all are in
-        patients = functools.reduce(lambda a, b: a.combine(b, whole.column(SUBJECT),
-                                                           piece.first_row), sums)
-    return PieceResult(shard, write_part(out, whole), heap.D, heap.I,
-                       None if segments is None else tuple(segments), patients)
+    return PieceResult(shard, part.close(), heap.D, heap.I,
+                       None if segments is None else tuple(segments),
+                       sums[0] if sums else None)
+
+
+def _add_batch(index, heap, eval_q, part, lexical, subjects, sums, plan, first_row, row,
+               vecs, meta):
+    """One batch of a piece into its faiss index, exact heap, store part, segments and
+    patients' running sums (`sums`, one item or none); the next row."""
+    vecs = check_vectors(vecs, plan.dim)
+    ids = np.arange(row, row + len(vecs), dtype=np.int64)
+    index.add_with_ids(vecs, ids)
+    heap.add_result(eval_q @ vecs.T, np.broadcast_to(ids, (len(eval_q), len(ids))))
+    table = store_table(meta, row, plan.id_type)
+    if lexical is not None:
+        docs = document_rows(table)
+        lexical.add(table.column(FULL_TEXT).take(pa.array(docs)).to_pylist()
+                    if FULL_TEXT in table.column_names else [None] * len(docs), docs + row)
+    if SUBJECT in table.column_names:  # by the raw SUBJECT_ID text within the piece
+        subjects.append(table.column(SUBJECT))
+        batch = PatientSums.of(table.column(SUBJECT), ids, vecs)
+        column = pa.chunked_array([c for s in subjects for c in s.chunks], pa.string())
+        sums[:] = [sums[0].combine(batch, column, first_row) if sums else batch]
+    part.add(table)
+    return row + len(vecs)
 
 
 def finish_build(out: Path, plan: BuildPlan, trained: Trained,

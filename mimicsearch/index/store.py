@@ -11,6 +11,7 @@ that went through pandas as 2588.0 is the integer 2588 and dates compare as date
 """
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -23,7 +24,7 @@ import pyarrow.parquet as pq
 from ..embeddings import FULL_TEXT, SNIPPET, TEXT_HASH, snippet
 from ..fileio import atomic_path
 from .manifest import FileRef, IndexManifest, StorePart
-from .texts import NoteTexts, write_texts
+from .texts import NoteTexts, TextsWriter, write_texts
 
 STORE_DIR = "store"
 RESERVED = ("row", "id", "window", "line", TEXT_HASH, SNIPPET, "embedding")
@@ -115,6 +116,59 @@ def write_part(index_dir: str | Path, table: pa.Table) -> StorePart:
     with atomic_path(path, new=True) as tmp:
         pq.write_table(table, tmp)
     return StorePart(FileRef.of(index_dir, f"{stem}.parquet"), table.num_rows, texts)
+
+
+class PartWriter:
+    """A store part written as its tables stream past (metadata Parquet a row group per
+    table, texts re-cut into their file's batches), so a build piece holds one batch of
+    texts, not all of its notes'. `close()` gives the StorePart."""
+
+    def __init__(self, index_dir: str | Path):
+        self.dir = Path(index_dir)
+        self.stem = f"{STORE_DIR}/part-{uuid.uuid4().hex[:12]}"
+        (self.dir / STORE_DIR).mkdir(parents=True, exist_ok=True)
+        self._stack = contextlib.ExitStack()
+        self._meta = self._texts = None
+        self._schema = None
+        self.rows = 0
+        self._any_text = False
+
+    def add(self, table: pa.Table) -> None:
+        if FULL_TEXT in table.column_names:
+            column = table.column(FULL_TEXT)
+            table = table.drop_columns([FULL_TEXT])
+            if self._texts is None:
+                self._texts = self._stack.enter_context(
+                    TextsWriter(self.dir, f"{self.stem}.text.arrow"))
+                if self.rows:
+                    self._texts.add(pa.nulls(self.rows, pa.string()))
+            self._texts.add(column)
+            self._any_text = self._any_text or column.null_count < len(column)
+        elif self._texts is not None:
+            self._texts.add(pa.nulls(table.num_rows, pa.string()))
+        if self._meta is None:
+            self._schema = table.schema
+            tmp = self._stack.enter_context(atomic_path(self.dir / f"{self.stem}.parquet",
+                                                        new=True))
+            self._meta = pq.ParquetWriter(tmp, self._schema)
+        self._meta.write_table(table.select(self._schema.names).cast(self._schema))
+        self.rows += table.num_rows
+
+    def close(self) -> StorePart:
+        if self._meta is None:
+            raise ValueError("a store part needs at least one table")
+        self._meta.close()
+        texts = self._texts
+        self._stack.close()
+        text = texts.ref if texts is not None and self._any_text else None
+        if texts is not None and text is None:  # every text null: no file, as write_part
+            (self.dir / texts.name).unlink(missing_ok=True)
+        return StorePart(FileRef.of(self.dir, f"{self.stem}.parquet"), self.rows, text)
+
+    def abort(self, exc: BaseException) -> None:
+        if self._meta is not None:
+            self._meta.close()
+        self._stack.__exit__(type(exc), exc, exc.__traceback__)
 
 
 def document_rows(table: pa.Table) -> np.ndarray:

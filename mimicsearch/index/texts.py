@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 import pyarrow as pa
@@ -22,14 +23,56 @@ BATCH_ROWS = 64
 
 
 def write_texts(index_dir: str | Path, name: str, column) -> FileRef:
-    path = Path(index_dir) / name
-    table = pa.table({FULL_TEXT: column}).combine_chunks()
-    options = pa.ipc.IpcWriteOptions(compression="zstd")
-    with atomic_path(path, new=True) as tmp, \
-            pa.ipc.new_file(str(tmp), table.schema, options=options) as w:
-        for start in range(0, table.num_rows, BATCH_ROWS):
-            w.write_table(table.slice(start, BATCH_ROWS), max_chunksize=BATCH_ROWS)
-    return FileRef.of(index_dir, name)
+    with TextsWriter(index_dir, name) as w:
+        w.add(column)
+    return w.ref
+
+
+class TextsWriter:
+    """A texts file written as texts stream past, re-cut into batches of BATCH_ROWS (the
+    reader finds a row's batch by division); `ref` once closed without error."""
+
+    SCHEMA = pa.schema([pa.field(FULL_TEXT, pa.string())])
+
+    def __init__(self, index_dir: str | Path, name: str):
+        self.dir, self.name, self.ref = Path(index_dir), name, None
+        self._path = atomic_path(self.dir / name, new=True)
+        tmp = self._path.__enter__()
+        self._writer = pa.ipc.new_file(str(tmp), self.SCHEMA,
+                                       options=pa.ipc.IpcWriteOptions(compression="zstd"))
+        self._pending: list = []
+        self._held = 0
+
+    def add(self, column) -> None:
+        column = column.cast(pa.string())
+        chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+        self._pending += chunks
+        self._held += len(column)
+        if self._held >= BATCH_ROWS:
+            table = pa.Table.from_batches(
+                [pa.record_batch([c], schema=self.SCHEMA) for c in self._pending],
+                self.SCHEMA).combine_chunks()
+            full = (self._held // BATCH_ROWS) * BATCH_ROWS
+            for start in range(0, full, BATCH_ROWS):
+                self._writer.write_table(table.slice(start, BATCH_ROWS),
+                                         max_chunksize=BATCH_ROWS)
+            rest = table.slice(full).column(0).combine_chunks()
+            self._pending, self._held = ([rest] if len(rest) else []), len(rest)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            if exc[0] is None and self._held:
+                self._writer.write_table(pa.Table.from_batches(
+                    [pa.record_batch([c], schema=self.SCHEMA) for c in self._pending],
+                    self.SCHEMA).combine_chunks(), max_chunksize=BATCH_ROWS)
+            self._writer.close()
+        finally:
+            self._path.__exit__(*exc)
+        if exc[0] is None:
+            self.ref = FileRef.of(self.dir, self.name)
 
 
 class NoteTexts:
