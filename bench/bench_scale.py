@@ -25,7 +25,6 @@ encode (notes/s of the bundled model on 2,000 notes of the mix, both engines).
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import resource
@@ -180,47 +179,74 @@ def _queries(work: Path, n: int) -> list[str]:
     return out
 
 
-def step_sync(work: Path) -> dict:
-    """The index-side work of a nightly sync: 15,000 new notes, 5,000 edited (text changed,
-    new vectors), 1,000 retracted, as one `apply_changes` commit (what `sync` calls after
-    encoding the changed notes)."""
+def _changes(work: Path, night: int):
+    """A night's change set: NEW new notes (night 1: the held-out ones; later nights: live
+    notes' texts under new ids), EDITED edited (text changed, new vectors), RETRACTED
+    retracted; written to WORK/night-N/ for a clean process to commit."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from mimicsearch.index import apply_changes, open_index
+    from mimicsearch.index import open_index
 
-    ix = work / "ix"
-    index = open_index(ix, verify=False)
-    ids = index.store.table.column("id").to_numpy()[index.store.live]
-    rng = np.random.default_rng(1)
-    chosen = rng.choice(ids, EDITED + RETRACTED, replace=False)
-    edited, retracted = chosen[:EDITED], chosen[EDITED:]
-    rows, _ = index.store.rows_of(list(edited))
-    old = index.store.records(rows)
-    texts = index.store.texts.get([int(r) for r in rows])
-    del index
-    new = pq.read_table(work / "new.parquet")
-    edited_table = pa.table({
-        "ROW_ID": pa.array([int(r["id"]) for r in old]),
-        **{c: pa.array([None if r.get(c) is None else str(r[c]) for r in old], pa.string())
-           for c in META},
-        "TEXT": [t + "\nAddendum: reviewed, amended." for t in texts]})
-    changes = pa.concat_tables([new.select(["ROW_ID", *META, "TEXT"]),
-                                edited_table.cast(new.select(["ROW_ID", *META,
-                                                              "TEXT"]).schema)])
-    project = Projection()
-    vectors = project(changes.column("TEXT").to_pylist())
-    meta = changes.rename_columns(["id", *META, "TEXT"])
-    del project, changes, new, old, texts
-    gc.collect()
-    Path("/proc/self/clear_refs").write_text("5")  # the peak from here on: the commit's
+    index = open_index(work / "ix", verify=False)
+    store = index.store
+    ids = store.table.column("id").to_numpy()[store.live]
+    rng = np.random.default_rng(night)
+    chosen = rng.choice(ids, EDITED + RETRACTED + (NEW if night > 1 else 0), replace=False)
+    edited, retracted = chosen[:EDITED], chosen[EDITED:EDITED + RETRACTED]
+
+    def table_of(note_ids, new_ids, suffix):
+        rows, _ = store.rows_of(list(note_ids))
+        old = store.records(rows)
+        return pa.table({
+            "id": pa.array(new_ids, pa.int64()),
+            **{c: pa.array([None if r.get(c) is None else str(r[c]) for r in old],
+                           pa.string()) for c in META},
+            "TEXT": [t + suffix for t in store.texts.get([int(r) for r in rows])]})
+
+    parts = [table_of(edited, [int(i) for i in edited], "\nAddendum: reviewed, amended.")]
+    if night == 1:
+        parts.insert(0, pq.read_table(work / "new.parquet").select(["ROW_ID", *META, "TEXT"])
+                     .rename_columns(["id", *META, "TEXT"]))
+    else:
+        first = int(store.table.column("id").to_numpy().max()) + 1
+        parts.insert(0, table_of(chosen[EDITED + RETRACTED:], range(first, first + NEW),
+                                 "\nCopied forward."))
+    changes = pa.concat_tables([t.cast(parts[-1].schema) for t in parts])
+    out = work / f"night-{night}"
+    out.mkdir(exist_ok=True)
+    pq.write_table(changes, out / "changes.parquet")
+    np.save(out / "vectors.npy", Projection()(changes.column("TEXT").to_pylist()))
+    np.save(out / "remove.npy", np.concatenate([edited, retracted]).astype(np.int64))
+    return out
+
+
+def step_sync(work: Path, night: int = 1) -> dict:
+    """The index-side work of a nightly sync, in a process that does nothing else: the
+    night's change set as one `apply_changes` commit (what `sync` calls after encoding the
+    changed notes)."""
+    out = _changes(work, night)
+    r = subprocess.run([sys.executable, __file__, "--child", "commit", "--work", str(out)],
+                       capture_output=True, text=True, check=False)
+    if r.returncode:
+        raise SystemExit(r.stderr[-3000:])
+    return json.loads(r.stdout.splitlines()[-1])
+
+
+def step_commit(night: Path) -> dict:
+    import pyarrow.parquet as pq
+
+    from mimicsearch.index import apply_changes
+
+    meta = pq.read_table(night / "changes.parquet")
+    vectors = np.load(night / "vectors.npy")
+    remove = np.load(night / "remove.npy").tolist()
     t0 = time.perf_counter()
-    r = apply_changes(index_dir=ix, vectors=vectors, metadata=meta,
-                      remove_ids=[int(i) for i in np.concatenate([edited, retracted])])
-    wall = time.perf_counter() - t0
-    return {"wall_s": wall, "peak_rss_mb": _peak_rss_mb(), "added": r.added_notes,
-            "removed": r.removed_notes, "live_notes": r.live_notes,
-            "segments": len(r.manifest.lexical.segments)}
+    r = apply_changes(index_dir=night.parent / "ix", vectors=vectors, metadata=meta,
+                      remove_ids=remove)
+    return {"wall_s": time.perf_counter() - t0, "peak_rss_mb": _peak_rss_mb(),
+            "added": r.added_notes, "removed": r.removed_notes, "live_notes": r.live_notes,
+            "segments": len(r.manifest.lexical.segments), "shards": len(r.manifest.shards)}
 
 
 def step_check(work: Path) -> dict:
@@ -351,9 +377,51 @@ def step_encode(work: Path) -> dict:
     return out
 
 
+def step_spark(work: Path) -> dict:
+    """The same embeddings built by the local engine and by Spark local[2] (pieces of
+    50,000 rows, segments written on the executors): equal segment files, equal lexical
+    top-100 ids and scores, equal dense top-10 for 200 queries."""
+    from mimicsearch import index as ix
+    from mimicsearch.index.lexical import analyze
+    from mimicsearch.spark import build_index_spark, spark_session
+
+    options = ix.BuildOptions(index_key="IVF1024,Flat", shard_size=50_000, seed=0)
+    out = {}
+    for engine in ("local", "spark"):
+        dst = work / f"ix-{engine}"
+        shutil.rmtree(dst, ignore_errors=True)
+        t0 = time.perf_counter()
+        if engine == "local":
+            ix.build_index(ix.EmbeddingsSource(work / "emb"), dst, model_fingerprint="x",
+                           options=options, progress=False)
+        else:
+            build_index_spark(work / "emb", out_dir=dst, options=options, partitions=4,
+                              spark=spark_session("local[2]"))
+        out[f"{engine}_build_s"] = time.perf_counter() - t0
+    a, b = ix.open_index(work / "ix-local"), ix.open_index(work / "ix-spark")
+
+    def contents(m):
+        return [([s.files[r].sha256 for r in sorted(s.files)], s.first_row, s.end_row)
+                for s in m.lexical.segments]
+
+    out["segments"] = len(a.manifest.lexical.segments)
+    out["segments_equal"] = contents(a.manifest) == contents(b.manifest)
+    queries = _queries(work, QUERIES)
+    same_lex = same_dense = 0
+    vectors = Projection()(queries)
+    for terms, v in zip(analyze(queries), vectors):
+        (sa, ra), (sb, rb) = a.lexical.search(terms, 100), b.lexical.search(terms, 100)
+        same_lex += ra.tolist() == rb.tolist() and sa.tolist() == sb.tolist()
+        same_dense += a.search(v[None], 10)[1].tolist() == b.search(v[None], 10)[1].tolist()
+    out.update(queries=QUERIES, lexical_equal=same_lex, dense_equal=same_dense)
+    return out
+
+
 STEPS = {"corpus": step_corpus, "build": step_build, "sync": step_sync, "check": step_check,
          "compact": step_compact, "recheck": step_check, "cold": step_cold,
-         "query": step_query, "encode": step_encode}
+         "query": step_query, "encode": step_encode, "spark": step_spark,
+         "commit": step_commit, "sync2": lambda work: step_sync(work, 2),
+         "check2": step_check}
 
 
 def main() -> None:
