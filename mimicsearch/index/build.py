@@ -257,7 +257,8 @@ def finish_build(out: Path, plan: BuildPlan, trained: Trained,
         shards=tuple(r.shard for r in results), store_parts=tuple(r.part for r in results),
         rows=plan.rows, build=build, id_type=plan.id_type, encode=dict(encode or {}))
     if all(r.patients is not None for r in results) and results:
-        subject = MetadataStore.load(out, manifest, verify=False).table.column(SUBJECT)
+        subject = MetadataStore.load(out, manifest, verify=False,
+                                     columns=[SUBJECT]).table.column(SUBJECT)
         total = functools.reduce(lambda a, b: a.combine(b, subject),
                                  (r.patients for r in results))
         manifest = manifest.with_(patients=total.write(out))

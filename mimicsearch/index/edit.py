@@ -119,7 +119,7 @@ def apply_changes(*, index_dir: str | Path, vectors: np.ndarray | None = None,
     m = IndexManifest.load(index_dir)
     check_finished(m, index_dir)
     sweep_orphans(index_dir, m)
-    store = MetadataStore.load(index_dir, m)
+    store = MetadataStore.load(index_dir, m, columns=())
     wanted = list(dict.fromkeys(store.parse_ids(remove_ids)))
     rows, absent = store.rows_of(wanted)
     if absent and missing == "error":
@@ -226,7 +226,8 @@ def _patients_for(index_dir: Path, m: IndexManifest, new: IndexManifest, table, 
                   removed: np.ndarray, gone: list) -> FileRef:
     """The patients' vector sums after a commit: the added rows' vectors in, the removed
     rows' out, keyed by the new state's typed SUBJECT_ID."""
-    subject = MetadataStore.load(index_dir, new, verify=False).table.column(SUBJECT)
+    subject = MetadataStore.load(index_dir, new, verify=False,
+                                 columns=[SUBJECT]).table.column(SUBJECT)
     sums = PatientSums.read(index_dir, m.patients, m.dimension)
     if len(removed):
         sums = sums.combine(PatientSums.of(subject.take(pa.array(removed)), removed,

@@ -210,11 +210,17 @@ class MetadataStore:
 
     @classmethod
     def load(cls, index_dir: str | Path, manifest: IndexManifest,
-             verify: bool = True) -> MetadataStore:
+             verify: bool = True, columns: Sequence[str] | None = None) -> MetadataStore:
+        """`columns`: only these (and `row`, `id`, `window`), for a writer that needs no
+        more (a 2M-row store's snippets alone are 400 MB)."""
         tables = []
         for part in manifest.store_parts:
             path = part.file.verify(index_dir) if verify else Path(index_dir) / part.file.file
-            t = pq.read_table(path, memory_map=True)
+            want = None
+            if columns is not None:
+                names = pq.read_schema(path).names
+                want = [c for c in names if c in {"row", "id", "window", *columns}]
+            t = pq.read_table(path, memory_map=True, columns=want)
             if t.num_rows != part.rows:
                 raise ValueError(f"{path} has {t.num_rows} rows, the manifest says {part.rows}")
             tables.append(t)
