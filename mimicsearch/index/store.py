@@ -201,7 +201,9 @@ class MetadataStore:
             if name not in RESERVED:
                 table = table.set_column(table.column_names.index(name), name,
                                          typed_column(table.column(name)))
-        self.table = table
+        # One chunk a column: Arrow's take on a column of many chunks (a row group per
+        # build batch, a part per commit) first concatenates them, 80 ms a query at 2M rows.
+        self.table = table.combine_chunks()
         self.id_type = id_type
         self.live = np.ones(table.num_rows, dtype=bool)
         self.live[deleted_rows] = False
