@@ -51,9 +51,11 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _rss_mb() -> float:
+def _rss_mb(kind: str = "VmRSS") -> float:
+    """Resident MB: VmRSS (all), RssAnon (the process's own memory) or RssFile (pages of
+    memory-mapped files, which the kernel drops and re-reads under pressure)."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(kind + ":"):
             return int(line.split()[1]) / 1024
     return 0.0
 
@@ -342,6 +344,8 @@ def step_query(work: Path) -> dict:
         q, v = queries[i % len(queries)], vectors[i % len(queries)]
         s.search_texts([q], k=10, mode=mode, vectors=None if mode == "lexical" else v[None])
     out["rss_after_1000_mb"] = _rss_mb()
+    out["rss_anon_after_1000_mb"] = _rss_mb("RssAnon")
+    out["rss_file_after_1000_mb"] = _rss_mb("RssFile")
     out["peak_rss_mb"] = _peak_rss_mb()
     return out
 

@@ -203,12 +203,14 @@ class Searcher:
     """An opened index plus, loaded on first text query, the encoder for its model.
 
     `verify` hashes every index file against the manifest when (re)loading; files already
-    verified by this process are not hashed again. `watch` (default) reloads the index
-    when its manifest changes; `reload()` does it explicitly.
+    verified by this process, or stamped by their writer and untouched since, are not
+    hashed again. `mmap` (default) memory-maps IVF shards: a process reads the lists its
+    queries probe, not gigabytes at start. `watch` (default) reloads the index when its
+    manifest changes; `reload()` does it explicitly.
     """
 
     def __init__(self, index_dir: str | Path, model_dir: str | Path | None = None,
-                 encoder=None, verify: bool = True, mmap: bool = False,
+                 encoder=None, verify: bool = True, mmap: bool = True,
                  threads: int | None = None, watch: bool = True):
         self.dir = Path(index_dir)
         self.verify, self.mmap, self.watch = verify, mmap, watch
