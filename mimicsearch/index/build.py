@@ -190,11 +190,26 @@ def add_piece(out: Path, plan: BuildPlan, trained: Trained, piece: Piece,
     lexical = SegmentWriter(out, piece.first_row) if plan.options.lexical else None
     eval_q = trained.eval_queries
     heap = faiss.ResultHeap(len(eval_q), plan.k, keep_max=True)
-    part, subjects, sums, row = PartWriter(out), [], [], piece.first_row
+    part, subjects, sums, row = PartWriter(out), [], None, piece.first_row
     try:
         for vecs, meta in batches:
-            row = _add_batch(index, heap, eval_q, part, lexical, subjects, sums, plan,
-                             piece.first_row, row, vecs, meta)
+            vecs = check_vectors(vecs, plan.dim)
+            ids = np.arange(row, row + len(vecs), dtype=np.int64)
+            index.add_with_ids(vecs, ids)
+            heap.add_result(eval_q @ vecs.T, np.broadcast_to(ids, (len(eval_q), len(ids))))
+            table = store_table(meta, row, plan.id_type)
+            if lexical is not None:
+                docs = document_rows(table)
+                lexical.add(table.column(FULL_TEXT).take(pa.array(docs)).to_pylist()
+                            if FULL_TEXT in table.column_names else [None] * len(docs),
+                            docs + row)
+            if SUBJECT in table.column_names:  # keyed by the raw text within the piece
+                subjects += table.column(SUBJECT).chunks
+                batch = PatientSums.of(table.column(SUBJECT), ids, vecs)
+                sums = batch if sums is None else sums.combine(
+                    batch, pa.chunked_array(subjects, pa.string()), piece.first_row)
+            part.add(table)
+            row += len(vecs)
             if on_rows is not None:
                 on_rows(len(vecs))
     except BaseException as e:
@@ -209,30 +224,7 @@ def add_piece(out: Path, plan: BuildPlan, trained: Trained, piece: Piece,
     del index
     segments = None if lexical is None else lexical.finish(row)
     return PieceResult(shard, part.close(), heap.D, heap.I,
-                       None if segments is None else tuple(segments),
-                       sums[0] if sums else None)
-
-
-def _add_batch(index, heap, eval_q, part, lexical, subjects, sums, plan, first_row, row,
-               vecs, meta):
-    """One batch of a piece into its faiss index, exact heap, store part, segments and
-    patients' running sums (`sums`, one item or none); the next row."""
-    vecs = check_vectors(vecs, plan.dim)
-    ids = np.arange(row, row + len(vecs), dtype=np.int64)
-    index.add_with_ids(vecs, ids)
-    heap.add_result(eval_q @ vecs.T, np.broadcast_to(ids, (len(eval_q), len(ids))))
-    table = store_table(meta, row, plan.id_type)
-    if lexical is not None:
-        docs = document_rows(table)
-        lexical.add(table.column(FULL_TEXT).take(pa.array(docs)).to_pylist()
-                    if FULL_TEXT in table.column_names else [None] * len(docs), docs + row)
-    if SUBJECT in table.column_names:  # by the raw SUBJECT_ID text within the piece
-        subjects.append(table.column(SUBJECT))
-        batch = PatientSums.of(table.column(SUBJECT), ids, vecs)
-        column = pa.chunked_array([c for s in subjects for c in s.chunks], pa.string())
-        sums[:] = [sums[0].combine(batch, column, first_row) if sums else batch]
-    part.add(table)
-    return row + len(vecs)
+                       None if segments is None else tuple(segments), sums)
 
 
 def finish_build(out: Path, plan: BuildPlan, trained: Trained,
