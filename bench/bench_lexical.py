@@ -35,10 +35,12 @@ def _notes(n: int, cache: Path) -> Path:
         return out
     from mimicsearch.synth import generate
 
-    patients = max(1, int(n / 57.5) + 1)  # the generator writes ~57 notes a patient
+    patients = max(1, int(n / 54.0) + 1)  # the generator writes 55-58 notes a patient
     generate(patients, cache / "synth", seed=0, progress=True)
     table = pcsv.read_csv(cache / "synth" / "NOTEEVENTS.csv", parse_options=pcsv.ParseOptions(
         newlines_in_values=True)).select(["TEXT"]).slice(0, n)
+    if table.num_rows < n:
+        raise SystemExit(f"the generator gave {table.num_rows} notes; raise the patient count")
     with pa.ipc.new_file(str(out), table.schema) as w:
         w.write_table(table)
     return out

@@ -83,7 +83,8 @@ def _report(s: IndexSummary, as_json: bool, extra: dict | None = None) -> None:
               "opening in the index, not its whole text (`serve` then shows openings only).")
 @click.option("--no-lexical", is_flag=True, help="No BM25 part: `query --mode lexical` and "
               "`--mode hybrid` will be refused (default: BM25 over every note's whole text, "
-              "rebuilt by add/remove/sync; needs the whole texts).")
+              "in segments that add/sync extend and `compact` merges; needs the whole "
+              "texts).")
 @click.option("--threads", type=int, default=None, help="Encoder threads.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of the training sample and the recall measurement.")
