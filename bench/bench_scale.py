@@ -8,7 +8,7 @@ buckets, scikit-learn's HashingVectorizer, sublinear tf) times a fixed Gaussian 
 projection to 384 dimensions (the bundled MiniLM's), L2-normalised. Notes that share words
 are near each other, as with a model, so IVF lists, recall and search time behave as they
 would with real vectors of that dimension; the encode cost is measured separately on the
-real models (`--steps encode`).
+real models (`--steps encode`). Needs scikit-learn (the `[train]` extra).
 
 Each step runs in its own process (wall time and that process's peak RSS):
 

@@ -17,7 +17,6 @@ BENCH = Path(__file__).resolve().parent.parent / "bench" / "bench_scale.py"
 
 
 def test_sync_and_compact_answer_as_a_rebuild_at_30k_notes(tmp_path):
-    pytest.importorskip("sklearn")
     steps = "corpus,build,sync,check,sync2,check2,compact,recheck"
     r = subprocess.run([sys.executable, str(BENCH), "--notes", "30000", "--work",
                         str(tmp_path), "--steps", steps], capture_output=True, text=True,
