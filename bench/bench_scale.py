@@ -167,18 +167,11 @@ def step_build(work: Path) -> dict:
 
 
 def _queries(work: Path, n: int) -> list[str]:
-    """Queries of 3-8 words from random notes (what a user might type)."""
+    """Queries of 3-8 words from random held-out notes, as bench_lexical draws them."""
     import pyarrow.parquet as pq
+    from bench_lexical import _queries as draw
 
-    texts = pq.read_table(work / "new.parquet", columns=["TEXT"]).column(0).to_pylist()
-    rng = np.random.default_rng(0)
-    out = []
-    for i in rng.choice(len(texts), n, replace=False):
-        words = [w for w in texts[i].split() if w.isalpha() and len(w) > 3]
-        k = int(rng.integers(3, 9))
-        start = int(rng.integers(0, max(1, len(words) - k)))
-        out.append(" ".join(words[start:start + k]) or "pain")
-    return out
+    return draw(pq.read_table(work / "new.parquet", columns=["TEXT"]).column(0).to_pylist(), n)
 
 
 def _changes(work: Path, night: int):

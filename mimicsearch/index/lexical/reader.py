@@ -103,16 +103,20 @@ class LexicalIndex:
     def _idf(self, df, n) -> np.ndarray:
         return np.log1p((n - df + 0.5) / (df + 0.5))
 
+    def _weighted(self, terms: list[str]):
+        """(IDF times the query's count of it, live postings per segment) of each distinct
+        term a live note has: a term given twice counts twice, as in bm25s."""
+        for term, times in Counter(terms).items():
+            parts, df = self._live_postings(term)
+            if df:
+                yield times * self._idf(df, self.n_live), parts
+
     def scores(self, terms: list[str], allowed: np.ndarray | None = None) -> np.ndarray:
         """BM25 score of every document for one analysed query (0 where nothing matches,
         for tombstoned notes, or where `allowed`, a bool per store row, rejects its row).
         A term given twice counts twice, as in bm25s."""
         out = np.zeros(len(self.rows), np.float64)
-        for term, times in Counter(terms).items():
-            parts, df = self._live_postings(term)
-            if not df:
-                continue
-            w = times * self._idf(df, self.n_live)
+        for w, parts in self._weighted(terms):
             for i, d, c in parts:
                 docs = self.offsets[i] + d
                 tf = c.astype(np.float64)
@@ -131,11 +135,7 @@ class LexicalIndex:
             return out.astype(np.float32)
         wanted = docs[valid]
         seg_of = np.searchsorted(self.offsets, wanted, side="right") - 1
-        for term, times in Counter(terms).items():
-            parts, df = self._live_postings(term)
-            if not df:
-                continue
-            w = times * self._idf(df, self.n_live)
+        for w, parts in self._weighted(terms):
             for i, d, c in parts:
                 mine = np.flatnonzero(seg_of == i)
                 if not len(mine):
