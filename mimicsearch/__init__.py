@@ -22,7 +22,7 @@ _EXPORTS = {
     "EncodeOptions": "options", "EncodeSummary": "corpus", "encode_corpus": "corpus",
     "BuildOptions": "index", "ChangeResult": "index", "apply_changes": "index",
     "add_to_index": "index", "remove_from_index": "index", "open_index": "index",
-    "index_info": "index", "merge_shards": "index",
+    "index_info": "index", "merge_shards": "index", "compact_index": "index",
     "IndexSummary": "pipeline", "build_index_from": "pipeline", "add_notes": "pipeline",
     "sync_notes": "pipeline", "encode_notes": "pipeline", "TruncationWarning": "pipeline",
     "Searcher": "search", "Hit": "search", "Results": "search", "Filters": "filters",
