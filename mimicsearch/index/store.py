@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from ..embeddings import FULL_TEXT, SNIPPET, TEXT_HASH, snippet
 from ..fileio import atomic_path
 from .manifest import FileRef, IndexManifest, StorePart
-from .texts import NoteTexts, TextsWriter, write_texts
+from .texts import NoteTexts, TextsWriter
 
 STORE_DIR = "store"
 RESERVED = ("row", "id", "window", "line", TEXT_HASH, SNIPPET, "embedding")
@@ -104,18 +104,13 @@ def typed_column(col: pa.ChunkedArray) -> pa.ChunkedArray:
 
 def write_part(index_dir: str | Path, table: pa.Table) -> StorePart:
     """A store part, and its texts file where `table` carries whole texts."""
-    stem = f"{STORE_DIR}/part-{uuid.uuid4().hex[:12]}"
-    path = Path(index_dir) / f"{stem}.parquet"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    texts = None
-    if FULL_TEXT in table.column_names:
-        column = table.column(FULL_TEXT)
-        table = table.drop_columns([FULL_TEXT])
-        if column.null_count < len(column):
-            texts = write_texts(index_dir, f"{stem}.text.arrow", column)
-    with atomic_path(path, new=True) as tmp:
-        pq.write_table(table, tmp)
-    return StorePart(FileRef.of(index_dir, f"{stem}.parquet"), table.num_rows, texts)
+    writer = PartWriter(index_dir)
+    try:
+        writer.add(table)
+    except BaseException as e:
+        writer.abort(e)
+        raise
+    return writer.close()
 
 
 class PartWriter:
@@ -161,7 +156,7 @@ class PartWriter:
         texts = self._texts
         self._stack.close()
         text = texts.ref if texts is not None and self._any_text else None
-        if texts is not None and text is None:  # every text null: no file, as write_part
+        if texts is not None and text is None:  # every text null: no file
             (self.dir / texts.name).unlink(missing_ok=True)
         return StorePart(FileRef.of(self.dir, f"{self.stem}.parquet"), self.rows, text)
 

@@ -22,12 +22,6 @@ from .manifest import FileRef, StorePart
 BATCH_ROWS = 64
 
 
-def write_texts(index_dir: str | Path, name: str, column) -> FileRef:
-    with TextsWriter(index_dir, name) as w:
-        w.add(column)
-    return w.ref
-
-
 class TextsWriter:
     """A texts file written as texts stream past, re-cut into batches of BATCH_ROWS (the
     reader finds a row's batch by division); `ref` once closed without error."""
