@@ -20,7 +20,8 @@ sync (1% churn: 15,000 new, 5,000 edited, 1,000 retracted notes; index-side work
 then top-100 lexical answers of 200 queries against segments written from scratch over
 the same live notes), compact, cold (a cold `mimicsearch query` process), query (p50/p95
 per mode, with a 1%-of-patients filter, patient search, RSS after 1,000 mixed queries),
-encode (notes/s of the bundled model on 2,000 notes of the mix, both engines).
+encode (notes/s of the bundled model on 2,000 notes of the mix, both engines), calibrate
+(`mimicsearch calibrate` alone, in a clean process; build-index already calibrates).
 """
 from __future__ import annotations
 
@@ -164,6 +165,22 @@ def step_build(work: Path) -> dict:
             "index_key": out.get("index_key"), "recall_at_10": (out.get("quality") or {})
             .get("recall_at_10"), "segments": len(json.loads(
                 (ix / "manifest.json").read_text())["lexical"]["segments"])}
+
+
+def step_calibrate(work: Path) -> dict:
+    """`mimicsearch calibrate` on the built index, in a clean process (the build already
+    calibrated once; this times it alone)."""
+    cmd = [sys.executable, "-m", "mimicsearch", "calibrate", str(work / "ix"),
+           "--no-progress", "--json"]
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - t0
+    if r.returncode:
+        raise SystemExit(r.stderr[-3000:])
+    out = json.loads(r.stdout)
+    return {"wall_s": wall, "measure_s": out["seconds"], "pairs": out["pairs"],
+            "patients": out["patients"], "chosen": out["chosen"]["label"],
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
 
 
 def _queries(work: Path, n: int) -> list[str]:
@@ -418,7 +435,7 @@ STEPS = {"corpus": step_corpus, "build": step_build, "sync": step_sync, "check":
          "compact": step_compact, "recheck": step_check, "cold": step_cold,
          "query": step_query, "encode": step_encode, "spark": step_spark,
          "commit": step_commit, "sync2": lambda work: step_sync(work, 2),
-         "check2": step_check}
+         "check2": step_check, "calibrate": step_calibrate}
 
 
 def main() -> None:

@@ -8,9 +8,13 @@ Two ways, both over each retriever's top `depth` candidates:
 - ``weighted``: score = sum of weight x the retriever's score min-max scaled over the
   candidates; a candidate one retriever did not return gets that retriever's exact score,
   so a note ranked 101st is not scored as if it did not match at all.
+- ``zscore``: the same sum with each retriever's scores standardised (minus their mean,
+  over their standard deviation) over the candidates: one outlying score does not squash
+  the rest, as it does under min-max (Lee, 1997; Kamps et al.).
 
-Equal-weight RRF is no better than the better retriever on this project's data (BENCHMARKS,
-"Retrieval"): choose the settings on validation pairs, as `mimicsearch evaluate` does.
+No one setting suits every corpus: equal-weight RRF loses to the better retriever wherever
+one is much stronger (BENCHMARKS, "Retrieval"). An index chooses its own on its own notes
+(`mimicsearch.calibrate`), and mode "auto" uses that choice.
 """
 from __future__ import annotations
 
@@ -20,7 +24,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 MODES = ("dense", "lexical", "hybrid")
-METHODS = ("rrf", "weighted")
+AUTO = "auto"  # the setting the index calibrated: one of MODES, with its fusion
+METHODS = ("rrf", "weighted", "zscore")
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,13 @@ class Fusion:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @property
+    def label(self) -> str:
+        """A short name, as calibration tables and `--explain` print it."""
+        w = f"{self.dense_weight:g}/{self.lexical_weight:g}"
+        k = f" k={self.k}" if self.method == "rrf" else ""
+        return f"{self.method}{k} {w}" + (f" depth={self.depth}" if self.depth != 100 else "")
+
 
 def check_mode(mode: str, available: Sequence[str]) -> str:
     if mode not in MODES:
@@ -77,35 +89,56 @@ class Fused:
 
 
 def fuse(lists: dict[str, Ranked], fusion: Fusion,
-         exact: dict[str, Callable[[list], np.ndarray]] | None = None) -> list[Fused]:
-    """One ranking of every candidate of `lists` (retriever -> its ranked list), best first;
-    ties go to the key seen first (the dense list's order, then the lexical one's).
-    `exact[retriever](keys)` scores keys that retriever did not return (weighted fusion)."""
-    keys: dict[Hashable, None] = {}
-    ranks: dict[str, dict] = {}
-    scores: dict[str, dict] = {}
+         exact: dict[str, Callable[[list], np.ndarray]] | None = None,
+         limit: int | None = None) -> list[Fused]:
+    """One ranking of every candidate of `lists` (retriever -> its ranked list), best first
+    (the first `limit` only, where given); ties go to the key seen first (the dense list's
+    order, then the lexical one's). `exact[retriever](keys)` scores keys that retriever
+    did not return (weighted and zscore fusion)."""
+    pos: dict[Hashable, int] = {}
+    for ranked in lists.values():
+        for key, _ in ranked:
+            pos.setdefault(key, len(pos))
+    order = list(pos)
+    n = len(order)
+    ranks: dict[str, np.ndarray] = {}
+    scores: dict[str, np.ndarray] = {}
     for name, ranked in lists.items():
-        ranks[name] = {key: i + 1 for i, (key, _) in enumerate(ranked)}
-        scores[name] = {key: float(s) for key, s in ranked}
-        keys.update(dict.fromkeys(ranks[name]))
-    order = list(keys)
-    total = np.zeros(len(order))
-    if fusion.method == "rrf":
-        for name in lists:
-            w = fusion.weight(name)
-            total += [w / (fusion.k + ranks[name][key]) if key in ranks[name] else 0.0
-                      for key in order]
-    else:
-        for name in lists:
-            missing = [key for key in order if key not in scores[name]]
-            if missing and exact and name in exact:
-                scores[name].update(zip(missing, map(float, exact[name](missing))))
-            s = np.array([scores[name].get(key, np.nan) for key in order], dtype=np.float64)
-            known = s[~np.isnan(s)]
-            lo, hi = (known.min(), known.max()) if len(known) else (0.0, 0.0)
-            scaled = (s - lo) / (hi - lo) if hi > lo else np.zeros_like(s)  # no information
-            total += fusion.weight(name) * np.nan_to_num(scaled, nan=0.0)
-    best = sorted(range(len(order)), key=lambda i: (-total[i], i))
-    return [Fused(order[i], float(total[i]),
-                  {name: (ranks[name].get(order[i]), scores[name].get(order[i]))
-                   for name in lists}) for i in best]
+        at = np.fromiter((pos[key] for key, _ in ranked), np.int64, len(ranked))
+        ranks[name] = np.zeros(n, np.int64)
+        ranks[name][at] = np.arange(1, len(ranked) + 1)
+        scores[name] = np.full(n, np.nan)
+        scores[name][at] = np.fromiter((s for _, s in ranked), np.float64, len(ranked))
+    total = np.zeros(n)
+    for name in lists:
+        w = fusion.weight(name)
+        if fusion.method == "rrf":
+            r = ranks[name]
+            total += np.where(r > 0, w / (fusion.k + np.maximum(r, 1)), 0.0)
+            continue
+        s = scores[name]
+        missing = np.flatnonzero(np.isnan(s))
+        if len(missing) and exact and name in exact:
+            s[missing] = np.asarray(exact[name]([order[i] for i in missing]), np.float64)
+        total += w * np.nan_to_num(_normalised(s, fusion.method), nan=0.0)
+    best = np.lexsort((np.arange(n), -total))[:limit]
+    out = []
+    for i in best:
+        out.append(Fused(order[i], float(total[i]), {
+            name: (int(ranks[name][i]) or None,
+                   None if np.isnan(scores[name][i]) else float(scores[name][i]))
+            for name in lists}))
+    return out
+
+
+def _normalised(s: np.ndarray, method: str) -> np.ndarray:
+    """Scores on a common scale over the candidates (NaN: unknown); all equal: no
+    information, so zeros."""
+    known = s[~np.isnan(s)]
+    if len(known) == 0:
+        return np.zeros_like(s)
+    if method == "zscore":
+        sd = known.std()
+        return (s - known.mean()) / sd if sd > 0 else np.zeros_like(s)
+    lo, hi = known.min(), known.max()
+    return (s - lo) / (hi - lo) if hi > lo else np.zeros_like(s)

@@ -19,7 +19,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from .calibrate import calibrate_index, refresh
 from .corpus import BATCH_SIZE, SHARD_SIZE, EncodeSummary, encode_corpus
+from .diagnoses import attach, read_chapters
 from .embeddings import REJECTS, TEXT_HASH, EmbeddingsManifest, text_hash
 from .fileio import atomic_open, mark_new, writer
 from .index import (
@@ -65,6 +67,9 @@ class IndexSummary:
     shards: int
     rejects_file: str | None  # every rejected row with its line and reason
     warnings: tuple[str, ...] = ()
+    # The search setting chosen on the index's own notes, where this run measured it
+    # (build-index, calibrate, or add/sync past calibrate.RECALIBRATE_SHARE of changes).
+    calibrated: dict | None = None
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -163,7 +168,8 @@ def build_index_from(notes, *, out_dir: str | Path, model_dir: str | Path | None
                      encode: EncodeOptions | None = None, build: BuildOptions | None = None,
                      engine: str = "local", threads: int | None = None, progress: bool = True,
                      partitions: int | None = None, master: str | None = None,
-                     spark=None) -> IndexSummary:
+                     spark=None, calibrate: bool = True,
+                     diagnoses: str | Path | None = None) -> IndexSummary:
     """`build-index`: encode notes (a file or a table) into OUT/embeddings, or take an
     embeddings directory, then build the index over them, both on `engine`.
 
@@ -171,7 +177,9 @@ def build_index_from(notes, *, out_dir: str | Path, model_dir: str | Path | None
     precision); notes get snippets and their whole text for the store unless it
     says otherwise. `build` says
     which index (memory budget, factory key, shards, recall target).
-    Rejected rows are listed in OUT/embeddings/rejects.csv.
+    Rejected rows are listed in OUT/embeddings/rejects.csv. `diagnoses` (a MIMIC
+    DIAGNOSES_ICD file) are kept per admission for patient-search calibration; `calibrate`
+    chooses the "auto" search setting on the index's own notes (`mimicsearch.calibrate`).
     Raises ValueError (bad input or options), FileExistsError (OUT holds an index),
     DirectoryBusy.
     """
@@ -181,6 +189,8 @@ def build_index_from(notes, *, out_dir: str | Path, model_dir: str | Path | None
                          f"{build.index_key!r} is not one")
     out = Path(out_dir)
     claim_out_dir(out)  # before encoding: a finished index is refused at once
+    if diagnoses is not None:
+        read_chapters(diagnoses)  # a bad file fails now, not after the encoding
     options = encode or EncodeOptions(snippets=True, full_text=True)
     emb, encoded = embeddings_for(notes, model_dir=model_dir, embeddings_dir=out / "embeddings",
                                   options=options, engine=engine, threads=threads,
@@ -196,12 +206,19 @@ def build_index_from(notes, *, out_dir: str | Path, model_dir: str | Path | None
         m = build_index(source, out, model_fingerprint=source.manifest.model_fingerprint,
                         model_dir=recorded_model, options=build,
                         encode=source.manifest.encode_options(), progress=progress)
+    if diagnoses is not None:
+        attach(out, diagnoses)
+    record = calibrate_index(out, seed=m.build.seed, progress=progress) if calibrate else None
     notes_in = _live_notes(out, m)
     return IndexSummary(
         "build-index", str(out), *_counts(encoded), unchanged=0, added=notes_in, edited=0,
         removed=0, absent=0, live_notes=notes_in, rows=m.rows, shards=len(m.shards),
         rejects_file=str(emb / REJECTS) if (emb / REJECTS).is_file() else None,
-        warnings=_warnings(encoded, options.long))
+        warnings=_warnings(encoded, options.long), calibrated=_chosen(record))
+
+
+def _chosen(record) -> dict | None:
+    return None if record is None else record.chosen
 
 
 def _counts(s: EncodeSummary | None) -> tuple[int, int, int, int]:
@@ -283,11 +300,12 @@ def add_notes(notes, *, index_dir: str | Path, model_dir: str | Path | None = No
         r = apply_changes(index_dir=index_dir, vectors=vecs, metadata=table)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    record = refresh(index_dir, progress)
     return IndexSummary(
         "add", str(index_dir), *_counts(encoded), unchanged=0, added=r.added_notes, edited=0,
         removed=0, absent=0, live_notes=r.live_notes,
         rows=r.manifest.rows, shards=len(r.manifest.shards), rejects_file=rejects,
-        warnings=_warnings(encoded, options.long))
+        warnings=_warnings(encoded, options.long), calibrated=_chosen(record))
 
 
 def _name(notes) -> str:
@@ -377,6 +395,7 @@ def sync_notes(notes, *, index_dir: str | Path, model_dir: str | Path | None = N
                           missing="ignore")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    record = refresh(index_dir, progress)
     n_enc = 0 if encoded is None else encoded.encoded
     return IndexSummary(
         "sync", str(index_dir), read, n_enc, len(rejects),
@@ -386,4 +405,4 @@ def sync_notes(notes, *, index_dir: str | Path, model_dir: str | Path | None = N
         absent=0 if remove_missing else len(absent),
         live_notes=r.live_notes, rows=r.manifest.rows,
         shards=len(r.manifest.shards), rejects_file=rejects_file,
-        warnings=_warnings(encoded, options.long))
+        warnings=_warnings(encoded, options.long), calibrated=_chosen(record))

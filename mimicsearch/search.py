@@ -21,7 +21,8 @@ import pyarrow.compute as pc
 from . import cohort as cohorts
 from .fileio import MANIFEST
 from .filters import Filters
-from .fusion import MODES, Fusion, check_mode, fuse
+from .calibrate import DEFAULT, PATIENT_DEFAULT, Setting
+from .fusion import AUTO, MODES, Fusion, check_mode, fuse
 from .index import NoteIndex, check_model, open_index
 from .index.lexical import analyze
 from .index.loaded import MAX_K, manifest_identity
@@ -272,6 +273,71 @@ class Searcher:
         a lexical part."""
         return MODES if self._fresh().lexical is not None else ("dense",)
 
+    def auto(self, patients: bool = False) -> Setting:
+        """What mode "auto" runs: the setting this index chose on its own notes (or
+        patients), the default where it measured none, dense where it has no lexical
+        part."""
+        m = self._fresh().manifest
+        if m.lexical is None:
+            return Setting("dense")
+        c = m.calibration
+        if patients:
+            chosen = c.patient_search.get("chosen") if c and c.patient_search else None
+            return Setting.from_dict(chosen) if chosen else PATIENT_DEFAULT
+        return Setting.from_dict(c.chosen) if c and not c.reason else DEFAULT
+
+    def default_fusion(self) -> Fusion:
+        """The fusion an explicit "hybrid" uses: the best this index measured, else RRF."""
+        c = self._fresh().manifest.calibration
+        return Fusion(**c.hybrid) if c and c.hybrid and not c.reason else Fusion()
+
+    def fusion_for(self, **overrides) -> Fusion:
+        """The default fusion with the settings a caller gave; naming another method
+        starts from that method's defaults (a calibrated zscore's weights are not RRF's)."""
+        base = self.default_fusion()
+        if overrides.get("method", base.method) != base.method:
+            base = Fusion()
+        return replace(base, **overrides)
+
+    def resolve(self, mode: str = AUTO, fusion: Fusion | None = None,
+                patients: bool = False) -> tuple[str, Fusion | None]:
+        """The mode and fusion a search runs: "auto" is `auto()` (or hybrid with the fusion
+        given, where one was); "hybrid" without a fusion is `default_fusion()`. Raises
+        ValueError for a mode this index lacks."""
+        if fusion is not None and not isinstance(fusion, Fusion):
+            raise TypeError(f"fusion must be a Fusion, got {type(fusion).__name__}")
+        if mode == AUTO:
+            if fusion is None:
+                s = self.auto(patients)
+                return s.mode, s.fusion
+            mode = "hybrid"
+        mode = check_mode(mode, self.modes)
+        if mode != "hybrid":
+            return mode, None
+        return mode, fusion or self.default_fusion()
+
+    def describe_auto(self, patients: bool = False) -> dict:
+        """What "auto" chose here and what it measured, for `--explain`, the page and the
+        API: {"setting", "mode", "fusion", "calibrated", and the measure where one was}."""
+        s = self.auto(patients)
+        c = self._fresh().manifest.calibration
+        out = {**s.to_dict(), "setting": s.label, "calibrated": False}
+        if c is None or c.reason and not patients:
+            out["why"] = c.reason if c else "not calibrated (run `mimicsearch calibrate`)"
+            return out
+        if patients:
+            ps = c.patient_search
+            row = next((r for r in (ps or {}).get("table", []) if r["chosen"]), None)
+            if row is None:
+                out["why"] = ("no diagnoses to calibrate patient search on (build-index "
+                              "--diagnoses): the documented default")
+                return out
+            return out | {"calibrated": True, "patients": ps["patients"],
+                          "measure": ps["measure"], "score": row["score"]}
+        row = next(r for r in c.table if r["chosen"])
+        return out | {"calibrated": True, "pairs": c.pairs, "recall@5": row["recall@5"],
+                      "recall@10": row["recall@10"]}
+
     def ids(self) -> list:
         """The ids of the notes the index holds now."""
         return self._fresh().store.ids().to_pylist()
@@ -323,19 +389,20 @@ class Searcher:
         return store.mask(where)
 
     def search_texts(self, texts: Sequence[str], k: int = 10, filters: Filters | None = None,
-                     batch_size: int = 64, mode: str = "dense",
+                     batch_size: int = 64, mode: str = AUTO,
                      fusion: Fusion | None = None,
                      vectors: np.ndarray | None = None) -> Results:
         """Hits per text (`Results`: a list per query), encoding `batch_size` texts at a time
-        with the model's query prompt. `mode`: "dense" (the model), "lexical" (BM25 over
-        whole texts; no model needed) or "hybrid" (both, fused by `fusion`, default RRF).
+        with the model's query prompt. `mode`: "auto" (the setting this index calibrated,
+        `auto()`), "dense" (the model), "lexical" (BM25 over whole texts; no model needed)
+        or "hybrid" (both, fused by `fusion`, default `default_fusion()`).
         `vectors`: the texts' query vectors where already encoded (a server batches them).
         Raises TypeError for a bare str, ValueError for an empty query, a mode the index
         lacks, or a filter the index cannot apply (naming the valid choices)."""
         if isinstance(texts, str):
             raise TypeError("search_texts() takes a list of texts, got one str")
         texts = _check_texts(texts)
-        mode = check_mode(mode, self.modes)
+        mode, fusion = self.resolve(mode, fusion)
         allowed = self.allowed(filters)
         out = Results()
         for start in range(0, len(texts), batch_size):
@@ -356,7 +423,7 @@ class Searcher:
         return self._hits(np.atleast_2d(vectors), k, self.allowed(filters))
 
     def search_notes(self, note_ids: Iterable, k: int = 10, filters: Filters | None = None,
-                     exclude_own_subject: bool = False, mode: str = "dense",
+                     exclude_own_subject: bool = False, mode: str = AUTO,
                      fusion: Fusion | None = None) -> Results:
         """Use stored notes as queries (their stored vectors; their whole text in lexical
         and hybrid modes); the note itself never comes back, and `exclude_own_subject`
@@ -365,7 +432,7 @@ class Searcher:
         if isinstance(note_ids, (str, bytes)):
             raise TypeError("search_notes() takes a list of note ids, got one str")
         filters = filters or Filters()
-        mode = check_mode(mode, self.modes)
+        mode, fusion = self.resolve(mode, fusion)
         store = self._fresh().store
         out = Results()
         masks: dict = {}  # excluded patient (None: none) -> rows the filter lets through
@@ -375,7 +442,7 @@ class Searcher:
                 raise ValueError(f"note id {note_id!r} is not in the index (or was removed)")
             vec = terms = None
             if mode != "lexical":
-                vec = pool_rows(self.index, rows)[None]  # [1, dim]
+                vec = self.pool_query(rows)[None]  # [1, dim]
             if mode != "dense":
                 terms = analyze(store.texts.get([int(rows[0])]))
             subject = None
@@ -392,7 +459,7 @@ class Searcher:
         return out
 
     def similar_patients(self, text: str | None = None, *, note_id=None, subject_id=None,
-                         k: int = 10, filters: Filters | None = None, mode: str = "dense",
+                         k: int = 10, filters: Filters | None = None, mode: str = AUTO,
                          fusion: Fusion | None = None,
                          vector: np.ndarray | None = None) -> list[PatientHit]:
         """Patients (not notes) ranked for a query text, a stored note, or a patient
@@ -406,9 +473,12 @@ class Searcher:
         - lexical: BM25 with each patient's notes as one document, for the distinct terms
           of the text, the note, or the patient's whole history; patients matching no term
           are not hits.
-        - hybrid: the two patient rankings fused by `fusion` (default RRF over each one's
-          top `fusion.depth`; weighted fusion scores a patient one ranking left out by that
-          ranking's exact score), each hit with its `retrievers` ranks and scores.
+        - hybrid: the two patient rankings fused by `fusion` (default `default_fusion()`
+          over each one's top `fusion.depth`; weighted fusion scores a patient one ranking
+          left out by that ranking's exact score), each hit with its `retrievers` ranks
+          and scores.
+        - auto (default): `auto(patients=True)`, the setting calibrated on the index's
+          patients by their diagnoses, else `calibrate.PATIENT_DEFAULT`.
 
         `vector`: the text's query vector where the caller encoded it already (the server
         batches encoding).
@@ -421,12 +491,7 @@ class Searcher:
                              f"patients (columns: {store.describe_columns()})")
         if not 0 < k <= MAX_K:
             raise ValueError(f"k={k}: must be between 1 and {MAX_K}")
-        mode = check_mode(mode, self.modes)
-        if mode == "hybrid":
-            fusion = fusion or Fusion()
-            if not isinstance(fusion, Fusion):
-                raise TypeError(f"fusion must be a Fusion, got {type(fusion).__name__}")
-        keep = k if mode != "hybrid" else min(max(fusion.depth, k), MAX_K)
+        mode, fusion = self.resolve(mode, fusion, patients=True)
         query = self._patient_query(note_id, subject_id)
         ranked: dict[str, _PatientRanking] = {}
         if mode != "lexical":
@@ -437,9 +502,7 @@ class Searcher:
             r = ranked[mode]
             return [r.hit(i, rank, {mode: {"rank": rank, "score": round(float(r.scores[i]), 6)}})
                     for rank, i in enumerate(r.top(k), 1)]
-        fused = fuse({name: [(r.subjects[i], r.scores[i]) for i in r.top(keep)]
-                      for name, r in ranked.items()}, fusion,
-                     {name: r.exact for name, r in ranked.items()})
+        fused = self._fuse_patients(ranked, fusion, k)
         out = []
         for rank, f in enumerate(fused[:k], 1):
             provenance = {name: {"rank": r_, "score": None if s_ is None else
@@ -451,12 +514,14 @@ class Searcher:
         return out
 
     def cohort(self, text: str | None = None, *, note_id=None, subject_id=None,
-               k: int = 10, filters: Filters | None = None, mode: str = "dense",
+               k: int = 10, filters: Filters | None = None, mode: str = AUTO,
                fusion: Fusion | None = None, select: Sequence | None = None,
                name: str | None = None) -> pa.Table:
         """The patients `similar_patients` returns for the same arguments (only those
         whose SUBJECT_ID is in `select`, where given) as a cohort table, each row carrying
-        the request, this index's `fingerprint` and the time (`mimicsearch.cohort`)."""
+        the request (with the mode and fusion "auto" resolved to), this index's
+        `fingerprint` and the time (`mimicsearch.cohort`)."""
+        mode, fusion = self.resolve(mode, fusion, patients=True)
         patients = self.similar_patients(text, note_id=note_id, subject_id=subject_id, k=k,
                                          filters=filters, mode=mode, fusion=fusion)
         return cohorts.build(patients, query={"text": text, "note_id": note_id,
@@ -548,6 +613,17 @@ class Searcher:
             self._pooled[kind] = kind(index, None)
         return self._pooled[kind]
 
+    def pool_query(self, rows: np.ndarray) -> np.ndarray:
+        """A stored note's query vector: the normalised mean of its rows (windows)."""
+        return pool_rows(self._fresh(), rows)
+
+    @staticmethod
+    def _fuse_patients(ranked: dict, fusion: Fusion, k: int) -> list:
+        keep = min(max(fusion.depth, k), MAX_K)
+        return fuse({name: [(r.subjects[i], r.scores[i]) for i in r.top(keep)]
+                     for name, r in ranked.items()}, fusion,
+                    {name: r.exact for name, r in ranked.items()}, limit=k)
+
     def _retrieve(self, mode: str, fusion: Fusion | None, k: int, allowed,
                   vecs: np.ndarray | None, terms: list[list[str]] | None,
                   first_query: int) -> Results:
@@ -555,19 +631,16 @@ class Searcher:
             return self._hits(vecs, k, allowed, first_query)
         if mode == "lexical":
             return self._lexical_hits(terms, k, allowed, first_query)
-        fusion = fusion or Fusion()
-        if not isinstance(fusion, Fusion):
-            raise TypeError(f"fusion must be a Fusion, got {type(fusion).__name__}")
         depth = min(max(k, fusion.depth), MAX_K)
         dense = self._hits(vecs, depth, allowed, first_query)
         lexical = self._lexical_hits(terms, depth, allowed, first_query)
-        return Results(self._fused(d, x, vec, t, fusion, k)
+        return Results(self._fused(d, x, self._exact(vec, t), fusion, k)
                        for d, x, vec, t in zip(dense, lexical, vecs, terms))
 
-    def _fused(self, dense: list[Hit], lexical: list[Hit], vec: np.ndarray,
-               terms: list[str], fusion: Fusion, k: int) -> list[Hit]:
+    def _exact(self, vec: np.ndarray, terms: list[str]) -> dict:
+        """Per retriever, the scores of given notes (by id) for one query: what weighted
+        fusion gives a note that retriever did not return."""
         index = self.index
-        by_id = {h.id: h for h in lexical} | {h.id: h for h in dense}
 
         def best_of_rows(ids, score_rows):  # a note's best row, as its hit would score
             rows, _ = index.store.rows_of(ids)
@@ -582,13 +655,19 @@ class Searcher:
 
         def lexical_exact(ids):  # only a note's first row is a document; the rest score 0
             return best_of_rows(ids, lambda rows: index.lexical.row_scores(terms, rows))
+        return {"dense": dense_exact, "lexical": lexical_exact}
+
+    @staticmethod
+    def _fused(dense: list[Hit], lexical: list[Hit], exact: dict, fusion: Fusion,
+               k: int) -> list[Hit]:
+        by_id = {h.id: h for h in lexical} | {h.id: h for h in dense}
         fused = fuse({"dense": [(h.id, h.score) for h in dense],
-                      "lexical": [(h.id, h.score) for h in lexical]}, fusion,
-                     {"dense": dense_exact, "lexical": lexical_exact})
+                      "lexical": [(h.id, h.score) for h in lexical]}, fusion, exact,
+                     limit=k)
         return [replace(by_id[f.key], rank=rank, score=round(f.score, 6), retrievers={
             name: {"rank": r, "score": None if s is None else round(float(s), 6)}
             for name, (r, s) in f.retrievers.items()})
-            for rank, f in enumerate(fused[:k], 1)]
+            for rank, f in enumerate(fused, 1)]
 
     def _lexical_hits(self, terms: list[list[str]], k: int, allowed,
                       first_query: int = 0) -> Results:

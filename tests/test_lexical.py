@@ -295,19 +295,19 @@ def test_dense_patient_search_equals_pooled_brute_force(tmp_path):
 
     s = Searcher(ix)
     for filters, candidates in ((None, live), (Filters(categories=["Nursing"]), nursing)):
-        got = s.similar_patients(subject_id=101, k=6, filters=filters)
+        got = s.similar_patients(subject_id=101, k=6, filters=filters, mode="dense")
         want = brute(101, candidates)
         assert [p.subject_id for p in got] == [p for p, _ in want]
         assert np.allclose([p.score for p in got], [sc for _, sc in want], atol=1e-5)
         best = got[0].best
         assert best.subject_id == got[0].subject_id
         assert filters is None or best.category == "Nursing"
-    pooled = s.similar_patients(subject_id=101, k=6)[0]
+    pooled = s.similar_patients(subject_id=101, k=6, mode="dense")[0]
     assert pooled.notes == len(set(meta.column("id").to_numpy()[subjects == pooled.subject_id]))
     gone = meta.column("id").to_numpy()[subjects == 102][:2].tolist()
     remove_from_index(gone, index_dir=ix)
     live[np.isin(meta.column("id").to_numpy(), gone)] = False
-    got = s.similar_patients(subject_id=101, k=6)
+    got = s.similar_patients(subject_id=101, k=6, mode="dense")
     want = brute(101, live)
     assert [p.subject_id for p in got] == [p for p, _ in want]
     assert np.allclose([p.score for p in got], [sc for _, sc in want], atol=1e-5)
@@ -453,9 +453,16 @@ def test_query_and_patients_cli_in_every_mode(serve_index, tmp_path):
     out = mimicsearch("query", str(serve_index), "heparin drip", "--mode", "hybrid",
                       "--explain", "-k", "5")
     assert out.returncode == 0, out.stderr
-    head = out.stdout.splitlines()[0].split()
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("mode: hybrid ")  # the fusion the index measured best
+    head = lines[1].split()
     assert head[:3] == ["#", "id", "subject"] and "dense" in head and "lexical" in head
-    assert len(out.stdout.splitlines()) == 6
+    assert len(lines) == 7
+    out = mimicsearch("query", str(serve_index), "heparin drip", "--explain", "-k", "5")
+    chosen = Searcher(serve_index).describe_auto()
+    assert out.stdout.splitlines()[0] == (
+        f"mode: auto -> {chosen['setting']} (measured R@5 {chosen['recall@5']:.3f} R@10 "
+        f"{chosen['recall@10']:.3f} on {chosen['pairs']} next-note pairs)")
     out = mimicsearch("query", str(serve_index), "heparin drip", "--mode", "hybrid",
                       "--fusion", "weighted", "--weights", "1,0.5", "--json", "-k", "4")
     hits = json.loads(out.stdout)[0]["hits"]
@@ -465,7 +472,8 @@ def test_query_and_patients_cli_in_every_mode(serve_index, tmp_path):
     hits = json.loads(out.stdout)[0]["hits"]
     assert hits and all("heparin" in Searcher(serve_index).notes([h["id"]])[0].text.lower()
                         for h in hits)
-    bad = mimicsearch("query", str(serve_index), "heparin", "--weights", "1,2")
+    bad = mimicsearch("query", str(serve_index), "heparin", "--mode", "dense",
+                      "--weights", "1,2")
     assert bad.returncode == 2 and "apply only to --mode hybrid" in bad.stderr
     bad = mimicsearch("query", str(serve_index), "heparin", "--mode", "hybrid",
                       "--weights", "one,two")

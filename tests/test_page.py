@@ -157,17 +157,20 @@ def test_patients_course_cohort_export_url_and_back(page, browser, serve_index, 
     try:
         page.goto(served.url + "/")
         sync_api.expect(page.locator("#status")).to_contain_text("240 notes")
+        assert page.locator("input[name=mode][value=auto]").is_checked()
         page.locator("#q").fill(query)
         page.keyboard.press("Enter")
         sync_api.expect(page.locator("#hits li").first).to_be_visible()
         sync_api.expect(page.locator("#hitchart")).to_be_visible()
+        chose = httpx.get(served.url + "/info").json()["auto"]["notes"]["setting"]
+        sync_api.expect(page.locator("#results-head")).to_contain_text(f"auto: {chose}")
         assert page.locator("#by-category .bar").count() > 0
         accessible(page)
 
         page.locator("#views [data-view=patients]").click()
         rows = page.locator("#patient-list > li")
         sync_api.expect(rows.first).to_be_visible()
-        request = {"text": query, "mode": "dense", "k": 20}
+        request = {"text": query, "k": 20}  # the API's default mode, auto, as the page's
         answer = httpx.post(served.url + "/patients/search", json=request).json()["patients"]
         subjects = [p["subject_id"] for p in answer]
         assert len(subjects) == 6 and [int(r.get_attribute("data-subject-id"))

@@ -72,11 +72,11 @@ def test_filters(index_dir, corpus):
 def test_note_id_queries(index_dir, corpus):
     x, _ = corpus
     s = Searcher(index_dir)
-    (hits,) = s.search_notes([31], k=10)  # row 10, patient "1"
+    (hits,) = s.search_notes([31], k=10, mode="dense")  # row 10, patient "1"
     assert 31 not in [h.id for h in hits] and len(hits) == 10
     exp = [int(r) for r in np.argsort(-(x @ x[10])) if r != 10][:10]
     assert [h.row for h in hits] == exp
-    (hits,) = s.search_notes(["31"], k=10, exclude_own_subject=True)
+    (hits,) = s.search_notes(["31"], k=10, exclude_own_subject=True, mode="dense")
     assert len(hits) == 10 and 1 not in {h.subject_id for h in hits}
     with pytest.raises(ValueError, match="not in the index"):
         s.search_notes([2], k=3)  # ids are 1, 4, 7, ...
@@ -261,15 +261,16 @@ def test_text_queries_find_the_note(text_index):
     out, df, enc = text_index
     s = Searcher(out, encoder=enc)
     texts = df.TEXT.tolist()[10:15]
-    batched = s.search_texts(texts, k=3, batch_size=2)
+    batched = s.search_texts(texts, k=3, batch_size=2, mode="dense")
     for i, hits in enumerate(batched):
         assert hits[0].id == int(df.ROW_ID.iloc[10 + i]) and hits[0].score > 0.98
         assert [h.query for h in hits] == [i] * 3
-        (alone,) = s.search_texts([texts[i]], k=3)  # int8 activations scale per batch:
-        assert alone[0].id == hits[0].id  # near-ties below the top may swap
+        # int8 activations scale per batch: near-ties below the top may swap
+        (alone,) = s.search_texts([texts[i]], k=3, mode="dense")
+        assert alone[0].id == hits[0].id
         np.testing.assert_allclose([h.score for h in alone], [h.score for h in hits], atol=0.02)
     # Meaning, not words: 9 of 120 notes are ECG reports, and an ECG-like query finds them.
-    (hits,) = Searcher(out).search_texts(["sinus rhythm. normal ECG"], k=5)
+    (hits,) = Searcher(out).search_texts(["sinus rhythm. normal ECG"], k=5, mode="dense")
     assert [h.category for h in hits] == ["ECG"] * 5
 
 

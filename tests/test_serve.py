@@ -62,14 +62,34 @@ def post_search(http, **body) -> dict:
 
 
 def test_text_search_is_the_librarys_answer(http, lib):
-    got = post_search(http, text=QUERY, k=10)
-    want = lib.search_texts([QUERY], k=10)[0]
+    got = post_search(http, text=QUERY, k=10, mode="dense")
+    want = lib.search_texts([QUERY], k=10, mode="dense")[0]
     assert ids(got["hits"]) == [h.id for h in want]
     assert [h["score"] for h in got["hits"]] == pytest.approx([h.score for h in want], abs=1e-5)
     first = got["hits"][0]
     assert first["retrievers"] == {"dense": {"rank": 1, "score": first["score"]}}
     assert set(first["metadata"]) == {"SUBJECT_ID", "HADM_ID", "CATEGORY", "CHARTDATE"}
     assert got["mode"] == "dense" and got["query"] == {"text_chars": len(QUERY)}
+    assert got["auto"] is None and got["setting"] == "dense"
+
+
+def test_the_default_mode_is_the_indexs_calibrated_choice(http, lib):
+    chosen = lib.auto()
+    assert lib.index.manifest.calibration is not None  # build-index calibrated it
+    got = post_search(http, text=QUERY, k=10)
+    want = lib.search_texts([QUERY], k=10, mode=chosen.mode, fusion=chosen.fusion)[0]
+    assert ids(got["hits"]) == [h.id for h in want]
+    assert [h["retrievers"] for h in got["hits"]] == [h.retrievers for h in want]
+    assert (got["mode"], got["setting"]) == (chosen.mode, chosen.label)
+    assert got["auto"] == lib.describe_auto() and got["auto"]["calibrated"] is True
+    patients = http.post("/patients/search", json={"text": QUERY, "k": 5}).json()
+    assert patients["setting"] == lib.auto(patients=True).label == "lexical"
+    # a fusion setting with auto asks for a hybrid: the index's fusion with it changed
+    got = post_search(http, text=QUERY, k=10, fusion={"k": 10})
+    fusion = lib.fusion_for(k=10)
+    assert got["mode"] == "hybrid" and got["fusion"] == fusion.to_dict()
+    assert ids(got["hits"]) == [h.id for h in lib.search_texts([QUERY], k=10, mode="hybrid",
+                                                                fusion=fusion)[0]]
 
 
 @pytest.mark.parametrize("body,filters", [
@@ -89,7 +109,7 @@ def test_every_filter_matches_the_library(http, lib, body, filters):
 
 def test_patient_filters(http, lib, csv_notes):
     subject = int(csv_notes.SUBJECT_ID.iloc[0])
-    only = post_search(http, text=QUERY, k=50, subjects=[subject])["hits"]
+    only = post_search(http, text=QUERY, k=50, subjects=[subject], mode="dense")["hits"]
     assert only and {h["subject_id"] for h in only} == {subject}
     assert len(only) == min(50, int((csv_notes.SUBJECT_ID == subject).sum()))
     others = post_search(http, text=QUERY, k=50, exclude_subjects=[subject])["hits"]
@@ -221,7 +241,7 @@ def test_embeddings_errors(http, body, status, param):
     ({"text": QUERY, "k": 51}, 400, "at most 50"),
     ({"text": QUERY, "k": 0}, 422, "k"),
     ({"text": QUERY, "k": "ten"}, 422, "k"),
-    ({"text": QUERY, "fusion": {"method": "rrf"}}, 400, "hybrid"),
+    ({"text": QUERY, "mode": "dense", "fusion": {"method": "rrf"}}, 400, "hybrid"),
     ({"text": QUERY, "mode": "hybrid", "fusion": {"method": "max"}}, 422, "fusion"),
     ({"text": QUERY, "mode": "hybrid", "fusion": {"dense_weight": 0, "lexical_weight": 0}},
      400, "both fusion weights"),
@@ -266,9 +286,10 @@ def test_limits(server, http):
     assert http.get("/health").status_code == 200
 
 
-def test_info_health_metrics(http):
+def test_info_health_metrics(http, lib):
     info = http.get("/info").json()
-    assert info["notes"] == 240 and info["modes"] == ["dense", "lexical", "hybrid"]
+    assert info["notes"] == 240 and info["modes"] == ["auto", "dense", "lexical", "hybrid"]
+    assert info["auto"]["notes"]["setting"] == lib.auto().label
     assert info["full_text"] is True
     assert info["model"]["dimensions"] == [384] and info["limits"]["max_k"] == 50
     assert (info["model"]["precision"], info["model"]["runtime"]) == ("fp32", "onnxruntime")
@@ -432,7 +453,7 @@ def test_an_index_without_whole_texts(serve_notes, minilm_onnx, tmp_path):
     try:
         with served.client() as c:
             info = c.get("/info").json()
-            assert info["full_text"] is False and info["modes"] == ["dense"]
+            assert info["full_text"] is False and info["modes"] == ["auto", "dense"]
             r = c.post("/search", json={"text": "heparin", "mode": "lexical"})
             assert r.status_code == 400 and "modes here: ['dense']" in r.json()["error"]["message"]
             note = c.get(f"/notes/{notes.ROW_ID.iloc[0]}").json()

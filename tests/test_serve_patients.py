@@ -99,16 +99,20 @@ def test_cohort_export_is_the_search_that_made_it(http, subject):
     assert again.drop(columns="exported_at").equals(csv.drop(columns="exported_at"))
 
     r = http.post("/cohorts/export", json={"text": QUERY, "k": 5, "format": "parquet",
-                                           "categories": ["ECG"]})
+                                           "categories": ["ECG"], "mode": "dense"})
     assert r.status_code == 200 and r.headers["content-type"] == "application/vnd.apache.parquet"
     cohort = pq.read_table(io.BytesIO(r.content))
-    want = found(http, text=QUERY, k=5, categories=["ECG"])["patients"]
+    want = found(http, text=QUERY, k=5, categories=["ECG"], mode="dense")["patients"]
     assert cohort.column("subject_id").to_pylist() == [p["subject_id"] for p in want]
     assert len(want) > 1
     assert all(c == ["ECG"] for c in cohort.column("categories").to_pylist())
     request = json.loads(cohort.schema.metadata[b"mimicsearch.cohort"])
     assert request["query"] == {"text": QUERY, "text_chars": len(QUERY)}
     assert request["mode"] == "dense" and len(request["index"]) == 16
+    auto = pq.read_table(io.BytesIO(http.post("/cohorts/export", json={
+        "text": QUERY, "k": 5, "format": "parquet"}).content))
+    request = json.loads(auto.schema.metadata[b"mimicsearch.cohort"])
+    assert request["mode"] == "lexical"  # auto, as it resolved on this index
     r = http.post("/cohorts/export", json={"text": "zzzqqq", "mode": "lexical"})
     empty = pd.read_csv(io.BytesIO(r.content))
     assert r.status_code == 200 and len(empty) == 0 and "matching_note_ids" in empty.columns
@@ -121,7 +125,7 @@ def test_cohort_export_is_the_search_that_made_it(http, subject):
     ({"text": QUERY, "k": 51}, 400, "at most 50"),
     ({"text": QUERY, "categries": ["ECG"]}, 422, "unknown field 'categries'"),
     ({"text": QUERY, "categories": ["Cardiology"]}, 400, "not in this index"),
-    ({"text": QUERY, "fusion": {"method": "rrf"}}, 400, "hybrid"),
+    ({"text": QUERY, "mode": "lexical", "fusion": {"method": "rrf"}}, 400, "hybrid"),
     ({"text": "x" * 4001}, 413, "4000"),
     ({"subject_id": 987654}, 404, "not in this index"),
     ({"note_id": 987654321}, 404, "not in the index"),

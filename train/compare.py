@@ -23,10 +23,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from mimicsearch import calibrate
 from mimicsearch.fusion import Fusion, fuse
 from mimicsearch.index.lexical import LexicalIndex, analyze, top_k
 
-from .icd9 import chapter
+from mimicsearch.icd9 import chapter
 from .protocol import KS, pair_targets, ranks, recall
 
 Scorer = Callable[[int, Sequence[int]], np.ndarray]  # (query, dropped rows) -> scores
@@ -58,21 +59,25 @@ def bm25_scorer(query_texts: Sequence[str], corpus_texts: Sequence[str]) -> Scor
     return scores
 
 
-def hybrid_scorer(dense: Scorer, lexical: Scorer, fusion: Fusion) -> Scorer:
-    """Fused ranks as scores: candidates outside both top-`depth` lists score -inf."""
+def fused_scores(d: np.ndarray, x: np.ndarray, fusion: Fusion) -> np.ndarray:
+    """Fused ranks as scores of one query's dense and lexical scores: candidates outside
+    both top-`depth` lists score -inf."""
     def top(s: np.ndarray) -> list[tuple[int, float]]:
         return [(int(j), float(s[j]))
                 for j in top_k(s, min(fusion.depth, int(np.isfinite(s).sum())))]
 
+    exact = {"dense": lambda keys: d[keys], "lexical": lambda keys: np.where(
+        np.isfinite(x[keys]), x[keys], 0.0)}
+    out = np.full(len(d), -np.inf)
+    fused = fuse({"dense": top(d), "lexical": top(x)}, fusion, exact)
+    # strictly decreasing pseudo-scores keep fuse's tie order in the rank count
+    out[[f.key for f in fused]] = -np.arange(len(fused), dtype=np.float64)
+    return out
+
+
+def hybrid_scorer(dense: Scorer, lexical: Scorer, fusion: Fusion) -> Scorer:
     def scores(i: int, drop: Sequence[int]) -> np.ndarray:
-        d, x = dense(i, drop), lexical(i, drop)
-        exact = {"dense": lambda keys: d[keys], "lexical": lambda keys: np.where(
-            np.isfinite(x[keys]), x[keys], 0.0)}
-        out = np.full(len(d), -np.inf)
-        fused = fuse({"dense": top(d), "lexical": top(x)}, fusion, exact)
-        # strictly decreasing pseudo-scores keep fuse's tie order in the rank count
-        out[[f.key for f in fused]] = -np.arange(len(fused), dtype=np.float64)
-        return out
+        return fused_scores(dense(i, drop), lexical(i, drop), fusion)
     return scores
 
 
@@ -104,6 +109,64 @@ def choose_fusion(dense: Scorer, lexical: Scorer, targets, excluded,
     best = max(range(len(grid)), key=lambda i: (tried[i]["recall@5"] + tried[i]["recall@10"],
                                                 -i))
     return grid[best], tried
+
+
+def setting_ranks(dense: Scorer, lexical: Scorer, settings: Sequence, targets,
+                  excluded) -> np.ndarray:
+    """Each query's target rank under each calibration setting ([queries, settings],
+    excluded protocol), each retriever scored once a query."""
+    out = np.zeros((len(targets), len(settings)), np.int64)
+    for i, (target, drop) in enumerate(zip(targets, excluded)):
+        d, x = dense(i, drop), lexical(i, drop)
+        for j, s in enumerate(settings):
+            score = d if s.mode == "dense" else x if s.mode == "lexical" else \
+                fused_scores(d, x, s.fusion)
+            out[i, j] = ranks(score[None], np.array([target]))[0]
+    return out
+
+
+FOLDS = 5
+
+
+def folds_of(patients: np.ndarray) -> np.ndarray:
+    """Each patient's fold (a hash of its id): the same patient always in the same one."""
+    import zlib
+
+    return np.array([zlib.crc32(str(p).encode()) % FOLDS for p in patients])
+
+
+def auto_recall(dense: Scorer, lexical: Scorer, targets, excluded, patients: np.ndarray,
+                seed: int = 0) -> tuple[dict, dict]:
+    """What mode "auto" gives on these pairs. An index calibrates on its own notes, so
+    "on_all" is the rule choosing on these very pairs, as an index of these notes would;
+    "auto" holds the choice out (cross-fitting): the patients in FOLDS folds, the rule
+    choosing on the other folds' pairs for each fold's. Recall@k of the held-out result,
+    what was chosen, and 95% intervals."""
+    settings = calibrate.grid()
+    r = setting_ranks(dense, lexical, settings, targets, excluded)
+    scores, _ = calibrate.hits_table(np.where(r <= calibrate.TOP_K, r, 0))
+    patients = np.asarray([str(p) for p in patients])
+    fold = folds_of(patients)
+    got = np.empty(len(r), np.int64)
+    chosen = []
+    for f in range(FOLDS):
+        fit, held = fold != f, fold == f
+        if not held.any():
+            continue
+        if fit.any():
+            c, _ = calibrate.choose(scores[fit], patients[fit], settings, seed)
+        else:
+            c = settings.index(calibrate.DEFAULT)
+        got[held] = r[held, c]
+        chosen.append(settings[c].label)
+    whole, _ = calibrate.choose(scores, patients, settings, seed)
+    detail = {"chosen_per_fold": chosen, "chosen_on_all": settings[whole].label,
+              "rule": calibrate.RULE, "settings": len(settings), "folds": FOLDS}
+    for name, ranked in (("auto", got), ("dense", r[:, 0]), ("bm25", r[:, 1]),
+                         ("on_all", r[:, whole])):
+        detail[name] = {f"recall@{k}": mean_ci((ranked <= k).astype(float), seed)
+                        for k in (5, 10)}
+    return recall(got, KS), detail
 
 
 # ---------------------------------------------------------------------------------------
@@ -177,20 +240,51 @@ def mean_ci(values: np.ndarray, seed: int = 0, draws: int = 2000) -> dict:
 def patient_search(notes: pd.DataFrame, diagnoses: pd.DataFrame,
                    vectors: dict[str, np.ndarray], fusions: dict[str, Fusion],
                    k: int = PATIENT_K) -> dict:
-    """Chapter overlap@k of patient search per retriever (random, bm25, each model dense
-    and hybrid), with 95% intervals over the held-out patients."""
+    """Chapter overlap@k of patient search per retriever (random, bm25, each model dense,
+    hybrid and auto), with 95% intervals over the held-out patients."""
     chapters = patient_chapters(notes, diagnoses)
     out = {"k": k, "patients": len(chapters), "random": mean_ci(random_overlap(chapters))}
     with tempfile.TemporaryDirectory(prefix="mimicsearch-eval-") as tmp:
         lexical = patient_index(notes, None, Path(tmp) / "bm25")
         out["bm25"] = mean_ci(patient_overlap(lexical, chapters, "lexical", k=k))
+        out["auto"] = {}
         for role, v in vectors.items():
             ix = patient_index(notes, v, Path(tmp) / role)
             out[role] = mean_ci(patient_overlap(ix, chapters, "dense", k=k))
             if role in fusions:
                 out[f"hybrid({role})"] = mean_ci(patient_overlap(
                     ix, chapters, "hybrid", fusions[role], k=k))
+            out[f"auto({role})"], out["auto"][role] = auto_patients(ix, chapters)
     return out
+
+
+def auto_patients(index_dir: Path, chapters: dict, seed: int = 0) -> tuple[dict, dict]:
+    """Patient search's "auto" on an index given these patients' diagnoses, held out from
+    its own choice as `auto_recall` holds it. Its overlap with 95% interval, what was
+    chosen, and the same chosen on all the patients."""
+    from mimicsearch.search import Searcher
+
+    settings = calibrate.patient_grid()
+    keyed = {str(p): c for p, c in chapters.items()}
+    overlap, sample = calibrate.measure_patients(Searcher(index_dir, watch=False), keyed,
+                                                 settings, seed, patients=len(keyed))
+    sample = np.array([str(p) for p in sample])
+    fold = folds_of(sample)
+    got, chosen = np.empty(len(sample)), []
+    for f in range(FOLDS):
+        fit, held = fold != f, fold == f
+        c = (calibrate.choose(overlap[fit], sample[fit], settings, seed)[0] if fit.any()
+             else settings.index(calibrate.PATIENT_DEFAULT))
+        got[held] = overlap[held, c]
+        chosen.append(settings[c].label)
+    lexical = settings.index(calibrate.Setting("lexical"))
+    whole, _ = calibrate.choose(overlap, sample, settings, seed)
+    return mean_ci(got, seed), {
+        "chosen_per_fold": chosen, "vs_lexical": mean_ci(got - overlap[:, lexical], seed),
+        "chosen_on_all": settings[whole].label,
+        "on_all": mean_ci(overlap[:, whole], seed),
+        "on_all_vs_lexical": mean_ci(overlap[:, whole] - overlap[:, lexical], seed),
+        "settings": len(settings), "folds": FOLDS}
 
 
 def compare_retrievers(embeds: dict, pairs: pd.DataFrame, val_pairs: pd.DataFrame | None,
@@ -203,7 +297,7 @@ def compare_retrievers(embeds: dict, pairs: pd.DataFrame, val_pairs: pd.DataFram
     queries, documents = pairs["anchor_text"].tolist(), corpus["positive_text"].tolist()
     lexical = bm25_scorer(queries, documents)
     rows = {"bm25": scorer_recall(lexical, targets, excluded)}
-    tuning, fusions = {}, {}
+    tuning, fusions, autos = {}, {}, {}
     tune = val_pairs is not None and len(val_pairs) > 0
     if tune:
         v_corpus, v_targets, v_excluded = pair_targets(val_pairs)
@@ -215,6 +309,9 @@ def compare_retrievers(embeds: dict, pairs: pd.DataFrame, val_pairs: pd.DataFram
         rows[role] = scorer_recall(dense, targets, excluded)
         rows[f"rrf({role})"] = scorer_recall(hybrid_scorer(dense, lexical, Fusion()),
                                                 targets, excluded)
+        got, autos[role] = auto_recall(dense, lexical, targets, excluded,
+                                       pairs["subject_id"].to_numpy())
+        rows[f"auto({role})"] = {f"{k}_excluded": v for k, v in got.items()}
         if tune:
             fusion, tried = choose_fusion(dense_scorer(embed(v_queries), embed(v_documents)),
                                           v_lexical, v_targets, v_excluded)
@@ -225,7 +322,7 @@ def compare_retrievers(embeds: dict, pairs: pd.DataFrame, val_pairs: pd.DataFram
         else:
             fusions[role] = Fusion()
     out = {"pool": {"pairs": len(pairs), "corpus": len(corpus)}, "recall": rows,
-           "fusion": tuning}
+           "fusion": tuning, "auto": autos}
     if patients:
         vectors = {role: embed(notes["text"].tolist()) for role, embed in embeds.items()}
         out["patients"] = patient_search(notes, diagnoses, vectors, fusions)

@@ -10,7 +10,7 @@ import warnings
 import click
 
 from ..pipeline import TruncationWarning
-from . import data, encode, export, index, patients, serve, train
+from . import calibrate, data, encode, export, index, patients, serve, train
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -41,6 +41,6 @@ def main(verbose: int) -> None:
     warnings.filterwarnings("ignore", category=TruncationWarning)
 
 
-for _module in (data, train, export, encode, index, patients, serve):
+for _module in (data, train, export, encode, index, calibrate, patients, serve):
     for _cmd in _module.COMMANDS:
         main.add_command(_cmd)

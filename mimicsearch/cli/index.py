@@ -1,4 +1,4 @@
-"""CLI commands: build-index, query, add, remove, info."""
+"""CLI commands: build-index, query, add, sync, remove, compact, ids, info."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from .. import index as ix
-from ..fusion import METHODS, MODES, Fusion
+from ..fusion import AUTO, METHODS, MODES
 from ..index.loaded import MAX_K
 from ..options import EncodeOptions
 from ..pipeline import IndexSummary, add_notes, build_index_from, sync_notes
@@ -85,9 +85,17 @@ def _report(s: IndexSummary, as_json: bool, extra: dict | None = None) -> None:
               "`--mode hybrid` will be refused (default: BM25 over every note's whole text, "
               "in segments that add/sync extend and `compact` merges; needs the whole "
               "texts).")
+@click.option("--diagnoses", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A MIMIC DIAGNOSES_ICD file (SUBJECT_ID, HADM_ID, ICD9_CODE): its ICD-9 "
+              "chapters are kept per admission, and `patients --mode auto` is then chosen "
+              "on this index's own patients by them.")
+@click.option("--no-calibrate", is_flag=True, help="Do not measure the search settings on "
+              "the index's own notes (`--mode auto` then uses equal-weight RRF until "
+              "`mimicsearch calibrate`).")
 @click.option("--threads", type=int, default=None, help="Encoder threads.")
 @click.option("--seed", type=int, default=0, show_default=True,
-              help="Seed of the training sample and the recall measurement.")
+              help="Seed of the training sample, the recall measurement and the "
+              "calibration's sample.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--engine", type=click.Choice(["local", "spark"]), default="local",
@@ -97,10 +105,14 @@ def _report(s: IndexSummary, as_json: bool, extra: dict | None = None) -> None:
               "else local[*]).")
 def build_index_cmd(input_path, model_dir, out_dir, memory, index_key, shard_size,
                     merge_on_disk, recall_target, text_col, id_col, input_format, keep, dim,
-                    long_mode, precision, runtime, no_full_text, no_lexical, threads, seed, no_progress,
-                    as_json, engine, master):
+                    long_mode, precision, runtime, no_full_text, no_lexical, diagnoses,
+                    no_calibrate, threads, seed, no_progress, as_json, engine, master):
     """Build a search index from NOTES: a notes file (encoded with --model) or an embeddings
-    directory. Rejected rows are listed in OUT/embeddings/rejects.csv."""
+    directory. Rejected rows are listed in OUT/embeddings/rejects.csv.
+
+    Then the index calibrates itself: on next-note pairs of its own patients it measures
+    the model, BM25 and their fusions, and `query --mode auto` (the default) uses the one
+    it chose (`mimicsearch calibrate` tells more)."""
     if engine == "spark":
         import_stage("mimicsearch.spark", "spark")
     elif master:
@@ -118,7 +130,8 @@ def build_index_cmd(input_path, model_dir, out_dir, memory, index_key, shard_siz
                                   shard_size=shard_size, merge=merge_on_disk,
                                   recall_target=recall_target, seed=seed,
                                   lexical=not no_lexical),
-            engine=engine, threads=threads, progress=not no_progress, master=master)
+            engine=engine, threads=threads, progress=not no_progress, master=master,
+            calibrate=not no_calibrate, diagnoses=diagnoses)
         m = ix.IndexManifest.load(out_dir)
     except EXPECTED as e:
         raise _fail(e) from None
@@ -136,6 +149,20 @@ def build_index_cmd(input_path, model_dir, out_dir, memory, index_key, shard_siz
         click.echo(f"recall@{q.k} {q.recall_at_10:.3f} (target {q.recall_target}"
                    f"{'' if q.target_met else ', NOT met'}) at {q.search_params or 'exact'}, "
                    f"{q.ms_per_query:.2f} ms/query")
+    if m.calibration is not None:
+        click.echo(calibration_line(m.calibration.to_dict()))
+
+
+def calibration_line(c: dict) -> str:
+    """One line: what mode "auto" runs and what it measured."""
+    if c.get("reason"):
+        return f"auto: {c['chosen']['label']} ({c['reason']})"
+    row = next(r for r in c["table"] if r["chosen"])
+    best = {m: next(r for r in c["table"] if r["mode"] == m) for m in ("dense", "lexical")}
+    return (f"auto: {row['label']}, next-note R@5 {row['recall@5']:.3f} R@10 "
+            f"{row['recall@10']:.3f} on {c['pairs']} pairs of {c['patients']} patients "
+            f"(dense {best['dense']['recall@10']:.3f}, lexical "
+            f"{best['lexical']['recall@10']:.3f} at R@10)")
 
 
 def _split_ids(values: tuple[str, ...]) -> list[str]:
@@ -145,16 +172,19 @@ def _split_ids(values: tuple[str, ...]) -> list[str]:
 def _mode_options(fn):
     """--mode and the hybrid fusion settings, shared by `query` and `patients`."""
     for option in reversed([
-        click.option("--mode", type=click.Choice(MODES), default="dense", show_default=True,
-                     help="dense: the model; lexical: BM25 over whole notes; hybrid: both, "
-                     "fused (`info` lists the modes an index has)."),
+        click.option("--mode", type=click.Choice((AUTO, *MODES)), default=AUTO,
+                     show_default=True,
+                     help="auto: the setting this index chose on its own notes (`info` "
+                     "shows it); dense: the model; lexical: BM25 over whole notes; hybrid: "
+                     "both, fused."),
         click.option("--fusion", type=click.Choice(METHODS), default=None,
-                     help="Hybrid only. rrf (default): sum of weight/(k + rank); weighted: "
-                     "sum of weight x min-max scaled score."),
+                     help="Hybrid: rrf: sum of weight/(k + rank); weighted: sum of weight x "
+                     "min-max scaled score; zscore: the same over standardised scores "
+                     "(default: the fusion the index measured best, else rrf)."),
         click.option("--rrf-k", type=click.IntRange(min=1), default=None,
                      help="Hybrid rrf: the constant k (default 60)."),
         click.option("--weights", metavar="DENSE,LEXICAL", default=None,
-                     help="Hybrid: the retrievers' weights (default 1,1), e.g. 1,0.5."),
+                     help="Hybrid: the retrievers' weights, e.g. 1,0.5."),
         click.option("--depth", type=click.IntRange(min=1), default=None,
                      help="Hybrid: candidates taken from each retriever (default 100)."),
     ]):
@@ -162,15 +192,17 @@ def _mode_options(fn):
     return fn
 
 
-def _fusion(mode: str, method, rrf_k, weights, depth) -> Fusion | None:
+def _fusion(mode: str, method, rrf_k, weights, depth) -> dict:
+    """The fusion settings given (the rest come from the index: `Searcher.fusion_for`);
+    giving any with --mode auto asks for a hybrid."""
     given = [n for n, v in (("--fusion", method), ("--rrf-k", rrf_k), ("--weights", weights),
                             ("--depth", depth)) if v is not None]
-    if mode != "hybrid":
+    if mode not in ("hybrid", AUTO):
         if given:
-            raise click.UsageError(f"{', '.join(given)} apply only to --mode hybrid")
-        return None
-    d = Fusion()
-    w = (d.dense_weight, d.lexical_weight)
+            raise click.UsageError(f"{', '.join(given)} apply only to --mode hybrid (or "
+                                   "auto, which they turn into a hybrid)")
+        return {}
+    out: dict = {}
     if weights is not None:
         try:
             w = tuple(float(x) for x in weights.split(","))
@@ -179,9 +211,35 @@ def _fusion(mode: str, method, rrf_k, weights, depth) -> Fusion | None:
         except ValueError:
             raise click.BadParameter(f"{weights!r}: give two numbers, DENSE,LEXICAL "
                                      "(e.g. 1,0.5)", param_hint="--weights") from None
-    if rrf_k is not None and (method or d.method) != "rrf":
-        raise click.UsageError("--rrf-k applies to --fusion rrf only")
-    return Fusion(method or d.method, rrf_k or d.k, w[0], w[1], depth or d.depth)
+        out |= {"dense_weight": w[0], "lexical_weight": w[1]}
+    if rrf_k is not None:
+        if method not in (None, "rrf"):
+            raise click.UsageError("--rrf-k applies to --fusion rrf only")
+        out |= {"method": "rrf", "k": rrf_k}
+    if method is not None:
+        out["method"] = method
+    if depth is not None:
+        out["depth"] = depth
+    return out
+
+
+def resolved(s: Searcher, mode: str, overrides: dict, patients: bool = False):
+    """(mode, fusion) a command runs: auto resolved, the fusion completed from the index's
+    own. Raises ValueError for a mode or fusion setting the index cannot take."""
+    return s.resolve(mode, s.fusion_for(**overrides) if overrides else None, patients)
+
+
+def explain_line(s: Searcher, mode: str, fusion, patients: bool = False) -> str:
+    label = mode if fusion is None else f"hybrid {fusion.label}"
+    a = s.describe_auto(patients)
+    if a["label"] != label:
+        return f"mode: {label}"
+    if not a["calibrated"]:
+        return f"mode: auto -> {label} ({a['why']})"
+    measured = (f"measured R@5 {a['recall@5']:.3f} R@10 {a['recall@10']:.3f} on {a['pairs']} "
+                "next-note pairs" if not patients else
+                f"measured {a['measure']} {a['score']:.3f} on {a['patients']} patients")
+    return f"mode: auto -> {label} ({measured})"
 
 
 @click.command("query")
@@ -223,8 +281,10 @@ def query_cmd(index_dir, text, query_file, note_ids, k, subject, category, since
     """Search an index with a text, a file of texts (--file) or stored notes (--note-id).
 
     \b
-    Modes: dense (the model's vectors; the default), lexical (BM25 over whole notes: exact
-    drug names, devices, lab values), hybrid (both, fused; RRF with k=60 unless told).
+    Modes: auto (the default: the setting the index chose by measuring its own next-note
+    pairs, shown by `info` and --explain), dense (the model's vectors), lexical (BM25 over
+    whole notes: exact drug names, devices, lab values), hybrid (both, fused: the fusion
+    the index measured best unless told).
     Filters apply in every mode. A filter naming a column, category or patient the index
     does not hold is an error that lists the valid ones.
 
@@ -243,8 +303,9 @@ def query_cmd(index_dir, text, query_file, note_ids, k, subject, category, since
     filters = Filters(subjects=subject, categories=category, since=since, until=until,
                       where=where, date_col=date_col)
     try:
-        fused = _fusion(mode, fusion, rrf_k, weights, depth)
+        overrides = _fusion(mode, fusion, rrf_k, weights, depth)
         s = Searcher(index_dir, model_dir, verify=not no_verify)
+        mode, fused = resolved(s, mode, overrides)
         if s.index.manifest.quality is None:
             click.echo(f"warning: {ix.UNFINISHED}; this query uses default search "
                        "parameters", err=True)
@@ -266,6 +327,8 @@ def query_cmd(index_dir, text, query_file, note_ids, k, subject, category, since
         _echo_json([{"query": q, "hits": [h.to_dict() for h in hits]}
                     for q, hits in zip(queries, results)])
         return
+    if explain:
+        click.echo(explain_line(s, mode, fused))
     for q, hits in zip(queries, results):
         if len(queries) > 1 or note_ids:
             click.echo(f"== {'note ' + str(q) if note_ids else _clip(q, 70)}")
@@ -488,6 +551,16 @@ def info_cmd(index_dir, as_json):
                      f"{q['recall_target']}{'' if q['target_met'] else ', NOT met'}) at "
                      f"{q['search_params'] or 'exact search'}, {q['ms_per_query']:.2f} ms/query, "
                      f"measured on {q['queries']} queries over {q['rows_measured']} vectors")
+    c = info["calibration"]
+    lines.append("calibrated " + (calibration_line(c)[len("auto: "):] + (
+        f"; {c['changed']} notes changed since" if c["changed"] else "") if c else
+        "no (`mimicsearch calibrate` measures the search settings; auto uses RRF meanwhile)"))
+    if c and c.get("patient_search"):
+        ps = c["patient_search"]
+        row = next((r for r in ps.get("table", []) if r["chosen"]), None)
+        lines.append(f"patients   auto: {ps['chosen']['label']}" + (
+            f", {ps['measure']} {row['score']:.3f} on {ps['patients']} patients" if row else
+            f" ({ps.get('reason')})"))
     click.echo("\n".join(lines))
 
 

@@ -10,7 +10,7 @@ from ..index.loaded import MAX_K
 from ..search import Filters, Searcher
 from ._errors import EXPECTED
 from ._errors import fail as _fail
-from .index import _clip, _echo_json, _fusion, _mode_options, _split_ids
+from .index import _clip, _echo_json, _fusion, _mode_options, _split_ids, resolved
 
 
 @click.command("patients")
@@ -49,7 +49,10 @@ def patients_cmd(index_dir, text, note_id, subject_id, k, category, since, until
     """Patients like a query TEXT, a stored note (--note-id) or a patient (--subject),
     best first; the query's own patient never comes back.
 
-    dense (default): the cosine between the query's vector and each patient's vector, the
+    auto (default): the setting chosen on this index's own patients by their diagnoses
+    (`build-index --diagnoses`), else lexical; `info` shows which.
+
+    dense: the cosine between the query's vector and each patient's vector, the
     mean of every stored row of its notes (a --subject query is its own such vector). On
     an index built with --long windows every part of a long note counts; on held-out
     patients like the model's training notes that beat lexical, on unlike ones lexical
@@ -80,8 +83,9 @@ def patients_cmd(index_dir, text, note_id, subject_id, k, category, since, until
                       date_col=date_col)
     try:
         fmt = cohorts.format_of(out_path) if out_path is not None else None
-        fused = _fusion(mode, fusion, rrf_k, weights, depth)
+        overrides = _fusion(mode, fusion, rrf_k, weights, depth)
         s = Searcher(index_dir, model_dir, verify=not no_verify)
+        mode, fused = resolved(s, mode, overrides, patients=True)
         patients = s.similar_patients(text, note_id=note_id, subject_id=subject_id, k=k,
                                       filters=filters, mode=mode, fusion=fused)
         if out_path is not None:
@@ -95,7 +99,8 @@ def patients_cmd(index_dir, text, note_id, subject_id, k, category, since, until
         raise _fail(e) from None
     if as_json:
         _echo_json({"query": {"text": text, "note_id": note_id, "subject_id": subject_id},
-                    "mode": mode, "patients": [p.to_dict() for p in patients],
+                    "mode": mode, "fusion": None if fused is None else fused.to_dict(),
+                    "patients": [p.to_dict() for p in patients],
                     **({"cohort": {"path": str(out_path), "format": fmt,
                                    "patients": cohort.num_rows}} if out_path else {})})
         return

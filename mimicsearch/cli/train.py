@@ -232,22 +232,37 @@ def _retrieval_table(r: dict) -> None:
                f"{'seed R@10':>9}")
     for name, m in r["recall"].items():
         click.echo(f"{name:16} {_num(m['recall@1_excluded'], 7)} {_num(m['recall@5_excluded'], 7)}"
-                   f" {_num(m['recall@10_excluded'], 7)}   {_num(m['recall@5_seed'], 8)} "
-                   f"{_num(m['recall@10_seed'], 9)}")
+                   f" {_num(m['recall@10_excluded'], 7)}   {_num(m.get('recall@5_seed'), 8)} "
+                   f"{_num(m.get('recall@10_seed'), 9)}")
     for role, t in r["fusion"].items():
         c = t["chosen"]
         click.echo(f"hybrid({role}) fusion chosen on val: {c['method']}"
                    + (f" k={c['k']}" if c["method"] == "rrf" else "")
                    + f", weights dense {c['dense_weight']:g} / lexical {c['lexical_weight']:g}"
                    f", depth {c['depth']} (of {len(t['tried'])} tried)")
+    for role, a in r.get("auto", {}).items():
+        ci = {k: a["auto"][f"recall@{k}"]["ci95"] for k in (5, 10)}
+        on_all = {k: a["on_all"][f"recall@{k}"]["mean"] for k in (5, 10)}
+        click.echo(f"auto({role}): held out ({a['folds']} folds of patients, each chosen "
+                   f"on the rest: {', '.join(a['chosen_per_fold'])}), R@5 95% "
+                   f"[{ci[5][0]:.4f}, {ci[5][1]:.4f}], R@10 [{ci[10][0]:.4f}, "
+                   f"{ci[10][1]:.4f}]; chosen on all these pairs, as an index of these notes "
+                   f"would: {a['chosen_on_all']}, R@5 {on_all[5]:.4f}, R@10 {on_all[10]:.4f}")
     if "patients" in r:
         p = r["patients"]
         click.echo(f"\npatient search, {p['patients']} held-out patients: ICD-9 chapter "
                    f"overlap with the top {p['k']} (Jaccard, 95% interval)")
         for name, v in p.items():
-            if isinstance(v, dict):
+            if isinstance(v, dict) and "ci95" in v:
                 lo, hi = v["ci95"]
                 click.echo(f"{name:16} {v['mean']:.4f}  [{lo:.4f}, {hi:.4f}]")
+        for role, a in p.get("auto", {}).items():
+            lo, hi = a["vs_lexical"]["ci95"]
+            click.echo(f"auto({role}) held out ({a['folds']} folds, each chosen on the "
+                       f"rest: {', '.join(a['chosen_per_fold'])}) minus bm25: "
+                       f"{a['vs_lexical']['mean']:+.4f} [{lo:+.4f}, {hi:+.4f}]; chosen on "
+                       f"all: {a['chosen_on_all']}, {a['on_all']['mean']:.4f}, minus bm25 "
+                       f"{a['on_all_vs_lexical']['mean']:+.4f}")
 
 
 def _num(x, width: int, signed: bool = False) -> str:

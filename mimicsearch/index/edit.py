@@ -201,6 +201,11 @@ def apply_changes(*, index_dir: str | Path, vectors: np.ndarray | None = None,
     if len(rows):
         deleted = np.union1d(np.flatnonzero(~store.live), rows)
         changes.update(deleted=write_deleted(index_dir, deleted), deleted_rows=len(deleted))
+    removed_notes = len(set(wanted) - set(absent))
+    added = 0 if table is None else len(set(table.column("id").to_pylist()))
+    if m.calibration is not None and removed_notes + added:  # how stale it grows
+        changes["calibration"] = dataclasses.replace(
+            m.calibration, changed=m.calibration.changed + removed_notes + added)
     new = m.with_(**changes)
     if m.patients is not None and (len(rows) or table is not None):
         new = new.with_(patients=_patients_for(index_dir, m, new, table, vectors, rows, gone))
@@ -215,8 +220,6 @@ def apply_changes(*, index_dir: str | Path, vectors: np.ndarray | None = None,
         live = np.concatenate([store.live, np.ones(new.rows - m.rows, bool)])
         live[rows] = False
         new, _ = merge_segments(index_dir, new, live, merges)
-    removed_notes = len(set(wanted) - set(absent))
-    added = 0 if table is None else len(set(table.column("id").to_pylist()))
     return ChangeResult(added, 0 if table is None else table.num_rows, removed_notes,
                         len(rows), native, len(rows) - native, tuple(absent),
                         len(store.ids()) - removed_notes + added, new)
@@ -316,6 +319,8 @@ def index_info(index_dir: str | Path) -> dict:
         "disk_bytes": disk,
         "search_params": m.search_params,
         "quality": q.to_dict() if q else None,
+        "calibration": m.calibration.to_dict() if m.calibration else None,
+        "diagnoses": m.diagnoses is not None,
         "build": m.build.to_dict(),
         "has_embeddings": (index_dir / "embeddings" / MANIFEST).is_file(),
         "finished": m.quality is not None,

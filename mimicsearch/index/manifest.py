@@ -156,6 +156,42 @@ class Quality:
 
 
 @dataclass(frozen=True)
+class Calibration:
+    """Which search setting this index's own notes favour (`mimicsearch.calibrate`):
+    measured on next-note pairs of its patients, stored so every query can use it (mode
+    "auto"), like `Quality`. Settings are {"mode", "fusion"} dicts; `table` holds every
+    setting tried with what it measured; `patients` the same for patient search where the
+    index holds diagnoses. `changed` counts notes added or removed since (an edit is both),
+    so a sync can tell when the measure has gone stale."""
+
+    chosen: dict
+    hybrid: dict | None  # the best fusion: what an explicit --mode hybrid uses
+    table: tuple[dict, ...]
+    pairs: int
+    patients: int
+    seed: int
+    rule: str
+    live_notes: int
+    seconds: float
+    changed: int = 0
+    reason: str | None = None  # why the default was kept (too few pairs, no patients)
+    patient_search: dict | None = None
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["table"] = [dict(r) for r in self.table]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Calibration:
+        return cls(dict(d["chosen"]), dict(d["hybrid"]) if d.get("hybrid") else None,
+                   tuple(dict(r) for r in d.get("table", ())), int(d["pairs"]),
+                   int(d["patients"]), int(d["seed"]), str(d["rule"]), int(d["live_notes"]),
+                   float(d["seconds"]), int(d.get("changed", 0)), d.get("reason"),
+                   dict(d["patient_search"]) if d.get("patient_search") else None)
+
+
+@dataclass(frozen=True)
 class BuildParams:
     """How the index was built: enough to build it again the same way."""
 
@@ -302,6 +338,11 @@ class IndexManifest:
     # Each patient's sum of stored vectors over its live rows (pooled.py); None where the
     # notes have no SUBJECT_ID, or for an index built before it was kept.
     patients: FileRef | None = None
+    # The search setting chosen on the index's own notes (calibrate.py); None: not measured.
+    calibration: Calibration | None = None
+    # ICD-9 chapters per admission (build-index --diagnoses), which patient-search
+    # calibration scores by; None where not given.
+    diagnoses: FileRef | None = None
     kind: str = KIND
     format_version: int = FORMAT_VERSION
 
@@ -320,6 +361,7 @@ class IndexManifest:
         out += [f for p in self.store_parts for f in (p.file, p.text) if f is not None]
         out += self.lexical.refs() if self.lexical else []
         out += [self.patients] if self.patients else []
+        out += [self.diagnoses] if self.diagnoses else []
         return out + ([self.deleted] if self.deleted else [])
 
     def with_(self, **changes) -> IndexManifest:
@@ -336,6 +378,8 @@ class IndexManifest:
         d["quality"] = self.quality.to_dict() if self.quality else None
         d["lexical"] = self.lexical.to_dict() if self.lexical else None
         d["patients"] = asdict(self.patients) if self.patients else None
+        d["calibration"] = self.calibration.to_dict() if self.calibration else None
+        d["diagnoses"] = asdict(self.diagnoses) if self.diagnoses else None
         return d
 
     @classmethod
@@ -372,6 +416,9 @@ class IndexManifest:
                 encode=dict(d.get("encode") or {}),
                 lexical=LexicalPart.from_dict(d["lexical"]) if d.get("lexical") else None,
                 patients=FileRef.from_dict(d["patients"]) if d.get("patients") else None,
+                calibration=(Calibration.from_dict(d["calibration"]) if d.get("calibration")
+                             else None),
+                diagnoses=FileRef.from_dict(d["diagnoses"]) if d.get("diagnoses") else None,
             )
         except KeyError as e:
             raise ValueError(f"index manifest is missing the field {e.args[0]!r}") from None

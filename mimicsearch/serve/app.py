@@ -31,8 +31,8 @@ from starlette.exceptions import HTTPException
 from .. import __version__
 from .. import cohort as cohorts
 from ..filters import Filters, parse_value
-from ..fusion import Fusion
-from ..fusion import check_mode as known_mode
+from ..calibrate import Setting
+from ..fusion import AUTO
 from ..search import Searcher
 from .batcher import Batcher
 from .guard import Guard, error_body
@@ -237,22 +237,28 @@ def _routes(app: FastAPI, server: Server) -> None:
     def hits_of(results) -> list[dict]:
         return [hit_dict(h) for h in (results[0] if results else [])]
 
-    def fusion_of(req) -> Fusion | None:
-        if req.fusion is None:
-            return None
-        if req.mode != "hybrid":
-            raise ApiError(400, "fusion applies to mode 'hybrid' only", "fusion")
-        try:
-            return Fusion(**req.fusion.model_dump())
-        except ValueError as e:
-            raise ApiError(400, str(e), "fusion") from None
+    async def setting_of(req, patients: bool = False) -> Setting:
+        """What a request runs: its mode with auto resolved, the fusion completed from
+        the index's own, and (where auto ran) what the index chose and measured."""
+        overrides = {} if req.fusion is None else req.fusion.model_dump(exclude_none=True)
+        if overrides and req.mode not in ("hybrid", AUTO):
+            raise ApiError(400, "fusion applies to mode 'hybrid' (or 'auto', which it "
+                           "makes a hybrid)", "fusion")
 
-    async def check_mode(mode: str) -> None:
-        modes = await server.on_index(lambda: server.searcher.modes)
-        try:
-            known_mode(mode, modes)
-        except ValueError as e:
-            raise ApiError(400, str(e), "mode") from None
+        def resolve():
+            searcher = server.searcher
+            try:
+                fusion = searcher.fusion_for(**overrides) if overrides else None
+            except ValueError as e:
+                raise ApiError(400, str(e), "fusion") from None
+            try:
+                mode, fusion = searcher.resolve(req.mode, fusion, patients)
+            except ValueError as e:
+                raise ApiError(400, str(e), "mode") from None
+            auto = (searcher.describe_auto(patients) if req.mode == AUTO and not overrides
+                    else None)
+            return Setting(mode, fusion), auto
+        return await server.on_index(resolve)
 
     async def run_search(req: SearchRequest) -> dict:
         with server.batcher.coming() as ticket:
@@ -260,8 +266,8 @@ def _routes(app: FastAPI, server: Server) -> None:
 
     async def _run_search(req: SearchRequest, ticket) -> dict:
         started = time.perf_counter()
-        await check_mode(req.mode)
-        fusion = fusion_of(req)
+        setting, auto = await setting_of(req)
+        mode, fusion = setting.mode, setting.fusion
         if (req.text is None) == (req.note_id is None):
             raise ApiError(400, "give either text or note_id (one of them)", "text")
         k = k_of(req.k)
@@ -276,11 +282,11 @@ def _routes(app: FastAPI, server: Server) -> None:
                 # mask is built once, by the search.
                 await server.on_index(lambda: filters.expression(server.searcher.index.store))
                 vectors = None
-                if req.mode != "lexical":
+                if mode != "lexical":
                     vectors, _ = await server.batcher.encode([text], "query",
                                                              server.searcher.index.dim, ticket)
                 results = await server.on_index(
-                    lambda: server.searcher.search_texts([text], k, filters, mode=req.mode,
+                    lambda: server.searcher.search_texts([text], k, filters, mode=mode,
                                                          fusion=fusion, vectors=vectors))
                 query = {"text_chars": len(text)}
             else:
@@ -288,7 +294,7 @@ def _routes(app: FastAPI, server: Server) -> None:
                     results = await server.on_index(
                         lambda: server.searcher.search_notes(
                             [req.note_id], k, filters, req.other_patients_only,
-                            mode=req.mode, fusion=fusion))
+                            mode=mode, fusion=fusion))
                 except ValueError as e:
                     if str(e).startswith("note id "):  # the query note's own lookup
                         raise note_error(e) from None
@@ -296,7 +302,9 @@ def _routes(app: FastAPI, server: Server) -> None:
                 query = {"note_id": req.note_id}
         except (ValueError, TypeError) as e:
             raise ApiError(400, str(e)) from None
-        return {"mode": req.mode, "k": k, "query": query, "filters": filters.to_dict(),
+        return {"mode": mode, "setting": setting.label, "auto": auto,
+                "fusion": None if fusion is None else fusion.to_dict(),
+                "k": k, "query": query, "filters": filters.to_dict(),
                 "hits": hits_of(results),
                 "took_ms": round((time.perf_counter() - started) * 1000, 2)}
 
@@ -318,7 +326,7 @@ def _routes(app: FastAPI, server: Server) -> None:
              summary="More like this note")
     async def similar(note_id: str, k: int = Query(10, ge=1),
                       other_patients_only: bool = False,
-                      mode: Literal["dense", "lexical", "hybrid"] = "dense"):
+                      mode: Literal["auto", "dense", "lexical", "hybrid"] = AUTO):
         try:  # the path's text as the index's id type
             typed = await server.on_index(
                 lambda: server.searcher.index.store.parse_ids([note_id])[0])
@@ -328,12 +336,11 @@ def _routes(app: FastAPI, server: Server) -> None:
                                               other_patients_only=other_patients_only))
 
     async def find_patients(req: PatientSearchRequest, ticket) -> tuple:
-        """(the query as the response names it, the filters, the fusion, the patients, the
-        index fingerprint they came from) for a patient search request."""
-        await check_mode(req.mode)
-        fusion = fusion_of(req)
-        if req.mode == "hybrid":  # the settings used, as the response and the file record
-            fusion = fusion or Fusion()
+        """(the query as the response names it, the filters, the setting that ran and what
+        auto chose, the patients, the index fingerprint they came from) for a patient
+        search request."""
+        setting, auto = await setting_of(req, patients=True)
+        mode, fusion = setting.mode, setting.fusion
         given = [n for n in ("text", "note_id", "subject_id") if getattr(req, n) is not None]
         if len(given) != 1:
             raise ApiError(400, "give exactly one of text, note_id or subject_id",
@@ -348,7 +355,7 @@ def _routes(app: FastAPI, server: Server) -> None:
         try:
             if req.text is not None:
                 checked_text(req.text, "text")
-                if req.mode != "lexical":
+                if mode != "lexical":
                     vectors, _ = await server.batcher.encode(
                         [req.text], "query", server.searcher.index.dim, ticket)
                     vector = vectors[0]
@@ -360,7 +367,7 @@ def _routes(app: FastAPI, server: Server) -> None:
                                           str(subject))
                 found = server.searcher.similar_patients(
                     req.text, note_id=req.note_id, subject_id=subject, k=k,
-                    filters=filters, mode=req.mode, fusion=fusion, vector=vector)
+                    filters=filters, mode=mode, fusion=fusion, vector=vector)
                 return subject, found, server.searcher.fingerprint
             subject, patients, fingerprint = await server.on_index(find)
         except ValueError as e:
@@ -373,16 +380,17 @@ def _routes(app: FastAPI, server: Server) -> None:
         query = ({"text_chars": len(req.text)} if req.text is not None else
                  {"note_id": req.note_id} if req.note_id is not None else
                  {"subject_id": subject})
-        return query, filters, fusion, patients, fingerprint
+        return query, filters, setting, auto, patients, fingerprint
 
     @app.post("/patients/search", response_model=PatientSearchResponse, tags=["patients"],
               summary="Patients like a text, a stored note or a patient, with filters")
     async def search_patients(req: PatientSearchRequest):
         started = time.perf_counter()
         with server.batcher.coming() as ticket:
-            query, filters, fusion, patients, _ = await find_patients(req, ticket)
-        return {"mode": req.mode, "k": req.k, "query": query, "filters": filters.to_dict(),
-                "fusion": None if fusion is None else fusion.to_dict(),
+            query, filters, setting, auto, patients, _ = await find_patients(req, ticket)
+        return {"mode": setting.mode, "setting": setting.label, "auto": auto, "k": req.k,
+                "query": query, "filters": filters.to_dict(),
+                "fusion": None if setting.fusion is None else setting.fusion.to_dict(),
                 "patients": [patient_dict(p) for p in patients],
                 "took_ms": round((time.perf_counter() - started) * 1000, 2)}
 
@@ -395,11 +403,12 @@ def _routes(app: FastAPI, server: Server) -> None:
                                "notes' ids) and the request, index fingerprint and time."}})
     async def export_cohort(req: CohortRequest):
         with server.batcher.coming() as ticket:
-            query, filters, fusion, patients, fingerprint = await find_patients(req, ticket)
+            query, filters, setting, _, patients, fingerprint = await find_patients(req,
+                                                                                    ticket)
         text = {"text": req.text} if req.text is not None else {}
         try:
-            cohort = cohorts.build(patients, query={**text, **query}, mode=req.mode,
-                                   fusion=fusion, filters=filters, k=req.k,
+            cohort = cohorts.build(patients, query={**text, **query}, mode=setting.mode,
+                                   fusion=setting.fusion, filters=filters, k=req.k,
                                    index=fingerprint, select=req.select, name=req.name)
         except ValueError as e:
             raise ApiError(400, str(e), "select") from None
@@ -412,12 +421,13 @@ def _routes(app: FastAPI, server: Server) -> None:
     @app.get("/patients/{subject_id}/similar", response_model=SimilarPatients,
              tags=["patients"], summary="Patients like this one (never itself)")
     async def similar_patients(subject_id: str, k: int = Query(10, ge=1),
-                               mode: Literal["dense", "lexical", "hybrid"] = "dense"):
+                               mode: Literal["auto", "dense", "lexical", "hybrid"] = AUTO):
         started = time.perf_counter()
         with server.batcher.coming() as ticket:
-            query, _, _, patients, _ = await find_patients(
+            query, _, setting, auto, patients, _ = await find_patients(
                 PatientSearchRequest(subject_id=subject_id, k=k, mode=mode), ticket)
-        return {"subject_id": query["subject_id"], "mode": mode,
+        return {"subject_id": query["subject_id"], "mode": setting.mode,
+                "setting": setting.label, "auto": auto,
                 "patients": [patient_dict(p) for p in patients],
                 "took_ms": round((time.perf_counter() - started) * 1000, 2)}
 
@@ -492,9 +502,11 @@ def _routes(app: FastAPI, server: Server) -> None:
                 dates = {"column": "CHARTDATE", "min": mm["min"], "max": mm["max"]}
             notes = len(store.ids())
             server.metrics.notes.set(notes)
-            return index, store, columns, dates, notes, server.searcher.modes
+            auto = {"notes": server.searcher.describe_auto(),
+                    "patients": server.searcher.describe_auto(patients=True)}
+            return index, store, columns, dates, notes, server.searcher.modes, auto
 
-        index, store, columns, dates, notes, modes = await server.on_index(describe)
+        index, store, columns, dates, notes, modes, auto = await server.on_index(describe)
         enc = server.encoder
         m = index.manifest
         return jsonable_encoder({
@@ -504,7 +516,7 @@ def _routes(app: FastAPI, server: Server) -> None:
             "model": {"id": server.model_names()[0], "dimension": enc.dimension,
                       "dimensions": enc.dims, "precision": enc.precision,
                       "runtime": enc.runtime.value, "max_seq_length": enc.max_seq_length},
-            "modes": list(modes), "columns": columns, "categories": store.categories(),
+            "modes": [AUTO, *modes], "auto": auto, "columns": columns, "categories": store.categories(),
             "dates": dates, "full_text": store.texts.kept, "auth": s.auth,
             "limits": {"max_k": s.max_k, "max_body_bytes": s.max_body_bytes,
                        "max_text_chars": s.max_text_chars, "max_inputs": s.max_inputs}})

@@ -17,15 +17,17 @@ class _Request(BaseModel):
 
 
 class FusionBody(_Request):
-    """How mode "hybrid" fuses the dense and lexical lists (the Python `Fusion`)."""
+    """How a hybrid fuses the dense and lexical lists (the Python `Fusion`): the settings
+    given; the rest are the fusion this index measured best (else RRF k 60, equal
+    weights, depth 100). Naming another method starts from that method's defaults."""
 
-    method: Literal["rrf", "weighted"] = Field(
-        "rrf", description="rrf: sum of weight/(k + rank); weighted: sum of weight x the "
-        "min-max scaled score.")
-    k: int = Field(60, ge=1, description="RRF's constant.")
-    dense_weight: float = Field(1.0, ge=0)
-    lexical_weight: float = Field(1.0, ge=0)
-    depth: int = Field(100, ge=1, description="Candidates taken from each retriever.")
+    method: Literal["rrf", "weighted", "zscore"] | None = Field(
+        None, description="rrf: sum of weight/(k + rank); weighted: sum of weight x the "
+        "min-max scaled score; zscore: the same over standardised scores.")
+    k: int | None = Field(None, ge=1, description="RRF's constant.")
+    dense_weight: float | None = Field(None, ge=0)
+    lexical_weight: float | None = Field(None, ge=0)
+    depth: int | None = Field(None, ge=1, description="Candidates taken from each retriever.")
 
 
 class _Filters(_Request):
@@ -49,11 +51,12 @@ class SearchRequest(_Filters):
     note_id: NoteId | None = Field(None, description="Use this stored note as the query; "
                                    "it never comes back itself.")
     k: int = Field(10, ge=1, description="Notes to return (at most the server's max_k).")
-    mode: Literal["dense", "lexical", "hybrid"] = Field(
-        "dense", description="Retriever: dense (the model), lexical (BM25 over whole notes) "
-        "or hybrid (both, fused); /info lists the modes this index has.")
-    fusion: FusionBody | None = Field(None, description="Hybrid only: the fusion settings "
-                                      "(default RRF, k 60, equal weights, depth 100).")
+    mode: Literal["auto", "dense", "lexical", "hybrid"] = Field(
+        "auto", description="auto: the setting this index chose on its own notes (/info "
+        "says which); dense (the model), lexical (BM25 over whole notes) or hybrid (both, "
+        "fused); /info lists the modes this index has.")
+    fusion: FusionBody | None = Field(None, description="Hybrid (or auto, made a hybrid): "
+                                      "fusion settings to change.")
     other_patients_only: bool = Field(False, description="With note_id: leave out every "
                                       "note of the query note's patient.")
 
@@ -67,10 +70,12 @@ class PatientSearchRequest(_Filters):
     subject_id: NoteId | None = Field(None, description="Patients like this one (all its "
                                       "notes are the query); it never comes back itself.")
     k: int = Field(10, ge=1, description="Patients to return (at most the server's max_k).")
-    mode: Literal["dense", "lexical", "hybrid"] = Field(
-        "dense", description="dense: cosine of pooled patient vectors; lexical: BM25 of "
-        "each patient's notes as one document; hybrid: both, fused.")
-    fusion: FusionBody | None = Field(None, description="Hybrid only: the fusion settings.")
+    mode: Literal["auto", "dense", "lexical", "hybrid"] = Field(
+        "auto", description="auto: the setting chosen on this index's patients by their "
+        "diagnoses, else lexical; dense: cosine of pooled patient vectors; lexical: BM25 "
+        "of each patient's notes as one document; hybrid: both, fused.")
+    fusion: FusionBody | None = Field(None, description="Hybrid (or auto, made a hybrid): "
+                                      "fusion settings to change.")
 
 
 class CohortRequest(PatientSearchRequest):
@@ -105,7 +110,11 @@ class SearchHit(BaseModel):
 
 
 class SearchResponse(BaseModel):
-    mode: str
+    mode: str = Field(description="The mode that ran (auto resolved).")
+    setting: str = Field(description="The mode and fusion that ran, as a short label.")
+    fusion: dict[str, Any] | None = None
+    auto: dict[str, Any] | None = Field(None, description="Where auto ran: what the index "
+                                        "chose and what it measured.")
     k: int
     query: dict[str, Any]
     filters: dict[str, Any]
@@ -135,12 +144,16 @@ class SimilarPatient(BaseModel):
 class SimilarPatients(BaseModel):
     subject_id: NoteId
     mode: str
+    setting: str
+    auto: dict[str, Any] | None = None
     patients: list[SimilarPatient]
     took_ms: float
 
 
 class PatientSearchResponse(BaseModel):
     mode: str
+    setting: str
+    auto: dict[str, Any] | None = None
     k: int
     query: dict[str, Any]
     filters: dict[str, Any]

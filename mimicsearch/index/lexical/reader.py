@@ -49,10 +49,11 @@ class LexicalIndex:
                    if self.segments else np.zeros(0, np.int32)).astype(np.float64)
         self.lengths = lengths
         self.n_live = int(self.live.sum())
-        avg = lengths[self.live].sum() / self.n_live if self.n_live else 1.0
+        avg = (lengths[self.live].sum() / self.n_live if self.n_live else 0.0) or 1.0
         self._norm = self.k1 * (1 - self.b + self.b * lengths / avg)
         self._all_live = [bool(self.live[a:b].all())
                           for a, b in zip(self.offsets[:-1], self.offsets[1:])]
+        self._last = None  # (terms, _weighted(terms)) of the last query
 
     @property
     def documents(self) -> int:
@@ -103,13 +104,21 @@ class LexicalIndex:
     def _idf(self, df, n) -> np.ndarray:
         return np.log1p((n - df + 0.5) / (df + 0.5))
 
-    def _weighted(self, terms: list[str]):
+    def _weighted(self, terms: list[str]) -> list:
         """(IDF times the query's count of it, live postings per segment) of each distinct
-        term a live note has: a term given twice counts twice, as in bm25s."""
+        term a live note has: a term given twice counts twice, as in bm25s. The last
+        query's are kept: a hybrid search asks again for the notes one list missed."""
+        key = tuple(terms)
+        last = self._last  # one read: another thread may replace it
+        if last is not None and last[0] == key:
+            return last[1]
+        out = []
         for term, times in Counter(terms).items():
             parts, df = self._live_postings(term)
             if df:
-                yield times * self._idf(df, self.n_live), parts
+                out.append((times * self._idf(df, self.n_live), parts))
+        self._last = (key, out)
+        return out
 
     def scores(self, terms: list[str], allowed: np.ndarray | None = None) -> np.ndarray:
         """BM25 score of every document for one analysed query (0 where nothing matches,

@@ -8,6 +8,7 @@ Files are `.npy`, memory-mapped and hashed in the manifest.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import uuid
 from dataclasses import dataclass
@@ -17,6 +18,9 @@ import numpy as np
 
 from ...fileio import mark_new
 from ..manifest import SEGMENT_ROLES, FileRef, LexicalSegment
+
+
+PREFIX = 8  # term bytes a lookup compares as one integer
 
 
 @dataclass(frozen=True)
@@ -42,9 +46,24 @@ class Segment:
     def term(self, i: int) -> bytes:
         return self.terms[self.term_offsets[i]:self.term_offsets[i + 1]].tobytes()
 
+    @functools.cached_property
+    def _prefixes(self) -> np.ndarray:
+        """Each term's first 8 bytes as a big-endian integer, zero-padded: sorted as the
+        terms are, so a search of it narrows a lookup to the few terms sharing a prefix."""
+        start, end = self.term_offsets[:-1], self.term_offsets[1:]
+        out = np.zeros(self.n_terms, np.uint64)
+        blob = np.asarray(self.terms)
+        for j in range(PREFIX):
+            at = start + j
+            byte = blob[np.minimum(at, max(len(blob) - 1, 0))] if len(blob) else at * 0
+            out = (out << np.uint64(8)) | np.where(at < end, byte, 0).astype(np.uint64)
+        return out
+
     def lookup(self, term: bytes) -> int:
         """The term's number here, -1 where no document of the segment has it."""
-        lo, hi = 0, self.n_terms
+        key = int.from_bytes(term[:PREFIX].ljust(PREFIX, b"\0"), "big")
+        lo = int(np.searchsorted(self._prefixes, np.uint64(key), side="left"))
+        hi = int(np.searchsorted(self._prefixes, np.uint64(key), side="right"))
         while lo < hi:
             mid = (lo + hi) // 2
             if self.term(mid) < term:

@@ -117,13 +117,14 @@
     $("status").textContent = info.notes + " notes · " + info.model.id + (info.auth ? " · key required" : "");
     const modes = $("modes");
     modes.querySelectorAll("label").forEach((l) => l.remove());
-    for (const mode of ["dense", "lexical", "hybrid"]) {
+    for (const mode of ["auto", "dense", "lexical", "hybrid"]) {
       const label = el("label");
       const input = el("input");
       input.type = "radio"; input.name = "mode"; input.value = mode;
-      input.checked = mode === "dense";
+      input.checked = mode === "auto";
       input.disabled = !info.modes.includes(mode);
       if (input.disabled) label.title = "this index has no lexical part";
+      if (mode === "auto" && info.auto) label.title = "notes: " + autoText(info.auto.notes) + "; patients: " + autoText(info.auto.patients);
       label.append(input, " " + mode);
       modes.append(label);
     }
@@ -151,7 +152,7 @@
     const subject = $("subject").value.trim();
     if (subject) f.subjects = [subject];
     const mode = document.querySelector("input[name=mode]:checked");
-    f.mode = mode ? mode.value : "dense";
+    f.mode = mode ? mode.value : "auto";
     f.k = parseInt($("k").value, 10);
     return f;
   }
@@ -194,12 +195,24 @@
     else history.pushState(null, "", url);
   }
 
+  // What "auto" chose on this index and what it measured, in words.
+  function autoText(a) {
+    if (!a) return "";
+    if (!a.calibrated) return a.setting + " (" + a.why + ")";
+    if (a["recall@10"] !== undefined) return a.setting + ", measured next-note R@5 " + a["recall@5"].toFixed(3) + ", R@10 " + a["recall@10"].toFixed(3) + " on " + a.pairs + " pairs";
+    return a.setting + ", measured " + a.measure + " " + a.score.toFixed(3) + " on " + a.patients + " patients";
+  }
+
+  function ranBy(res) {
+    return res.auto ? "auto: " + autoText(res.auto) : res.setting;
+  }
+
   async function restore() {
     const p = new URLSearchParams(location.search);
     state.restoring = true;
     try {
       $("q").value = p.get("q") || "";
-      const mode = document.querySelector("input[name=mode][value='" + (p.get("mode") || "dense") + "']");
+      const mode = document.querySelector("input[name=mode][value='" + (p.get("mode") || "auto") + "']");
       if (mode && !mode.disabled) mode.checked = true;
       const k = p.get("k");
       if (k && Array.from($("k").options).some((o) => o.value === k)) $("k").value = k;
@@ -265,7 +278,7 @@
     state.terms = query.text ? queryTerms(query.text) : state.terms;
     state.hitIds = new Set(res.hits.map((h) => String(h.id)));
     const what = query.text ? "“" + query.text + "”" : "notes like note " + query.note_id;
-    $("results-head").textContent = res.hits.length + " notes for " + what + " (" + res.mode + ", " + res.took_ms + " ms)";
+    $("results-head").textContent = res.hits.length + " notes for " + what + " (" + ranBy(res) + ", " + res.took_ms + " ms)";
     for (const h of res.hits) {
       const li = el("li");
       const top = el("div", "hit-top");
@@ -349,7 +362,7 @@
     state.hitIds = new Set(res.patients.flatMap((p) => p.matches.map((m) => String(m.id))));
     const keep = new Set((selected || []).map(String));
     state.cohort = { request: body, selected: res.patients.filter((p) => keep.has(String(p.subject_id))).map((p) => p.subject_id) };
-    $("patients-head").textContent = res.patients.length + " patients like " + describe(query) + " (" + res.mode + ", " + res.took_ms + " ms)";
+    $("patients-head").textContent = res.patients.length + " patients like " + describe(query) + " (" + ranBy(res) + ", " + res.took_ms + " ms)";
     $("select-bar").hidden = !res.patients.length;
     $("top-n").max = res.patients.length;
     res.patients.forEach((p) => list.append(patientRow(p, query)));
