@@ -39,7 +39,7 @@ def read_chapters(path: str | Path) -> tuple[pa.Table, int]:
     chapters: dict = {}
     unknown = 0
     for line, (s, h, c) in enumerate(zip(subject, hadm, code), 2):
-        if s is None or h is None:
+        if not s or not h:
             raise ValueError(f"{path}, line {line}: empty SUBJECT_ID or HADM_ID (every "
                              "diagnosis row names its patient and admission)")
         ch = chapter(c) if c else None

@@ -195,3 +195,39 @@ def test_sync_calibrates_again_past_the_share_of_changes_and_not_below(serve_ind
     c = IndexManifest.load(ix).calibration
     assert c.changed == 0 and c.live_notes == 220
     assert c.pairs > 0 and c.table != first.table
+
+
+def test_patient_search_is_calibrated_on_kept_diagnoses(tmp_path):
+    ix, _ = build(tmp_path, {"lexical": 12, "dense": 12})
+    dx = tmp_path / "DIAGNOSES_ICD.csv"
+    rows = [(p, p * 10, "4019" if p < 12 else "486") for p in range(24)]
+    rows += [(p, p * 10, "25000") for p in range(0, 24, 3)] + [(5, 50, ""), (6, 60, "X1")]
+    pd.DataFrame(rows, columns=["SUBJECT_ID", "HADM_ID", "ICD9_CODE"]).to_csv(dx, index=False)
+    out = mimicsearch("calibrate", str(ix), "--diagnoses", str(dx), "--json", "--no-progress")
+    assert out.returncode == 0, out.stderr
+    ps = json.loads(out.stdout)["patient_search"]
+    assert ps["patients"] == 24 and len(ps["table"]) == len(calibrate.patient_grid())
+    assert ps["measure"] == "ICD-9 chapter overlap@10"
+    s = Searcher(ix)
+    chosen = Setting.from_dict(ps["chosen"])
+    assert s.auto(patients=True) == chosen
+    got = s.similar_patients(subject_id="3", k=5)
+    want = s.similar_patients(subject_id="3", k=5, mode=chosen.mode, fusion=chosen.fusion)
+    assert [p.to_dict() for p in got] == [p.to_dict() for p in want]
+    info = mimicsearch("info", str(ix)).stdout
+    assert f"patients   auto: {chosen.label}, ICD-9 chapter overlap@10" in info
+    # the lexical-linked patients share a chapter: the row measured says so
+    row = next(r for r in ps["table"] if r["chosen"])
+    assert row["score"] > 0.5
+
+
+def test_bad_diagnoses_files_are_refused_by_name(tmp_path):
+    ix, _ = build(tmp_path, {"lexical": 5})
+    bad = tmp_path / "dx.csv"
+    bad.write_text("SUBJECT_ID,HADM_ID,CODE\n1,10,4019\n")
+    out = mimicsearch("calibrate", str(ix), "--diagnoses", str(bad))
+    assert out.returncode == 1 and str(bad) in out.stderr and "ICD9_CODE" in out.stderr
+    bad.write_text("SUBJECT_ID,HADM_ID,ICD9_CODE\n1,10,4019\n2,,486\n")
+    out = mimicsearch("calibrate", str(ix), "--diagnoses", str(bad))
+    assert out.returncode == 1 and "line 3" in out.stderr and "Traceback" not in out.stderr
+    assert IndexManifest.load(ix).diagnoses is None  # nothing kept from a refused file

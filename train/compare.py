@@ -273,12 +273,14 @@ def auto_patients(index_dir: Path, chapters: dict, seed: int = 0) -> tuple[dict,
     got, chosen = np.empty(len(sample)), []
     for f in range(FOLDS):
         fit, held = fold != f, fold == f
-        c = (calibrate.choose(overlap[fit], sample[fit], settings, seed)[0] if fit.any()
+        c = (calibrate.choose(overlap[fit], sample[fit], settings, seed,
+                              default=calibrate.PATIENT_DEFAULT)[0] if fit.any()
              else settings.index(calibrate.PATIENT_DEFAULT))
         got[held] = overlap[held, c]
         chosen.append(settings[c].label)
     lexical = settings.index(calibrate.Setting("lexical"))
-    whole, _ = calibrate.choose(overlap, sample, settings, seed)
+    whole, _ = calibrate.choose(overlap, sample, settings, seed,
+                                default=calibrate.PATIENT_DEFAULT)
     return mean_ci(got, seed), {
         "chosen_per_fold": chosen, "vs_lexical": mean_ci(got - overlap[:, lexical], seed),
         "chosen_on_all": settings[whole].label,
