@@ -27,6 +27,7 @@ _EXPORTS = {
     "sync_notes": "pipeline", "encode_notes": "pipeline", "TruncationWarning": "pipeline",
     "Searcher": "search", "Hit": "search", "Results": "search", "Filters": "filters",
     "DirectoryBusy": "fileio", "MalformedInputError": "readers",
+    "calibrate_index": "calibrate", "Fusion": "fusion",
 }
 __all__ = ["__version__", *sorted(_EXPORTS)]  # noqa: PLE0604
 

@@ -7,7 +7,8 @@ each patient's consecutive notes (by CHARTDATE, then CHARTTIME, then index order
 next-note pairs, the task the models are trained and evaluated on. So the index measures
 every setting of `grid()` on a sample of them, with what `query --note-id` does (the
 anchor's stored vector and whole text as the query, the whole index as candidates, the
-anchor and copies of its text left out), and mode "auto" uses the choice.
+anchor and other copies of its text left out, as `evaluate` leaves them out), and mode
+"auto" uses the choice.
 
 The rule: the score of a pair is the mean of its hit@5 and hit@10; the best setting has
 the highest mean; the chosen one is the simplest setting within one standard error of the
@@ -231,6 +232,7 @@ def measure_notes(searcher, settings: list[Setting], seed: int = 0, progress: bo
         allowed[rows] = False
         h = None if hashes is None else hashes[int(rows[0])].as_py()
         allowed[copies.get(h, [])] = False
+        allowed[store.rows_of([target])[0]] = True  # a copy that is the next note counts
         vec = searcher.pool_query(rows)
         terms = analyze(store.texts.get([int(rows[0])]))
         dense = searcher._hits(vec[None], DEPTH, allowed)[0]

@@ -25,7 +25,6 @@ from .index import _echo_json, calibration_line
 def calibrate_cmd(index_dir, diagnoses, seed, show_table, no_progress, as_json):
     """Choose the search setting `--mode auto` uses, on the index's own notes.
 
-    \b
     Each patient's consecutive notes are next-note pairs: up to 1,000 of them from
     up to 300 patients are searched as `query --note-id` searches (the anchor
     and copies of its text left out), and recall@5 and @10 of the next note measured for
@@ -33,7 +32,10 @@ def calibrate_cmd(index_dir, diagnoses, seed, show_table, no_progress, as_json):
     scores. The simplest setting within one bootstrap standard error of the best wins.
     The record (every setting's numbers) goes into the manifest; `info` shows it.
     build-index calibrates; add and sync calibrate again once more than
-    20% of the notes changed.
+    20% of the notes changed. With diagnoses kept (here or `build-index --diagnoses`),
+    patient search is chosen the same way on up to 300 patients, by the ICD-9 chapter
+    overlap of their 10 most similar patients; lexical stands unless beaten by more
+    than noise.
 
     \b
       mimicsearch calibrate index/ --table
