@@ -214,13 +214,13 @@ def _cached(fn):
     return exact
 
 
-def measure_notes(searcher, settings: list[Setting], seed: int = 0, progress: bool = False
-                  ) -> tuple[np.ndarray, list, int]:
+def measure_notes(searcher, settings: list[Setting], seed: int = 0, progress: bool = False,
+                  pairs: int = SAMPLE_PAIRS) -> tuple[np.ndarray, list, int]:
     """Each setting's 1-based rank of each sampled pair's next note in its top 10 (0: not
     there), [pairs, settings]; the pairs' patients; the patients sampled."""
     index = searcher._fresh()
     store = index.store
-    anchors, targets, groups = next_note_pairs(store, seed)
+    anchors, targets, groups = next_note_pairs(store, seed, pairs=pairs)
     copies = _copies(store)
     hashes = store.table.column(TEXT_HASH) if TEXT_HASH in store.table.column_names else None
     base = store.mask(None)
@@ -307,7 +307,8 @@ def measure_patients(searcher, chapters: dict, settings: list[Setting], seed: in
 # Calibrating an index
 
 
-def measure(index_dir: str | Path, seed: int = 0, progress: bool = False) -> Calibration:
+def measure(index_dir: str | Path, seed: int = 0, progress: bool = False,
+            pairs: int = SAMPLE_PAIRS) -> Calibration:
     """Calibrate the index as it is now (reads only): the record `calibrate_index`
     stores."""
     from .search import Searcher
@@ -326,7 +327,7 @@ def measure(index_dir: str | Path, seed: int = 0, progress: bool = False) -> Cal
                            reason="no SUBJECT_ID column: no next-note pairs to measure",
                            **kept)
     settings = grid()
-    ranks, groups, n_patients = measure_notes(searcher, settings, seed, progress)
+    ranks, groups, n_patients = measure_notes(searcher, settings, seed, progress, pairs)
     patient_search = None
     if m.diagnoses is not None:
         patient_search = _patient_record(searcher, patient_chapters(Path(index_dir), m), seed)
@@ -370,12 +371,16 @@ def _bar(progress: bool, total: int):
 
 
 @writer("index_dir")
-def calibrate_index(index_dir: str | Path, seed: int = 0, progress: bool = False
-                    ) -> Calibration:
-    """`mimicsearch calibrate`: measure, then store the record in the manifest (one
-    commit; nothing else changes)."""
+def calibrate_index(index_dir: str | Path, seed: int = 0, progress: bool = False,
+                    pairs: int = SAMPLE_PAIRS) -> Calibration:
+    """`mimicsearch calibrate`: measure on up to `pairs` pairs, then store the record in
+    the manifest (one commit; nothing else changes). Its cost is one dense and one
+    whole-note BM25 search per pair: fewer pairs for less time on a large index, at a
+    wider interval."""
+    if pairs < MIN_PAIRS:
+        raise ValueError(f"pairs={pairs}: calibration needs at least {MIN_PAIRS}")
     index_dir = Path(index_dir)
-    record = measure(index_dir, seed, progress)
+    record = measure(index_dir, seed, progress, pairs)
     m = IndexManifest.load(index_dir)
     commit(index_dir, m, m.with_(calibration=record))
     return record

@@ -135,6 +135,9 @@ def test_the_record_round_trips_and_info_shows_it(tmp_path):
     assert info["calibration"]["chosen"] == c.chosen
     text = mimicsearch("info", str(ix)).stdout
     assert f"calibrated {c.chosen['label']}," in text
+    fewer = mimicsearch("calibrate", str(ix), "--pairs", "40", "--json", "--no-progress")
+    assert fewer.returncode == 0, fewer.stderr
+    assert json.loads(fewer.stdout)["pairs"] == 40 == IndexManifest.load(ix).calibration.pairs
 
 
 def test_the_rule_prefers_the_simpler_setting_within_noise():

@@ -19,10 +19,13 @@ from .index import _echo_json, calibration_line
               "search is calibrated too (by ICD-9 chapter overlap@10).")
 @click.option("--seed", type=int, default=None,
               help="Seed of the sample (default: the last calibration's, else 0).")
+@click.option("--pairs", type=click.IntRange(min=20), default=1000, show_default=True,
+              help="Next-note pairs to measure: each costs a dense and a whole-note BM25 "
+              "search (BENCHMARKS \"Calibration\" times it); fewer is faster and noisier.")
 @click.option("--table", "show_table", is_flag=True, help="Print every setting measured.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
-def calibrate_cmd(index_dir, diagnoses, seed, show_table, no_progress, as_json):
+def calibrate_cmd(index_dir, diagnoses, seed, pairs, show_table, no_progress, as_json):
     """Choose the search setting `--mode auto` uses, on the index's own notes.
 
     Each patient's consecutive notes are next-note pairs: up to 1,000 of them from
@@ -49,7 +52,7 @@ def calibrate_cmd(index_dir, diagnoses, seed, show_table, no_progress, as_json):
 
             c = IndexManifest.load(index_dir).calibration
             seed = c.seed if c else 0
-        record = calibrate_index(index_dir, seed=seed, progress=not no_progress)
+        record = calibrate_index(index_dir, seed=seed, progress=not no_progress, pairs=pairs)
     except EXPECTED as e:
         raise _fail(e) from None
     if as_json:
