@@ -192,9 +192,11 @@ def test_sync_calibrates_again_past_the_share_of_changes_and_not_below(serve_ind
     assert s.added == 20 and s.calibrated is None
     c = IndexManifest.load(ix).calibration
     assert c.changed == 20 and c.live_notes == 240 and c.table == first.table
-    many = few.iloc[40:]  # 40 more retracted: 60 changes of 240, past 20%
-    s = sync_notes(many, index_dir=ix, remove_missing=True, progress=False)
-    assert s.removed == 40 and s.calibrated is not None
+    many = tmp_path / "many.csv"  # 40 more retracted: 60 changes of 240, past 20%
+    few.iloc[40:].to_csv(many, index=False)
+    out = mimicsearch("sync", str(ix), str(many), "--remove-missing", "--no-progress")
+    assert out.returncode == 0, out.stderr
+    assert "40 removed" in out.stdout and "calibrated again (more than 20%" in out.stdout
     c = IndexManifest.load(ix).calibration
     assert c.changed == 0 and c.live_notes == 220
     assert c.pairs > 0 and c.table != first.table

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from .. import index as ix
+from ..calibrate import RECALIBRATE_SHARE
 from ..fusion import AUTO, METHODS, MODES
 from ..index.loaded import MAX_K
 from ..options import EncodeOptions
@@ -44,6 +45,9 @@ def _report(s: IndexSummary, as_json: bool, extra: dict | None = None) -> None:
             if s.absent else "")
     click.echo(f"{s.command} {s.index_dir}: {changes}; {s.live_notes} live notes, "
                f"{s.shards} shard(s)")
+    if s.calibrated and s.command != "build-index":  # build-index prints the whole line
+        click.echo(f"calibrated again (more than {RECALIBRATE_SHARE:.0%} of the notes changed "
+                   f"since the last time): auto is {s.calibrated['label']}")
 
 
 @click.command("build-index")
