@@ -188,16 +188,17 @@ def next_note_pairs(store, seed: int = 0, patients: int = SAMPLE_PATIENTS,
 
 
 def _copies(store) -> dict:
-    """Text hash -> the live rows holding that text, for texts held more than once."""
-    t = store.notes_table(["row", TEXT_HASH]).filter(pc.is_valid(pc.field(TEXT_HASH)))
+    """Text hash -> the ids of the live notes holding that text, for texts held more than
+    once."""
+    t = store.notes_table(["id", TEXT_HASH]).filter(pc.is_valid(pc.field(TEXT_HASH)))
     counts = pc.value_counts(t.column(TEXT_HASH))
     dup = counts.field("values").filter(pc.greater(counts.field("counts"), 1))
     if not len(dup):
         return {}
     t = t.filter(pc.is_in(t.column(TEXT_HASH), dup))
     out: dict = {}
-    for h, r in zip(t.column(TEXT_HASH).to_pylist(), t.column("row").to_pylist()):
-        out.setdefault(h, []).append(r)
+    for h, i in zip(t.column(TEXT_HASH).to_pylist(), t.column("id").to_pylist()):
+        out.setdefault(h, []).append(i)
     return out
 
 
@@ -231,8 +232,9 @@ def measure_notes(searcher, settings: list[Setting], seed: int = 0, progress: bo
         allowed = base.copy()
         allowed[rows] = False
         h = None if hashes is None else hashes[int(rows[0])].as_py()
-        allowed[copies.get(h, [])] = False
-        allowed[store.rows_of([target])[0]] = True  # a copy that is the next note counts
+        others = [i for i in copies.get(h, []) if i not in (anchor, target)]
+        if others:  # every window of them; a copy that is the next note still counts
+            allowed[store.rows_of(others)[0]] = False
         vec = searcher.pool_query(rows)
         terms = analyze(store.texts.get([int(rows[0])]))
         dense = searcher._hits(vec[None], DEPTH, allowed)[0]

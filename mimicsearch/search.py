@@ -322,7 +322,7 @@ class Searcher:
         s = self.auto(patients)
         c = self._fresh().manifest.calibration
         out = {**s.to_dict(), "setting": s.label, "calibrated": False}
-        if c is None or c.reason and not patients:
+        if c is None or (c.reason and not patients):
             out["why"] = c.reason if c else "not calibrated (run `mimicsearch calibrate`)"
             return out
         if patients:
@@ -615,7 +615,7 @@ class Searcher:
 
     def pool_query(self, rows: np.ndarray) -> np.ndarray:
         """A stored note's query vector: the normalised mean of its rows (windows)."""
-        return pool_rows(self._fresh(), rows)
+        return pool_rows(self.index, rows)  # the state the caller's rows came from
 
     @staticmethod
     def _fuse_patients(ranked: dict, fusion: Fusion, k: int) -> list:

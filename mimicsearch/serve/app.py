@@ -237,7 +237,7 @@ def _routes(app: FastAPI, server: Server) -> None:
     def hits_of(results) -> list[dict]:
         return [hit_dict(h) for h in (results[0] if results else [])]
 
-    async def setting_of(req, patients: bool = False) -> Setting:
+    async def setting_of(req, patients: bool = False) -> tuple[Setting, dict | None]:
         """What a request runs: its mode with auto resolved, the fusion completed from
         the index's own, and (where auto ran) what the index chose and measured."""
         overrides = {} if req.fusion is None else req.fusion.model_dump(exclude_none=True)
