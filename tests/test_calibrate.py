@@ -236,3 +236,31 @@ def test_bad_diagnoses_files_are_refused_by_name(tmp_path):
     out = mimicsearch("calibrate", str(ix), "--diagnoses", str(bad))
     assert out.returncode == 1 and "line 3" in out.stderr and "Traceback" not in out.stderr
     assert IndexManifest.load(ix).diagnoses is None  # nothing kept from a refused file
+
+
+def test_copies_of_the_anchor_are_left_out_but_a_copied_next_note_counts(tmp_path):
+    """Copy-forward notes: a copy of the anchor elsewhere is not the answer; the next
+    note being a copy of the anchor is."""
+    from mimicsearch.embeddings import text_hash
+
+    rng = np.random.default_rng(3)
+    texts, vecs, subjects = linked_patients("lexical", 30, 4, rng)
+    texts[1] = texts[0]  # patient 0's next note repeats its first: a hit for that pair
+    texts.append(texts[4])  # patient 1's first note copied into a patient of its own
+    vecs[5] = one(vecs[4] + 0.05 * one(rng.standard_normal(DIM)))  # its next note: near
+    vecs = np.concatenate([vecs, vecs[4:5]])
+    subjects.append("copy")
+    meta = pa.table({"id": np.arange(len(texts), dtype=np.int64), "SUBJECT_ID": subjects,
+                     "TEXT": texts, "TEXT_HASH": [text_hash(t) for t in texts]})
+    ix = tmp_path / "ix"
+    build_index(ArraySource(vecs, meta), ix, model_fingerprint="f", progress=False,
+                options=BuildOptions(index_key="Flat"))
+    s = Searcher(ix)
+    settings = [Setting("dense"), Setting("lexical")]
+    ranks, groups, _ = calibrate.measure_notes(s, settings)
+    anchors, targets, _ = next_note_pairs(s.index.store)
+    at = {a: i for i, a in enumerate(anchors)}
+    assert targets[at[0]] == 1 and ranks[at[0], 1] == 1  # the copied next note counts
+    assert targets[at[4]] == 5 and ranks[at[4], 0] == 1  # the copy is not ranked above it
+    (hits,) = s.search_notes([4], k=3, mode="dense")
+    assert [h.id for h in hits[:2]] == [len(texts) - 1, 5]  # a plain search returns both
