@@ -106,10 +106,11 @@ def grid(alphas=ALPHAS) -> list[Setting]:
 
 
 def patient_grid() -> list[Setting]:
-    return grid(alphas=(0.25, 0.5, 0.75))[:2] + [
-        s for s in grid(alphas=(0.25, 0.5, 0.75))[2:]
-        if s.fusion.method != "rrf" or (s.fusion.k == 60 and s.fusion.lexical_weight in
-                                        (0.5, 1.0, 2.0))]
+    """A smaller grid for patient search (patients are fewer than pairs): RRF at k=60 with
+    three lexical weights, and three dense shares of each convex sum."""
+    return [s for s in grid(alphas=(0.25, 0.5, 0.75))
+            if s.fusion is None or s.fusion.method != "rrf"
+            or (s.fusion.k == 60 and s.fusion.lexical_weight in (0.5, 1.0, 2.0))]
 
 
 # ---------------------------------------------------------------------------------------

@@ -129,3 +129,28 @@ def test_patient_index_keeps_every_window_of_a_note(tmp_path):
     assert [p.subject_id for p in ranked] == [2, 3] and ranked[0].notes == 1
     assert ranked[0].score == pytest.approx(float(vectors[1:3].sum(0)[0] /
                                                   np.linalg.norm(vectors[1:3].sum(0))))
+
+
+def test_cross_fit_applies_each_folds_choice_made_on_the_other_folds():
+    from mimicsearch import calibrate
+    from mimicsearch.train.compare import FOLDS, cross_fit, folds_of
+
+    settings = [calibrate.Setting("dense"), calibrate.Setting("lexical")]
+    patients = np.array([str(p) for p in range(200)]).repeat(2)
+    fold = folds_of(patients)
+    # lexical wins on the patients of fold 0 only, by far: no other fold's choice sees it
+    scores = np.zeros((len(patients), 2))
+    scores[:, 0] = (fold != 0) * 1.0
+    scores[:, 1] = (fold == 0) * 1.0
+    values = np.stack([np.arange(len(patients)), -np.arange(len(patients))], 1)
+    got, chosen = cross_fit(values, scores, patients, settings)
+    assert len(chosen) == FOLDS and set(chosen) == {"dense"}
+    assert (got == values[:, 0]).all()
+    # a fold whose rest is lexical's chooses lexical, and applies it to its own units
+    scores[:, 0], scores[:, 1] = (fold == 0) * 1.0, (fold != 0) * 1.0
+    got, chosen = cross_fit(values, scores, patients, settings)
+    assert set(chosen) == {"lexical"} and (got == values[:, 1]).all()
+    # within noise the default stands: equal scores everywhere
+    got, chosen = cross_fit(values, np.ones((len(patients), 2)), patients, settings,
+                            default=settings[1])
+    assert set(chosen) == {"lexical"}

@@ -135,6 +135,26 @@ def folds_of(patients: np.ndarray) -> np.ndarray:
     return np.array([zlib.crc32(str(p).encode()) % FOLDS for p in patients])
 
 
+def cross_fit(values: np.ndarray, scores: np.ndarray, groups: np.ndarray, settings: list,
+              seed: int = 0, default=None) -> tuple[np.ndarray, list[str]]:
+    """Per unit, its `values` column under the setting the calibration rule chose on the
+    other folds' units (`scores` [units, settings], `groups` each unit's patient), and each
+    fold's choice. `default` is the rule's simplest setting, and a fold's choice where the
+    other folds are empty (else equal-weight RRF)."""
+    fold = folds_of(groups)
+    got = np.empty(len(values), values.dtype)
+    chosen = []
+    for f in range(FOLDS):
+        fit, held = fold != f, fold == f
+        if not held.any():
+            continue
+        c = (calibrate.choose(scores[fit], groups[fit], settings, seed, default=default)[0]
+             if fit.any() else settings.index(default or calibrate.DEFAULT))
+        got[held] = values[held, c]
+        chosen.append(settings[c].label)
+    return got, chosen
+
+
 def auto_recall(dense: Scorer, lexical: Scorer, targets, excluded, patients: np.ndarray,
                 seed: int = 0) -> tuple[dict, dict]:
     """What mode "auto" gives on these pairs. An index calibrates on its own notes, so
@@ -146,19 +166,7 @@ def auto_recall(dense: Scorer, lexical: Scorer, targets, excluded, patients: np.
     r = setting_ranks(dense, lexical, settings, targets, excluded)
     scores, _ = calibrate.hits_table(np.where(r <= calibrate.TOP_K, r, 0))
     patients = np.asarray([str(p) for p in patients])
-    fold = folds_of(patients)
-    got = np.empty(len(r), np.int64)
-    chosen = []
-    for f in range(FOLDS):
-        fit, held = fold != f, fold == f
-        if not held.any():
-            continue
-        if fit.any():
-            c, _ = calibrate.choose(scores[fit], patients[fit], settings, seed)
-        else:
-            c = settings.index(calibrate.DEFAULT)
-        got[held] = r[held, c]
-        chosen.append(settings[c].label)
+    got, chosen = cross_fit(r, scores, patients, settings, seed)
     whole, _ = calibrate.choose(scores, patients, settings, seed)
     detail = {"chosen_per_fold": chosen, "chosen_on_all": settings[whole].label,
               "rule": calibrate.RULE, "settings": len(settings), "folds": FOLDS}
@@ -269,15 +277,8 @@ def auto_patients(index_dir: Path, chapters: dict, seed: int = 0) -> tuple[dict,
     overlap, sample = calibrate.measure_patients(Searcher(index_dir, watch=False), keyed,
                                                  settings, seed, patients=len(keyed))
     sample = np.array([str(p) for p in sample])
-    fold = folds_of(sample)
-    got, chosen = np.empty(len(sample)), []
-    for f in range(FOLDS):
-        fit, held = fold != f, fold == f
-        c = (calibrate.choose(overlap[fit], sample[fit], settings, seed,
-                              default=calibrate.PATIENT_DEFAULT)[0] if fit.any()
-             else settings.index(calibrate.PATIENT_DEFAULT))
-        got[held] = overlap[held, c]
-        chosen.append(settings[c].label)
+    got, chosen = cross_fit(overlap, overlap, sample, settings, seed,
+                            default=calibrate.PATIENT_DEFAULT)
     lexical = settings.index(calibrate.Setting("lexical"))
     whole, _ = calibrate.choose(overlap, sample, settings, seed,
                                 default=calibrate.PATIENT_DEFAULT)
