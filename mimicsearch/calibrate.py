@@ -44,6 +44,7 @@ from .fusion import Fusion, fuse
 from .index.commit import commit
 from .index.lexical import analyze
 from .index.manifest import Calibration, IndexManifest
+from .schema import pairable, timeline
 
 SAMPLE_PATIENTS = 300  # patients with >= 2 notes drawn
 SAMPLE_PAIRS = 1000  # next-note pairs measured, drawn from those patients' pairs
@@ -164,13 +165,14 @@ def hits_table(ranks: np.ndarray, ks=(5, 10)) -> tuple[np.ndarray, dict]:
 def next_note_pairs(store, seed: int = 0, patients: int = SAMPLE_PATIENTS,
                     pairs: int = SAMPLE_PAIRS) -> tuple[list, list, list]:
     """(anchor ids, next-note ids, patients) of up to `pairs` consecutive-note pairs of up
-    to `patients` patients with two notes or more, drawn with `seed`."""
-    cols = [c for c in ("CHARTDATE", "CHARTTIME") if c in store.table.column_names]
-    t = store.notes_table(["id", "row", "SUBJECT_ID", *cols]).filter(
-        pc.is_valid(pc.field("SUBJECT_ID")))
-    t = t.take(pc.sort_indices(t, sort_keys=[(c, "ascending") for c in
-                                            ("SUBJECT_ID", *cols, "row")]))
-    subject = pc.dictionary_encode(t.column("SUBJECT_ID").combine_chunks())
+    to `patients` patients with two notes or more, drawn with `seed`. A patient's notes
+    are ordered by `schema.timeline`; notes marked in error and addenda take no part."""
+    schema = store.schema
+    cols = [c for c in (schema.time, schema.exact_time, schema.sequence, schema.error,
+                        schema.category) if c and c in store.table.column_names]
+    t = store.notes_table(list(dict.fromkeys(["id", "row", schema.subject, *cols])))
+    t = timeline(pairable(t, schema), schema)
+    subject = pc.dictionary_encode(t.column(schema.subject).combine_chunks())
     codes = subject.indices.to_numpy(zero_copy_only=False)
     same = codes[1:] == codes[:-1]
     first = np.flatnonzero(same)  # anchor positions: the next row is the same patient's
@@ -261,8 +263,8 @@ def measure_notes(searcher, settings: list[Setting], seed: int = 0, progress: bo
 
 
 def patient_chapters(index_dir: Path, m: IndexManifest) -> dict:
-    """str(SUBJECT_ID) -> the ICD-9 chapters of all its admissions in the index's
-    diagnoses."""
+    """str(patient) -> the diagnosis chapters (ICD-9 and ICD-10 in one scheme) of all its
+    admissions in the index's diagnoses."""
     import pyarrow.parquet as pq
 
     t = pq.read_table(m.diagnoses.verify(index_dir))
@@ -325,10 +327,11 @@ def measure(index_dir: str | Path, seed: int = 0, progress: bool = False,
     if index.lexical is None:
         return Calibration(Setting("dense").to_dict(), None, (), seconds=0.0,
                            reason="no lexical part: dense is the only mode", **kept)
-    if "SUBJECT_ID" not in index.store.metadata_columns:
+    if index.store.schema.subject is None:
         return Calibration(DEFAULT.to_dict(), DEFAULT.fusion.to_dict(), (), seconds=0.0,
-                           reason="no SUBJECT_ID column: no next-note pairs to measure",
-                           **kept)
+                           reason="no patient column (role subject: SUBJECT_ID, subject_id, "
+                           "person_id or --columns subject=COLUMN): no next-note pairs to "
+                           "measure", **kept)
     settings = grid()
     ranks, groups, n_patients = measure_notes(searcher, settings, seed, progress, pairs)
     patient_search = None

@@ -51,11 +51,12 @@ from .options import EncodeOptions
 from .readers import (
     IdType,
     InputFormat,
-    Reader,
     RecordBatch,
     Reject,
     arrow_stream,
+    as_inputs,
     is_table,
+    open_notes,
     write_rejects,
 )
 
@@ -87,18 +88,23 @@ def _read_rejects(path: Path) -> list[list[str]]:
         return list(csv.reader(f))[1:]
 
 
-def _settings(input_path, encoder: Encoder, reader: Reader, options: EncodeOptions,
+def _settings(inputs: list, encoder: Encoder, reader, options: EncodeOptions,
               **kw) -> dict:
     if reader.format is InputFormat.TABLE:
         where = {"input": reader.path, "input_bytes": None, "input_mtime_ns": None}
     else:
-        st = input_path.stat()
-        where = {"input": str(input_path.resolve()), "input_bytes": st.st_size,
-                 "input_mtime_ns": st.st_mtime_ns}
+        stats = [p.stat() for p in inputs]
+        where = {"input": " + ".join(str(p.resolve()) for p in inputs),
+                 "input_bytes": sum(st.st_size for st in stats),
+                 "input_mtime_ns": max(st.st_mtime_ns for st in stats)}
+        if len(inputs) > 1:
+            where["inputs"] = [{"path": str(p.resolve()), "bytes": st.st_size,
+                                "mtime_ns": st.st_mtime_ns} for p, st in zip(inputs, stats)]
     c = reader.columns
     return {
         "engine": "local", **where, "format": reader.format.value,
         "text_col": c.text, "id_col": c.id, "keep": list(c.keep), "id_type": c.id_type.value,
+        "schema": c.schema.to_dict(),
         "model_fingerprint": encoder.fingerprint, "model_file_sha256": encoder.variant.sha256,
         "options": options.to_dict(), **kw,
     }
@@ -145,8 +151,9 @@ def encode_corpus(input, *, model_dir: str | Path, out_dir: str | Path,
                   encoder: Encoder | None = None) -> EncodeSummary:
     """Encode every note of `input` into `out_dir` (see mimicsearch/embeddings.py).
 
-    `input`: a notes file (CSV, TSV, JSONL, optionally .gz, Parquet) or an in-memory table
-    (pyarrow, pandas, polars: anything with `__arrow_c_stream__`).
+    `input`: a notes file (CSV, TSV, JSONL, optionally .gz, Parquet), a list of them read
+    as one (ids unique across them), or an in-memory table (pyarrow, pandas, polars:
+    anything with `__arrow_c_stream__`). Its columns' roles: `schema.py` (`options.columns`).
     Rejected rows go to `out_dir/rejects.csv` (note text only with `show_text`). Re-running
     the same call on a file resumes an interrupted run; different arguments, or a table,
     need `overwrite`. `encoder` reuses a loaded model (it must be `model_dir`'s, loaded with
@@ -156,7 +163,8 @@ def encode_corpus(input, *, model_dir: str | Path, out_dir: str | Path,
     """
     t0 = time.perf_counter()
     table = is_table(input)
-    input, out = arrow_stream(input) if table else Path(input), Path(out_dir)
+    inputs = [arrow_stream(input)] if table else [Path(p) for p in as_inputs(input)]
+    input, out = inputs if len(inputs) > 1 else inputs[0], Path(out_dir)
     if shard_size < 1:
         raise ValueError(f"shard_size={shard_size}: must be >= 1")
     o = options or EncodeOptions()
@@ -167,9 +175,10 @@ def encode_corpus(input, *, model_dir: str | Path, out_dir: str | Path,
     encoder.prompt_text(prompt)
     keep = None if o.keep is None else list(o.keep)
     text_col, id_col, id_type, input_format = o.text_col, o.id_col, o.id_type, o.input_format
-    probe = Reader(input, text_col, id_col, keep, id_type, input_format, batch_size)
+    probe = open_notes(input, text_col, id_col, keep, id_type, input_format, batch_size,
+                       columns=o.columns)
     probe.close()
-    settings = _settings(input, encoder, probe, o, prompt=prompt, dim=dim, long=long.value,
+    settings = _settings(inputs, encoder, probe, o, prompt=prompt, dim=dim, long=long.value,
                          shard_size=shard_size, batch_size=batch_size, show_text=show_text,
                          max_length=encoder.max_length)
     columns = probe.columns
@@ -188,8 +197,9 @@ def encode_corpus(input, *, model_dir: str | Path, out_dir: str | Path,
     seen = IdSet(spill_dir=out) if m.complete else _seen_ids(out, m)
     shards = list(m.shards)
 
-    reader = Reader(input, text_col, id_col, keep, id_type, input_format, batch_size,
-                    skip=skip, seen=seen, show_text=show_text)
+    reader = open_notes(input, text_col, id_col, keep, id_type, input_format, batch_size,
+                        skip=skip, seen=seen, show_text=show_text, columns=o.columns,
+                        **({"checked": True} if len(inputs) > 1 else {}))
     bar = tqdm(total=reader.total_rows, initial=skip, unit="note", file=sys.stderr,
                disable=not progress or m.complete, dynamic_ncols=True, smoothing=0.1)
     encoded = 0
@@ -233,7 +243,8 @@ def encode_corpus(input, *, model_dir: str | Path, out_dir: str | Path,
         _write_npy(out, m)
     seconds = time.perf_counter() - t0
     return EncodeSummary(
-        input=probe.path if table else str(input), out_dir=str(out), read=records,
+        input=probe.path if table else " + ".join(map(str, inputs)), out_dir=str(out),
+        read=records,
         encoded=records - m.rejected, rejected=m.rejected, truncated=m.truncated,
         rows_written=m.rows, shards=len(m.shards), dimension=m.dim, resumed_at=skip,
         seconds=round(seconds, 3), notes_per_s=round(encoded / seconds, 1) if seconds else 0.0)

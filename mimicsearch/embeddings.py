@@ -47,6 +47,7 @@ from .fileio import (
     sweep_new,
     write_json,
 )
+from .schema import NoteSchema, for_store
 
 FORMAT_VERSION = 1
 KIND = "mimicsearch-embeddings"
@@ -177,6 +178,15 @@ class EmbeddingsManifest:
 
     def replace(self, **changes) -> EmbeddingsManifest:
         return dataclasses.replace(self, **changes)
+
+    @property
+    def schema(self) -> NoteSchema:
+        """The notes' roles (recorded in the settings; for a run made before they were,
+        the layout its columns fit)."""
+        recorded = self.settings.get("schema")
+        if recorded:
+            return NoteSchema.from_dict(recorded)
+        return for_store(self.columns)
 
     def encode_options(self) -> dict:
         """The encode options the run was given (EncodeOptions.to_dict()), dim resolved."""

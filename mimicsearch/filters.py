@@ -17,7 +17,6 @@ import pyarrow.compute as pc
 
 from .index.store import MetadataStore
 
-DATE_COLUMN = "CHARTDATE"
 _CONDITION = re.compile(r"^\s*([^=!<>]+?)\s*(>=|<=|!=|==|=|>|<)\s*(.*?)\s*$", re.DOTALL)
 _OPS = {"=": "isin", "==": "isin", "!=": "notin", ">=": pc.greater_equal, "<=": pc.less_equal,
         ">": pc.greater, "<": pc.less}
@@ -28,9 +27,12 @@ SHOWN_VALUES = 20  # valid values listed in an error
 class Filters:
     """Restrict hits. Every given part must hold (AND).
 
-    subjects / exclude_subjects  SUBJECT_ID values to keep / leave out
-    categories                   CATEGORY values, matched case-insensitively
-    since / until                inclusive date bounds (date or "YYYY-MM-DD") on `date_col`
+    subjects / exclude_subjects  patients (the schema's subject role: SUBJECT_ID, subject_id,
+                                 person_id, …) to keep / leave out
+    categories                   categories (the category role: CATEGORY, note_type,
+                                 note_source_value, …), matched case-insensitively
+    since / until                inclusive date bounds (date or "YYYY-MM-DD") on `date_col`,
+                                 by default the time role (CHARTDATE, charttime, note_date)
     where                        conditions on any stored column, as text ("HADM_ID=134690",
                                  "CATEGORY=ECG,Echo", "CHARTDATE>=2150-01-01",
                                  "DESCRIPTION!=Report") or Arrow expressions
@@ -43,7 +45,7 @@ class Filters:
     since: dt.date | str | None = None
     until: dt.date | str | None = None
     where: Sequence[str | pc.Expression] = ()
-    date_col: str = DATE_COLUMN
+    date_col: str | None = None
 
     def __post_init__(self):
         for f in fields(self):
@@ -72,14 +74,16 @@ class Filters:
         """This filter as an expression over `store`'s columns, checked against it."""
         parts: list[pc.Expression] = []
         if self.subjects:
-            parts.append(_membership(store, "SUBJECT_ID", self.subjects, must_exist=True))
+            parts.append(_membership(store, _role(store, "subject"), self.subjects,
+                                     must_exist=True))
         if self.exclude_subjects:
-            parts.append(~_membership(store, "SUBJECT_ID", self.exclude_subjects,
+            parts.append(~_membership(store, _role(store, "subject"), self.exclude_subjects,
                                       must_exist=False))
         if self.categories:
             parts.append(_categories(store, self.categories))
         if self.since is not None or self.until is not None:
-            parts += _date_range(store, self.date_col, self.since, self.until)
+            parts += _date_range(store, self.date_col or _role(store, "time"), self.since,
+                                 self.until)
         for w in self.where:
             if isinstance(w, pc.Expression):
                 parts.append(w)
@@ -94,6 +98,19 @@ class Filters:
         for p in parts[1:]:
             out = out & p
         return out
+
+
+ROLE_NAMES = {"subject": "patient", "time": "date", "category": "category"}
+
+
+def _role(store: MetadataStore, role: str) -> str:
+    """The stored column of `role`, or an error saying the index has none."""
+    col = store.schema.column(role)
+    if col is None or col not in store.metadata_columns:
+        raise ValueError(f"this index stores no {ROLE_NAMES.get(role, role)} column (role "
+                         f"{role!r}; columns: {store.describe_columns()}); rebuild it with "
+                         f"--columns {role}=COLUMN")
+    return col
 
 
 def _column(store: MetadataStore, name: str) -> pa.DataType:
@@ -159,10 +176,8 @@ def _membership(store: MetadataStore, column: str, values, *, must_exist: bool,
 
 
 def _categories(store: MetadataStore, categories) -> pc.Expression:
-    if "CATEGORY" not in store.metadata_columns:
-        raise ValueError("this index stores no CATEGORY column; columns: "
-                         f"{store.describe_columns()}")
-    return _membership(store, "CATEGORY", categories, must_exist=True, fold_case=True)
+    return _membership(store, _role(store, "category"), categories, must_exist=True,
+                       fold_case=True)
 
 
 def _date_range(store: MetadataStore, column: str, since, until) -> list[pc.Expression]:
@@ -194,7 +209,7 @@ def _condition(store: MetadataStore, text: str) -> pc.Expression:
                          "= != >= <= > < (e.g. HADM_ID=134690, CHARTDATE>=2150-01-01, "
                          "CATEGORY=ECG,Echo)")
     column, op, value = m.groups()
-    fold = column.upper() == "CATEGORY"
+    fold = column == store.schema.category or column.upper() == "CATEGORY"
     if _OPS[op] in ("isin", "notin"):
         values = [v for v in value.split(",") if v.strip()]
         if not values:

@@ -10,14 +10,18 @@ from dataclasses import dataclass
 
 from .encoder import LongMode
 from .readers import IdType, InputFormat
+from .schema import parse_columns
 
 
 @dataclass(frozen=True)
 class EncodeOptions:
-    text_col: str | None = None  # default: TEXT
-    id_col: str | None = None  # default: ROW_ID or note_id, else the row number
-    keep: tuple[str, ...] | None = None  # metadata columns; None: the MIMIC ones present
+    text_col: str | None = None  # default: the layout's (TEXT, text, note_text)
+    id_col: str | None = None  # default: the layout's (ROW_ID, note_id), else the row number
+    keep: tuple[str, ...] | None = None  # metadata columns; None: every role's column
     id_type: str = IdType.AUTO.value
+    # Roles of the note table's columns (schema.py), "id=nid,subject=pt,…"; None: the
+    # layout detected from the columns (MIMIC-III, MIMIC-IV-Note, OMOP).
+    columns: str | None = None
     input_format: str | None = None  # default: from the file name
     prompt: str | None = "document"
     dim: int | None = None  # Matryoshka dimension (None: the model's)
@@ -33,6 +37,10 @@ class EncodeOptions:
     full_text: bool = False
 
     def __post_init__(self):
+        if self.columns is not None:
+            spec = parse_columns(self.columns)
+            object.__setattr__(self, "columns", ",".join(f"{k}={v}" for k, v in spec.items())
+                               or None)
         if self.keep is not None and not isinstance(self.keep, tuple):
             if isinstance(self.keep, str):
                 raise TypeError(f"keep={self.keep!r}: give a list of column names")

@@ -60,9 +60,9 @@ def pool_rows(index, rows: np.ndarray) -> np.ndarray:
 
 
 def _by_subject(store, rows: np.ndarray) -> tuple[np.ndarray, list, np.ndarray]:
-    """(the rows with a SUBJECT_ID, the distinct subjects, each kept row's subject
-    position); rows without a SUBJECT_ID belong to no patient."""
-    subject = store.table.column("SUBJECT_ID").take(pa.array(rows))
+    """(the rows with a patient, the distinct patients, each kept row's patient
+    position); rows without one (the subject role) belong to no patient."""
+    subject = store.table.column(store.schema.subject).take(pa.array(rows))
     known = pc.is_valid(subject).to_numpy(zero_copy_only=False)
     rows, subject = rows[known], subject.filter(pa.array(known))
     if not len(rows):
@@ -95,10 +95,10 @@ def pool(index, allowed: np.ndarray | None) -> Patients:
 def _kept_sums(index, subjects: list) -> np.ndarray:
     """The unfiltered patients' vector sums the index keeps (index/pooled.py), in the
     order of `subjects`: no pass over the stored rows."""
-    from .index.pooled import SUBJECT, PatientSums
+    from .index.pooled import PatientSums
 
     kept = PatientSums.read(index.dir, index.manifest.patients, index.dim)
-    column = index.store.table.column(SUBJECT)
+    column = index.store.table.column(index.store.schema.subject)
     keys = column.take(pa.array(kept.rows))
     at = pc.index_in(keys, value_set=pa.array(subjects, column.type)).to_numpy(
         zero_copy_only=False)
@@ -129,21 +129,23 @@ def profile(store, rows: np.ndarray) -> dict:
     """What a cohort table and the page show of a patient beside its score, over the notes
     it was judged by: how many, the admissions they belong to, their categories (most
     notes first) and their first and last dates."""
-    wanted = ("row", "window", "HADM_ID", "CATEGORY", "CHARTDATE")
-    t = store.table.select([c for c in wanted if c in store.table.column_names]).take(
-        pa.array(rows))
+    schema = store.schema
+    admission, category, time = schema.admission, schema.category, schema.time
+    wanted = ("row", "window", admission, category, time)
+    t = store.table.select(list(dict.fromkeys(
+        c for c in wanted if c and c in store.table.column_names))).take(pa.array(rows))
     if "window" in t.column_names:  # one entry per note, not per window
         t = t.filter(pc.equal(t.column("window"), 0))
     out = {"notes": t.num_rows, "admissions": [], "categories": [], "first_date": None,
            "last_date": None}
-    if "HADM_ID" in t.column_names:
-        out["admissions"] = sorted(pc.unique(t.column("HADM_ID").drop_null()).to_pylist())
-    if "CATEGORY" in t.column_names:
-        counts = pc.value_counts(t.column("CATEGORY").drop_null()).to_pylist()
+    if admission in t.column_names:
+        out["admissions"] = sorted(pc.unique(t.column(admission).drop_null()).to_pylist())
+    if category in t.column_names:
+        counts = pc.value_counts(t.column(category).drop_null()).to_pylist()
         out["categories"] = [c["values"] for c in
                              sorted(counts, key=lambda c: (-c["counts"], c["values"]))]
-    if "CHARTDATE" in t.column_names and t.num_rows:
-        mm = pc.min_max(t.column("CHARTDATE")).as_py()
+    if time in t.column_names and t.num_rows:
+        mm = pc.min_max(t.column(time)).as_py()
         out["first_date"], out["last_date"] = mm["min"], mm["max"]
     return out
 

@@ -19,7 +19,7 @@ import json
 import re
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +27,8 @@ import pyarrow as pa
 
 from .fileio import atomic_path
 from .idset import IdSet
+from .schema import LAYOUTS, NoteSchema, SchemaError, detect, parse_columns
 
-# NOTEEVENTS (MIMIC-III) and note/discharge (MIMIC-IV) columns, matched case-insensitively.
-TEXT_COLUMNS = ("TEXT",)
-ID_COLUMNS = ("ROW_ID", "note_id")
-METADATA_COLUMNS = ("SUBJECT_ID", "HADM_ID", "CATEGORY", "CHARTDATE", "note_type")
 # Discharge summaries reach ~100k characters; the limit stops an unbalanced quote from
 # reading the rest of a multi-GB file into one field.
 FIELD_LIMIT = 64 << 20
@@ -102,18 +99,24 @@ class Reject:
     id: str
     reason: str
     text: str | None = None
+    file: str | None = None  # set where the input is several files
+
+    @property
+    def where(self) -> str:
+        return str(self.line) if self.file is None else f"{self.file}:{self.line}"
 
 
 def write_rejects(path: str | Path, rejects: list[Reject], show_text: bool = False,
                   new: bool = False) -> None:
-    """A rejects file: line, id, reason (and the note's text only with `show_text`); every
-    engine and command writes them through here. `new`: see fileio.atomic_path."""
+    """A rejects file: line (FILE:LINE where the input was several files), id, reason (and
+    the note's text only with `show_text`); every engine and command writes them through
+    here. `new`: see fileio.atomic_path."""
     with atomic_path(path, new=new) as tmp, open(tmp, "w", encoding="utf-8",
                                                   newline="") as f:
         w = csv.writer(f)
         w.writerow(["line", "id", "reason"] + (["text"] if show_text else []))
         for r in rejects:
-            w.writerow([r.line, r.id, r.reason] + ([r.text or ""] if show_text else []))
+            w.writerow([r.where, r.id, r.reason] + ([r.text or ""] if show_text else []))
 
 
 @dataclass
@@ -142,51 +145,53 @@ def detect_format(path: str | Path) -> InputFormat:
                      f"{FILE_FORMATS} (pass --format)")
 
 
-def _find(columns: list[str], wanted: str | None, candidates: tuple[str, ...], what: str,
-          flag: str, path) -> str | None:
-    def match(name: str) -> str | None:
-        if name in columns:
-            return name
-        found = [c for c in columns if c.lower() == name.lower()]
-        if len(found) > 1:  # picking one silently could embed the wrong column
-            raise ValueError(f"{path}: {what} column {name!r} is ambiguous: {found}; "
-                             f"pass the exact name with {flag}")
-        return found[0] if found else None
-
-    if wanted is not None:
-        if (got := match(wanted)) is not None:
-            return got
+def _find(columns: list[str], wanted: str, what: str, path) -> str:
+    if wanted in columns:
+        return wanted
+    found = [c for c in columns if c.lower() == wanted.lower()]
+    if len(found) > 1:  # picking one silently could embed the wrong column
+        raise ValueError(f"{path}: {what} column {wanted!r} is ambiguous: {found}; "
+                         "pass the exact name")
+    if not found:
         raise ValueError(f"{path}: no {what} column {wanted!r}; columns: {columns}")
-    for c in candidates:
-        if (got := match(c)) is not None:
-            return got
-    if what == "text":
-        raise ValueError(f"{path}: no text column found (looked for {list(candidates)}); "
-                         f"columns: {columns}; pass {flag}")
-    return None
+    return found[0]
 
 
 @dataclass(frozen=True)
 class Columns:
-    """Which source columns hold the text, the id and the metadata to keep."""
+    """Which source columns hold the text, the id and the metadata to keep, and the note
+    schema (mimicsearch/schema.py) that gives them their roles."""
 
     text: str
     id: str | None
     keep: tuple[str, ...]
     id_type: IdType
+    schema: NoteSchema | None = None
 
     @classmethod
     def resolve(cls, columns: list[str], path, text_col: str | None = None,
                 id_col: str | None = None, keep: list[str] | None = None,
-                id_type: IdType | str = IdType.AUTO) -> Columns:
-        text = _find(columns, text_col, TEXT_COLUMNS, "text", "--text-col", path)
-        id_ = _find(columns, id_col, ID_COLUMNS, "id", "--id-col", path)
+                id_type: IdType | str = IdType.AUTO, mapping=None) -> Columns:
+        """`mapping`: `--columns` roles (`schema.parse_columns`); `text_col` and `id_col`
+        name those two roles; `keep` replaces the columns kept (by default every role's)."""
+        given = parse_columns(mapping)
+        for role, col, flag in (("text", text_col, "--text-col"), ("id", id_col, "--id-col")):
+            if col is not None:
+                if given.get(role, col) != col:
+                    raise SchemaError(f"{flag} {col} and --columns {role}={given[role]} "
+                                      "disagree; give one")
+                given[role] = col
+        try:
+            schema = detect(columns, str(path), given)
+        except SchemaError as e:
+            if text_col is None and "text" not in given:
+                raise SchemaError(f"{e} (or --text-col)") from None
+            raise
+        text, id_ = schema.text, schema.id
         if keep is None:
-            kept = [_find(columns, None, (c,), "metadata", "--keep", path)
-                    for c in METADATA_COLUMNS]
-            kept = [c for c in kept if c is not None]
+            kept = list(schema.metadata)
         else:
-            kept = [_find(columns, c, (), "metadata", "--keep", path) for c in keep]
+            kept = [_find(columns, c, "metadata", path) for c in keep]
         kept = [c for c in dict.fromkeys(kept) if c not in (text, id_)]
         for c in (text, id_, *kept):
             if c is not None and columns.count(c) > 1:
@@ -194,8 +199,14 @@ class Columns:
                                           f"{columns.count(c)} times in the header; rename one")
         id_type = IdType(id_type)
         if id_type is IdType.AUTO:
-            id_type = IdType.INT if id_ is None or id_.upper() == "ROW_ID" else IdType.STR
-        return cls(text, id_, tuple(kept), id_type)
+            if id_ is None or id_.upper() == "ROW_ID":
+                id_type = IdType.INT
+            else:
+                layout = LAYOUTS.get(schema.layout.removesuffix("+columns"))
+                native = layout is not None and layout.columns["id"].lower() == id_.lower()
+                id_type = IdType(layout.id_type) if native else IdType.STR
+        schema = replace(schema, id_type=id_type.value)
+        return cls(text, id_, tuple(kept), id_type, schema)
 
 
 def _undecodable(s: str) -> bool:
@@ -232,7 +243,7 @@ class Reader:
                  keep: list[str] | None = None, id_type: IdType | str = IdType.AUTO,
                  input_format: InputFormat | str | None = None, batch_size: int = 1024,
                  skip: int = 0, seen: IdSet | None = None, show_text: bool = False,
-                 delimiter: str | None = None):
+                 delimiter: str | None = None, columns=None):
         self._table = None
         if is_table(path):
             if input_format not in (None, InputFormat.TABLE, InputFormat.TABLE.value):
@@ -266,7 +277,8 @@ class Reader:
         self._done = False
         with self._gzip_errors():
             header = self._open()
-        self.columns = Columns.resolve(header, self.path, text_col, id_col, keep, id_type)
+        self.columns = Columns.resolve(header, self.path, text_col, id_col, keep, id_type,
+                                       columns)
         self._header = header
 
     # -- sources: each yields (line, text, id, metadata tuple) with raw values -------------
@@ -518,3 +530,142 @@ class Reader:
         if self._raw is not None:
             self._raw.close()
 
+
+
+def as_inputs(notes) -> list:
+    """One notes input or several (a list or tuple of paths) as a list."""
+    if isinstance(notes, (list, tuple)):
+        if not notes:
+            raise ValueError("no notes file given")
+        return list(notes)
+    return [notes]
+
+
+def open_notes(notes, *args, **kwargs):
+    """A `Reader` over one input, or `Readers` over several files read as one."""
+    inputs = as_inputs(notes)
+    if len(inputs) == 1:
+        return Reader(inputs[0], *args, **kwargs)
+    return Readers(inputs, *args, **kwargs)
+
+
+class Readers:
+    """Several note files read as one input, in the order given (MIMIC-IV-Note's
+    discharge and radiology tables): every file's roles in the same columns, ids unique
+    across the files (checked before a note is read: a duplicate is an error naming both
+    files), rejects naming their file. Same interface as `Reader`."""
+
+    def __init__(self, paths, text_col: str | None = None, id_col: str | None = None,
+                 keep: list[str] | None = None, id_type: IdType | str = IdType.AUTO,
+                 input_format: InputFormat | str | None = None, batch_size: int = 1024,
+                 skip: int = 0, seen: IdSet | None = None, show_text: bool = False,
+                 delimiter: str | None = None, columns=None, checked: bool = False):
+        if any(is_table(p) for p in paths):
+            raise ValueError("several inputs must all be files; concatenate tables first")
+        self.paths = [Path(p) for p in paths]
+        named = [str(p) for p in self.paths]
+        again = {p for p in named if named.count(p) > 1}
+        if again:
+            raise ValueError(f"{sorted(again)[0]} is given twice; give each notes file once")
+        self._kw = dict(text_col=text_col, id_col=id_col, keep=keep, id_type=id_type,
+                        input_format=input_format, batch_size=batch_size, delimiter=delimiter,
+                        columns=columns)
+        probes = [Reader(p, **self._kw) for p in self.paths]
+        for p in probes:
+            p.close()
+        first = probes[0]
+        for p in probes[1:]:
+            if (p.columns.text, p.columns.id, p.columns.keep, p.columns.id_type) != (
+                    first.columns.text, first.columns.id, first.columns.keep,
+                    first.columns.id_type):
+                raise SchemaError(
+                    f"{p.path}: its columns ({p.columns.schema.describe()}) differ from "
+                    f"{first.path}'s ({first.columns.schema.describe()}); give files of one "
+                    "layout, or name the roles with --columns")
+        self.columns = first.columns
+        self.format = first.format
+        self.formats = [p.format for p in probes]
+        self.path = " + ".join(named)
+        self.batch_size = batch_size
+        self.skip = skip
+        self.seen = IdSet() if seen is None else seen
+        self.show_text = show_text
+        self._sizes = [p.total_rows for p in probes]
+        self._current: Reader | None = None
+        self._finished = 0
+        if not checked:  # `checked`: the caller's probe of the same files did it
+            check_unique_ids(probes)
+
+    @property
+    def total_rows(self) -> int | None:
+        return None if any(n is None for n in self._sizes) else sum(self._sizes)
+
+    def progress(self) -> float:
+        now = self._current.progress() if self._current is not None else 0.0
+        return min((self._finished + now) / len(self.paths), 1.0)
+
+    def __iter__(self) -> Iterator[RecordBatch]:
+        remaining, start = self.skip, 0
+        try:
+            for path in self.paths:
+                reader = Reader(path, **self._kw, skip=remaining, seen=self.seen,
+                                show_text=self.show_text)
+                self._current = reader
+                for batch in reader:
+                    batch.start += start
+                    batch.numbers = [n + start for n in batch.numbers]
+                    batch.rejects = [replace(r, file=str(path)) for r in batch.rejects]
+                    yield batch
+                consumed = reader._consumed
+                remaining = max(0, remaining - consumed)
+                start += consumed
+                self._finished += 1
+                self._current = None
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._current is not None:
+            self._current.close()
+
+
+def check_unique_ids(readers: list[Reader]) -> None:
+    """Raise naming both files and the id where two files hold one note id."""
+    if readers[0].columns.id is None:
+        raise ValueError(f"{readers[0].path}: several files need an id column to tell their "
+                         "notes apart (row numbers repeat); name it with --columns id=COLUMN")
+    first: dict = {}
+    for r in readers:
+        for value in _ids_of(r):
+            other = first.setdefault(value, r.path)
+            if other != r.path:
+                raise ValueError(f"note id {value!r} is in both {other} and {r.path}; ids "
+                                 "must be unique across the files of one index")
+
+
+def _ids_of(reader: Reader) -> Iterator[str]:
+    """A file's ids as stripped text, read with Arrow's parsers (the id column only)."""
+    col, path = reader.columns.id, reader.path
+    try:
+        if reader.format is InputFormat.PARQUET:
+            import pyarrow.parquet as pq
+
+            values = pq.read_table(path, columns=[col]).column(0)
+        elif reader.format in (InputFormat.CSV, InputFormat.TSV):
+            import pyarrow.csv as pv
+
+            values = pv.read_csv(path, parse_options=pv.ParseOptions(
+                delimiter=reader.delimiter, newlines_in_values=True),
+                convert_options=pv.ConvertOptions(include_columns=[col],
+                                                  column_types={col: pa.string()})).column(0)
+        else:
+            raise pa.ArrowInvalid("read JSONL line by line")
+        yield from (str(v).strip() for v in values.to_pylist() if v is not None)
+        return
+    except (pa.ArrowException, OSError, EOFError, zlib.error, gzip.BadGzipFile):
+        pass  # the reader itself names what is wrong with the file, line by line
+    reader = Reader(path, **{"text_col": reader.columns.text, "id_col": col,
+                             "keep": [], "id_type": IdType.STR,
+                             "input_format": reader.format, "delimiter": reader.delimiter})
+    for batch in reader:
+        yield from (str(i).strip() for i in batch.ids)

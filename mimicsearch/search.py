@@ -27,6 +27,7 @@ from .index import NoteIndex, check_model, open_index
 from .index.lexical import analyze
 from .index.loaded import MAX_K, manifest_identity
 from .patients import best_notes, documents, pool, pool_rows, profile
+from .schema import timeline
 
 __all__ = ["MODES", "Filters", "Fusion", "Hit", "Note", "PatientHit", "Results", "Searcher",
            "check_model"]
@@ -136,24 +137,28 @@ class _PatientRanking:
         best = best_notes(ids, row_scores)
         records = self.store.records(rows[best])
         meta_cols = list(self.store.metadata_columns)
-        matches = [_hit(0, n, row_scores[b], rows[b], rec, meta_cols, self.retriever)
+        matches = [_hit(0, n, row_scores[b], rows[b], rec, meta_cols, self.retriever,
+                        self.store.schema)
                    for n, (b, rec) in enumerate(zip(best, records), 1)]
         return PatientHit(rank, self.subjects[i], round(float(self.scores[i]), 6),
                           best=matches[0], retrievers=retrievers, matches=matches,
                           **profile(self.store, rows))
 
 
-def _mimic(meta: dict) -> tuple:
-    """The four MIMIC columns hits and notes carry as fields (None where not stored)."""
-    return tuple(meta.get(c) for c in ("SUBJECT_ID", "HADM_ID", "CATEGORY", "CHARTDATE"))
+def _roles(schema, meta: dict) -> tuple:
+    """The roles hits and notes carry as fields, whatever the layout: subject, admission,
+    category, time (None where not stored)."""
+    return tuple(meta.get(c) if c else None for c in
+                 (schema.subject, schema.admission, schema.category, schema.time))
 
 
 def _hit(query: int, rank: int, score, row, record: dict, meta_cols: list,
-         retriever: str) -> Hit:
+         retriever: str, schema) -> Hit:
     """A store record as the `rank`-th hit of one retriever (its provenance)."""
     meta = {c: record[c] for c in meta_cols}
     score = round(float(score), 6)
-    return Hit(query, rank, record["id"], score, *_mimic(meta), record["snippet"], int(row),
+    return Hit(query, rank, record["id"], score, *_roles(schema, meta), record["snippet"],
+               int(row),
                record.get("window"), meta, {retriever: {"rank": rank, "score": score}})
 
 
@@ -357,19 +362,19 @@ class Searcher:
         return self._notes(store, rows, text)
 
     def timeline(self, subject_id, text: bool = False) -> list[Note]:
-        """A patient's notes in time order (by `CHARTDATE`, then `CHARTTIME` where stored,
-        then index order); raises ValueError for a patient the index does not hold."""
+        """A patient's notes in time order (`schema.timeline`: the exact time where stored,
+        else the start of the note's date, then its sequence, then index order); raises
+        ValueError for a patient the index does not hold."""
         store = self._fresh().store
+        schema = store.schema
         rows = np.flatnonzero(store.mask(Filters(subjects=[subject_id]).expression(store)))
-        table = store.table.take(pa.array(rows)).select(
-            [c for c in ("row", "window", "CHARTDATE", "CHARTTIME") if c in
-             store.table.column_names])
+        table = store.table.take(pa.array(rows)).select(list(dict.fromkeys(
+            c for c in ("row", "window", schema.time, schema.exact_time, schema.sequence)
+            if c and c in store.table.column_names)))
         if "window" in table.column_names:
             table = table.filter(pc.equal(table.column("window"), 0))
-        keys = [(c, "ascending", "at_end") for c in ("CHARTDATE", "CHARTTIME") if c in
-                table.column_names] + [("row", "ascending", "at_end")]
-        order = pc.sort_indices(table, sort_keys=keys)
-        return self._notes(store, table.column("row").take(order).to_pylist(), text)
+        ordered = timeline(table, schema, by_subject=False)
+        return self._notes(store, ordered.column("row").to_pylist(), text)
 
     @staticmethod
     def _notes(store, rows: list[int], text: bool) -> list[Note]:
@@ -377,7 +382,8 @@ class Searcher:
         out = []
         for r, t in zip(store.records(rows), texts):
             meta = {c: r[c] for c in store.metadata_columns}
-            out.append(Note(r["id"], *_mimic(meta), r["snippet"], t, int(r["row"]), meta))
+            out.append(Note(r["id"], *_roles(store.schema, meta), r["snippet"], t, int(r["row"]),
+                            meta))
         return out
 
     def allowed(self, filters: Filters | None) -> np.ndarray | None:
@@ -447,9 +453,10 @@ class Searcher:
                 terms = analyze(store.texts.get([int(rows[0])]))
             subject = None
             if exclude_own_subject:
-                subject = store.records(rows[:1])[0].get("SUBJECT_ID")
+                subject = store.records(rows[:1])[0].get(store.schema.subject)
                 if subject is None:
-                    raise ValueError(f"note {note_id!r} has no SUBJECT_ID to exclude")
+                    raise ValueError(f"note {note_id!r} has no patient (role subject) to "
+                                     "exclude")
             if subject not in masks:
                 f = filters if subject is None else filters.and_exclude([subject])
                 masks[subject] = store.mask(f.expression(store))
@@ -486,8 +493,10 @@ class Searcher:
         if sum(x is not None for x in (text, note_id, subject_id)) != 1:
             raise ValueError("give exactly one of text, note_id or subject_id")
         store = self._fresh().store
-        if "SUBJECT_ID" not in store.metadata_columns:
-            raise ValueError("this index stores no SUBJECT_ID column, so it cannot rank "
+        if store.schema.subject is None:
+            raise ValueError("this index stores no patient column (role subject: "
+                             "SUBJECT_ID, subject_id, person_id or --columns subject=), so "
+                             "it cannot rank "
                              f"patients (columns: {store.describe_columns()})")
         if not 0 < k <= MAX_K:
             raise ValueError(f"k={k}: must be between 1 and {MAX_K}")
@@ -518,7 +527,7 @@ class Searcher:
                fusion: Fusion | None = None, select: Sequence | None = None,
                name: str | None = None) -> pa.Table:
         """The patients `similar_patients` returns for the same arguments (only those
-        whose SUBJECT_ID is in `select`, where given) as a cohort table, each row carrying
+        whose patient is in `select`, where given) as a cohort table, each row carrying
         the request (with the mode and fusion "auto" resolved to), this index's
         `fingerprint` and the time (`mimicsearch.cohort`)."""
         mode, fusion = self.resolve(mode, fusion, patients=True)
@@ -537,19 +546,19 @@ class Searcher:
         return hashlib.sha256(json.dumps(m, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def _patient_query(self, note_id, subject_id) -> tuple[np.ndarray, object] | None:
-        """(the store rows, the SUBJECT_ID) of a note or patient query; None for a text."""
+        """(the store rows, the patient) of a note or patient query; None for a text."""
         if note_id is None and subject_id is None:
             return None
         store = self._fresh().store
         if subject_id is not None:
             rows = np.flatnonzero(store.mask(Filters(subjects=[subject_id]).expression(store)))
             if not len(rows):
-                raise ValueError(f"SUBJECT_ID {subject_id!r} has no notes left in this index")
+                raise ValueError(f"patient {subject_id!r} has no notes left in this index")
         else:
             rows, missing = store.rows_of([note_id])
             if missing:
                 raise ValueError(f"note id {note_id!r} is not in the index (or was removed)")
-        return rows, store.records(rows[:1])[0].get("SUBJECT_ID")
+        return rows, store.records(rows[:1])[0].get(store.schema.subject)
 
     def _pooled_patients(self, text, query, filters: Filters | None,
                          vector: np.ndarray | None = None) -> _PatientRanking:
@@ -679,7 +688,8 @@ class Searcher:
             scores, rows = index.lexical.search(query_terms, min(k, MAX_K), allowed)
             hits = []
             for rank, (score, row, r) in enumerate(zip(scores, rows, store.records(rows)), 1):
-                hits.append(_hit(first_query + qi, rank, score, row, r, meta_cols, "lexical"))
+                hits.append(_hit(first_query + qi, rank, score, row, r, meta_cols, "lexical",
+                                 store.schema))
             out.append(hits)
         return out
 
@@ -704,7 +714,7 @@ class Searcher:
                         continue
                     seen.add(r["id"])
                     hits.append(_hit(first_query + qi, len(hits) + 1, score, row, r,
-                                     meta_cols, "dense"))
+                                     meta_cols, "dense", store.schema))
                     if len(hits) == k:
                         break
                 short |= len(hits) < k and keep.all()

@@ -200,7 +200,8 @@ def test_jsonl_loses_no_row(objs, ascii_only, id_type):
     if err is not None:
         check_error_names_file(err, path)
         keys = [k.lower() for k in json.loads(lines[0])] if objs else []
-        assert not objs or len(set(keys)) < len(keys), err  # empty or ambiguous header
+        # empty or ambiguous header, or keys of later objects that fit two layouts equally
+        assert not objs or len(set(keys)) < len(keys) or "equally" in str(err), err
         return
     check_accounting(batches, len(objs), line_of, text_of)
 

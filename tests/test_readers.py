@@ -43,7 +43,9 @@ def test_noteevents_columns_and_lines_with_embedded_newlines(tmp_path):
     ])
     r = Reader(path, batch_size=2)
     assert r.columns.text == "TEXT" and r.columns.id == "ROW_ID"
-    assert r.columns.keep == ("SUBJECT_ID", "HADM_ID", "CATEGORY", "CHARTDATE")
+    assert r.columns.keep == ("SUBJECT_ID", "HADM_ID", "CATEGORY", "CHARTDATE", "CHARTTIME",
+                              "ISERROR")
+    assert r.columns.schema.layout == "mimic-iii" and r.columns.schema.subject == "SUBJECT_ID"
     assert r.columns.id_type is IdType.INT
     batches, lines, texts, rejects = read_all(r)
     assert [b.records for b in batches] == [2, 1] and [b.start for b in batches] == [0, 2]
@@ -106,7 +108,7 @@ def test_wrong_column_count_names_file_and_line(tmp_path):
 def test_missing_text_column_lists_columns(tmp_path):
     path = tmp_path / "x.csv"
     path.write_text("id,body\n1,a\n")
-    with pytest.raises(ValueError, match=r"no text column.*\['id', 'body'\].*--text-col"):
+    with pytest.raises(ValueError, match=r"\['id', 'body'\] fit no known note layout.*--columns.*--text-col"):
         Reader(path)
     r = Reader(path, text_col="body", id_col="id")
     assert r.columns.id_type is IdType.STR

@@ -68,7 +68,8 @@ def test_text_search_is_the_librarys_answer(http, lib):
     assert [h["score"] for h in got["hits"]] == pytest.approx([h.score for h in want], abs=1e-5)
     first = got["hits"][0]
     assert first["retrievers"] == {"dense": {"rank": 1, "score": first["score"]}}
-    assert set(first["metadata"]) == {"SUBJECT_ID", "HADM_ID", "CATEGORY", "CHARTDATE"}
+    assert set(first["metadata"]) == {"SUBJECT_ID", "HADM_ID", "CATEGORY", "CHARTDATE",
+                                      "CHARTTIME", "ISERROR"}
     assert got["mode"] == "dense" and got["query"] == {"text_chars": len(QUERY)}
     assert got["auto"] is None and got["setting"] == "dense"
 

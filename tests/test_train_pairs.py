@@ -3,7 +3,7 @@ import csv
 
 import pandas as pd
 import pytest
-from mimicsearch.icd9 import CHAPTERS, chapter, chapters
+from mimicsearch.icd import CHAPTERS, chapter, chapters
 from mimicsearch.train.pairs import (
     PairOptions,
     PairsManifest,

@@ -27,7 +27,7 @@ from mimicsearch import calibrate
 from mimicsearch.fusion import Fusion, fuse
 from mimicsearch.index.lexical import LexicalIndex, analyze, top_k
 
-from mimicsearch.icd9 import chapter
+from mimicsearch.icd import chapter
 from .protocol import KS, pair_targets, ranks, recall
 
 Scorer = Callable[[int, Sequence[int]], np.ndarray]  # (query, dropped rows) -> scores

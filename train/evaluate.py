@@ -24,7 +24,7 @@ import pandas as pd
 
 from mimicsearch.fileio import write_json
 
-from mimicsearch.icd9 import chapter
+from mimicsearch.icd import chapter
 from .modeling import load_model, prompt_text
 from .pairs import PairsManifest, Split, load_table
 from .protocol import KS, pair_targets, ranks, recall

@@ -19,7 +19,7 @@ from sentence_transformers.sentence_transformer.losses import (
 )
 from torch import Tensor, nn
 
-from mimicsearch.icd9 import CHAPTER_INDEX, CHAPTERS
+from mimicsearch.icd import CHAPTER_INDEX, CHAPTERS
 
 TEMPERATURE = 0.07
 SHARED_CHAPTER_WEIGHT = 0.3

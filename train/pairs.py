@@ -24,7 +24,7 @@ from mimicsearch.fileio import (
     write_json,
 )
 
-from mimicsearch.icd9 import chapters
+from mimicsearch.icd import chapters
 
 FORMAT_VERSION = 1
 KIND = "mimicsearch-pairs"

@@ -261,8 +261,9 @@ def explain_line(s: Searcher, mode: str, fusion, patients: bool = False) -> str:
 @click.option("--since", metavar="DATE", help="Only notes on or after DATE (YYYY-MM-DD) in "
               "--date-col.")
 @click.option("--until", metavar="DATE", help="Only notes on or before DATE (YYYY-MM-DD).")
-@click.option("--date-col", default="CHARTDATE", show_default=True,
-              help="The date column --since/--until read.")
+@click.option("--date-col", default=None,
+              help="The date column --since/--until read (default: the index's time role: "
+              "CHARTDATE, charttime, note_date, or --columns time=).")
 @click.option("--where", "where", multiple=True, metavar="COL<op>VALUE",
               help="A condition on any stored column (repeatable, all must hold): "
               "HADM_ID=134690, CATEGORY=ECG,Echo (any of), DESCRIPTION!=Report, "

@@ -25,8 +25,9 @@ from .index import _clip, _echo_json, _fusion, _mode_options, _split_ids, resolv
               help="Only notes of this CATEGORY count, any case (repeatable).")
 @click.option("--since", metavar="DATE", help="Only notes on or after DATE count.")
 @click.option("--until", metavar="DATE", help="Only notes on or before DATE count.")
-@click.option("--date-col", default="CHARTDATE", show_default=True,
-              help="The date column --since/--until read.")
+@click.option("--date-col", default=None,
+              help="The date column --since/--until read (default: the index's time role: "
+              "CHARTDATE, charttime, note_date, or --columns time=).")
 @click.option("--where", "where", multiple=True, metavar="COL<op>VALUE",
               help="A condition on any stored column, as for `query` (repeatable).")
 @_mode_options

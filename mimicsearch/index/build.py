@@ -22,6 +22,7 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from ..fileio import MANIFEST, mark_new, refuse_foreign, writer
+from ..schema import NoteSchema
 from .choice import IndexChoice, choose_index, train_rows_for
 from .commit import foreign_in_index, sweep_orphans
 from .edit import merge_shards
@@ -29,7 +30,7 @@ from .faiss_ops import faiss_message, new_index, write_index
 from .lexical import ANALYZER, SegmentWriter
 from .loaded import open_index
 from .manifest import BuildParams, FileRef, IndexManifest, IndexShard, LexicalPart, StorePart
-from .pooled import SUBJECT, PatientSums
+from .pooled import PatientSums
 from .sources import VectorSource, check_vectors
 from .store import FULL_TEXT, MetadataStore, PartWriter, document_rows, store_table
 from .tune import EVAL_K, EVAL_QUERIES, measure_quality
@@ -86,6 +87,7 @@ class BuildPlan:
     rows_per_piece: int
     pieces: tuple[Piece, ...]
     options: BuildOptions
+    schema: NoteSchema | None = None  # the notes' roles (schema.py)
 
     @property
     def sample_rows(self) -> np.ndarray:
@@ -158,7 +160,8 @@ def plan_build(source: VectorSource, options: BuildOptions,
     per = max(1, rows_per_piece or options.shard_size or n)
     pieces = tuple(Piece(a, min(a + per, n)) for a in range(0, n, per))
     return BuildPlan(choice, n, dim, source.id_type, train_rows.astype(np.int64),
-                     eval_rows.astype(np.int64), per, pieces, options)
+                     eval_rows.astype(np.int64), per, pieces, options,
+                     getattr(source, "schema", None))
 
 
 def train_quantizer(out: Path, plan: BuildPlan, sample: np.ndarray) -> Trained:
@@ -191,6 +194,7 @@ def add_piece(out: Path, plan: BuildPlan, trained: Trained, piece: Piece,
     eval_q = trained.eval_queries
     heap = faiss.ResultHeap(len(eval_q), plan.k, keep_max=True)
     part, subjects, sums, row = PartWriter(out), [], None, piece.first_row
+    subject = plan.schema.subject if plan.schema is not None else None
     try:
         for vecs, meta in batches:
             vecs = check_vectors(vecs, plan.dim)
@@ -203,9 +207,9 @@ def add_piece(out: Path, plan: BuildPlan, trained: Trained, piece: Piece,
                 lexical.add(table.column(FULL_TEXT).take(pa.array(docs)).to_pylist()
                             if FULL_TEXT in table.column_names else [None] * len(docs),
                             docs + row)
-            if SUBJECT in table.column_names:  # keyed by the raw text within the piece
-                subjects += table.column(SUBJECT).chunks
-                batch = PatientSums.of(table.column(SUBJECT), ids, vecs)
+            if subject in table.column_names:  # keyed by the raw text within the piece
+                subjects += table.column(subject).chunks
+                batch = PatientSums.of(table.column(subject), ids, vecs)
                 sums = batch if sums is None else sums.combine(
                     batch, pa.chunked_array(subjects, pa.string()), piece.first_row)
             part.add(table)
@@ -247,10 +251,12 @@ def finish_build(out: Path, plan: BuildPlan, trained: Trained,
         model_fingerprint=model_fingerprint, model_dir=str(model_dir), dimension=plan.dim,
         index_key=c.key, family=c.family, trained=trained.ref,
         shards=tuple(r.shard for r in results), store_parts=tuple(r.part for r in results),
-        rows=plan.rows, build=build, id_type=plan.id_type, encode=dict(encode or {}))
+        rows=plan.rows, build=build, id_type=plan.id_type, encode=dict(encode or {}),
+        schema=plan.schema)
     if all(r.patients is not None for r in results) and results:
+        column = MetadataStore.schema_of(out, manifest).subject
         subject = MetadataStore.load(out, manifest, verify=False,
-                                     columns=[SUBJECT]).table.column(SUBJECT)
+                                     columns=[column]).table.column(column)
         total = functools.reduce(lambda a, b: a.combine(b, subject),
                                  (r.patients for r in results))
         manifest = manifest.with_(patients=total.write(out))

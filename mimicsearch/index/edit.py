@@ -30,7 +30,7 @@ from .lexical import SegmentWriter
 from .lexical.merge import merge_segments
 from .lexical.policy import merges
 from .manifest import FileRef, IndexManifest, IndexShard
-from .pooled import SUBJECT, PatientSums
+from .pooled import PatientSums
 from .sources import check_vectors
 from .store import FULL_TEXT, MetadataStore, document_rows, store_table, write_deleted, write_part
 
@@ -228,9 +228,10 @@ def apply_changes(*, index_dir: str | Path, vectors: np.ndarray | None = None,
 def _patients_for(index_dir: Path, m: IndexManifest, new: IndexManifest, table, vectors,
                   removed: np.ndarray, gone: list) -> FileRef:
     """The patients' vector sums after a commit: the added rows' vectors in, the removed
-    rows' out, keyed by the new state's typed SUBJECT_ID."""
+    rows' out, keyed by the new state's typed patient column."""
+    column = MetadataStore.schema_of(index_dir, new).subject
     subject = MetadataStore.load(index_dir, new, verify=False,
-                                 columns=[SUBJECT]).table.column(SUBJECT)
+                                 columns=[column]).table.column(column)
     sums = PatientSums.read(index_dir, m.patients, m.dimension)
     if len(removed):
         sums = sums.combine(PatientSums.of(subject.take(pa.array(removed)), removed,

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from ..fileio import MANIFEST, read_manifest, safe_child, sha256_file, write_json
+from ..schema import NoteSchema
 
 FORMAT_VERSION = 2
 # Version 1 differs only in its lexical part (one bm25s file set); read where it has none.
@@ -343,6 +344,9 @@ class IndexManifest:
     # ICD-9 chapters per admission (build-index --diagnoses), which patient-search
     # calibration scores by; None where not given.
     diagnoses: FileRef | None = None
+    # Which stored column plays which role (mimicsearch/schema.py); None for an index
+    # built before it was recorded: the layout its store's columns fit (MIMIC-III's).
+    schema: NoteSchema | None = None
     kind: str = KIND
     format_version: int = FORMAT_VERSION
 
@@ -380,6 +384,7 @@ class IndexManifest:
         d["patients"] = asdict(self.patients) if self.patients else None
         d["calibration"] = self.calibration.to_dict() if self.calibration else None
         d["diagnoses"] = asdict(self.diagnoses) if self.diagnoses else None
+        d["schema"] = self.schema.to_dict() if self.schema else None
         return d
 
     @classmethod
@@ -419,6 +424,7 @@ class IndexManifest:
                 calibration=(Calibration.from_dict(d["calibration"]) if d.get("calibration")
                              else None),
                 diagnoses=FileRef.from_dict(d["diagnoses"]) if d.get("diagnoses") else None,
+                schema=NoteSchema.from_dict(d["schema"]) if d.get("schema") else None,
             )
         except KeyError as e:
             raise ValueError(f"index manifest is missing the field {e.args[0]!r}") from None

@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..embeddings import complete_manifest, read_shard, verify_shard
+from ..schema import NoteSchema, for_store
 
 NORM_TOLERANCE = 1e-3
 
@@ -24,6 +25,7 @@ class VectorSource(Protocol):
     dim: int
     id_type: str
     description: str
+    schema: NoteSchema  # which metadata column plays which role
 
     def read(self, first: int, end: int) -> Iterator[tuple[np.ndarray, pa.Table]]:
         """(float32 [n, dim], metadata) batches of the rows [first, end), in order."""
@@ -50,6 +52,7 @@ class ArraySource:
         self.id_type = "int64" if pa.types.is_integer(id_col.type) else "string"
         self.batch_rows = batch_rows
         self.description = description
+        self.schema = for_store(metadata.column_names)
 
     def read(self, first: int, end: int) -> Iterator[tuple[np.ndarray, pa.Table]]:
         for i in range(first, end, self.batch_rows):
@@ -70,6 +73,7 @@ class EmbeddingsSource:
         self.rows, self.dim = self.manifest.rows, self.manifest.dim
         self.id_type = self.manifest.id_type
         self.description = f"embeddings:{self.path}"
+        self.schema = self.manifest.schema
         self._starts = np.cumsum([0] + [s.rows for s in self.manifest.shards])
 
     def verify(self) -> EmbeddingsSource:

@@ -3,7 +3,8 @@
 Parquet parts under INDEX/store/, rows numbered globally from 0: a faiss id IS the store
 row. Removed rows keep their number (a tombstone list marks them) so ids never shift.
 Columns: row, id (the note's own id), [window], every metadata column the notes were
-encoded with (SUBJECT_ID, HADM_ID, CATEGORY, CHARTDATE by default, or those kept), text_hash,
+encoded with (by default every role's column, `schema.py`: SUBJECT_ID, HADM_ID, CHARTDATE,
+CHARTTIME, CATEGORY, ISERROR for MIMIC-III; the source's own names), text_hash,
 snippet. A note's whole text, where kept, lives in a file beside its part (`texts.py`), read
 by row only when asked for, so the loaded store's memory does not grow with note length. Parts hold metadata as the text the notes file held; the loaded store gives each
 column its type (integers, dates, timestamps, else strings) from all its values, so an id
@@ -24,6 +25,7 @@ import pyarrow.parquet as pq
 from ..embeddings import FULL_TEXT, SNIPPET, TEXT_HASH, snippet
 from ..fileio import atomic_path
 from .manifest import FileRef, IndexManifest, StorePart
+from ..schema import NoteSchema, for_store
 from .texts import NoteTexts, TextsWriter
 
 STORE_DIR = "store"
@@ -194,7 +196,7 @@ class MetadataStore:
     """All store rows in Arrow, metadata typed; `live[row]` is False for removed rows."""
 
     def __init__(self, table: pa.Table, deleted_rows: np.ndarray, id_type: str = "int64",
-                 texts: NoteTexts | None = None):
+                 texts: NoteTexts | None = None, schema: NoteSchema | None = None):
         rows = table.column("row").to_numpy()
         if not np.array_equal(rows, np.arange(len(rows))):
             raise ValueError("store rows are not numbered 0..n-1 in order")
@@ -208,6 +210,8 @@ class MetadataStore:
         self.live[deleted_rows] = False
         self.texts = texts or NoteTexts.empty(table.num_rows)
         self._counts: dict[str, dict] = {}
+        # Roles of the stored columns; a column `columns=` left out of the load has none.
+        self.schema = for_store(table.column_names, schema)
 
     @classmethod
     def load(cls, index_dir: str | Path, manifest: IndexManifest,
@@ -232,7 +236,15 @@ class MetadataStore:
                     else Path(index_dir) / manifest.deleted.file)
             deleted = pq.read_table(path).column("row").to_numpy()
         return cls(table, deleted, manifest.id_type,
-                   NoteTexts.open(index_dir, manifest.store_parts, verify))
+                   NoteTexts.open(index_dir, manifest.store_parts, verify), manifest.schema)
+
+    @staticmethod
+    def schema_of(index_dir: str | Path, manifest: IndexManifest) -> NoteSchema:
+        """The roles of an index's stored columns, read from its parts' schemas only."""
+        names: dict[str, None] = {}
+        for part in manifest.store_parts:
+            names.update(dict.fromkeys(pq.read_schema(Path(index_dir) / part.file.file).names))
+        return for_store(names, manifest.schema)
 
     def __len__(self) -> int:
         return self.table.num_rows
@@ -317,4 +329,5 @@ class MetadataStore:
         return self._counts[column]
 
     def categories(self) -> dict[str, int]:
-        return self.value_counts("CATEGORY") if "CATEGORY" in self.metadata_columns else {}
+        c = self.schema.category
+        return self.value_counts(c) if c in self.metadata_columns else {}

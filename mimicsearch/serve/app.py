@@ -363,8 +363,9 @@ def _routes(app: FastAPI, server: Server) -> None:
             def find():
                 subject = req.subject_id
                 if subject is not None:  # as the column's type, as filters read it
-                    subject = parse_value(server.searcher.index.store, "SUBJECT_ID",
-                                          str(subject))
+                    store = server.searcher.index.store
+                    if store.schema.subject is not None:
+                        subject = parse_value(store, store.schema.subject, str(subject))
                 found = server.searcher.similar_patients(
                     req.text, note_id=req.note_id, subject_id=subject, k=k,
                     filters=filters, mode=mode, fusion=fusion, vector=vector)
@@ -496,17 +497,19 @@ def _routes(app: FastAPI, server: Server) -> None:
             store = index.store
             columns = {n: str(t) for n, t in store.metadata_columns.items()}
             dates = None
-            if "CHARTDATE" in columns:
-                col = store.notes_table(["CHARTDATE"]).column("CHARTDATE")
-                mm = pc.min_max(col).as_py()
-                dates = {"column": "CHARTDATE", "min": mm["min"], "max": mm["max"]}
+            time = store.schema.time
+            if time in columns:
+                mm = pc.min_max(store.notes_table([time]).column(time)).as_py()
+                dates = {"column": time, "min": mm["min"], "max": mm["max"]}
             notes = len(store.ids())
             server.metrics.notes.set(notes)
             auto = {"notes": server.searcher.describe_auto(),
                     "patients": server.searcher.describe_auto(patients=True)}
-            return index, store, columns, dates, notes, server.searcher.modes, auto
+            return (index, store, columns, dates, notes, server.searcher.modes, auto,
+                    store.schema)
 
-        index, store, columns, dates, notes, modes, auto = await server.on_index(describe)
+        index, store, columns, dates, notes, modes, auto, schema = await server.on_index(
+            describe)
         enc = server.encoder
         m = index.manifest
         return jsonable_encoder({
@@ -516,7 +519,9 @@ def _routes(app: FastAPI, server: Server) -> None:
             "model": {"id": server.model_names()[0], "dimension": enc.dimension,
                       "dimensions": enc.dims, "precision": enc.precision,
                       "runtime": enc.runtime.value, "max_seq_length": enc.max_seq_length},
-            "modes": [AUTO, *modes], "auto": auto, "columns": columns, "categories": store.categories(),
+            "modes": [AUTO, *modes], "auto": auto, "columns": columns,
+            "schema": {"layout": schema.layout, "roles": schema.roles()},
+            "categories": store.categories(),
             "dates": dates, "full_text": store.texts.kept, "auth": s.auth,
             "limits": {"max_k": s.max_k, "max_body_bytes": s.max_body_bytes,
                        "max_text_chars": s.max_text_chars, "max_inputs": s.max_inputs}})

@@ -41,7 +41,8 @@ class _Filters(_Request):
     until: dt.date | None = Field(None, description="Latest date (inclusive) of date_col.")
     where: list[str] = Field([], description="Conditions on any stored column: "
                              "'HADM_ID=134690', 'CHARTDATE>=2150-01-01', 'CATEGORY!=ECG'.")
-    date_col: str = Field("CHARTDATE", description="The column since/until apply to.")
+    date_col: str | None = Field(None, description="The column since/until apply to; by "
+                                 "default the index's time role (CHARTDATE, charttime, …).")
 
 
 class SearchRequest(_Filters):
