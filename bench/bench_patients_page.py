@@ -51,7 +51,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=60, help="Timed requests per action.")
     args = ap.parse_args()
     lib = Searcher(args.index, verify=False)
-    subjects = sorted({n.subject_id for n in lib.notes(lib.ids()[::50], text=False)})
+    subjects = sorted({n.subject for n in lib.notes(lib.ids()[::50], text=False)})
     print(f"index {args.index}: {len(lib.ids())} notes, {len(set(subjects))}+ patients; "
           f"host {platform.machine()}, CPU flags: {cpu_flags()}")
     with tempfile.TemporaryDirectory() as tmp:

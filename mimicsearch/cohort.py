@@ -38,28 +38,28 @@ def provenance(*, name: str | None, query: dict, mode: str, fusion, filters, k: 
 
 
 def selection(patients: list, subjects: Sequence | None) -> list:
-    """The patients whose SUBJECT_ID is in `subjects` (all where None), in rank order; a
+    """The patients (the subject role) in `subjects` (all where None), in rank order; a
     subject the search did not return is an error, not a silent gap in the cohort."""
     if subjects is None:
         return patients
     wanted = {str(s) for s in subjects}
-    missing = wanted - {str(p.subject_id) for p in patients}
+    missing = wanted - {str(p.subject) for p in patients}
     if missing:
-        raise ValueError(f"selected SUBJECT_ID(s) {sorted(missing)} are not among the "
+        raise ValueError(f"selected patient(s) {sorted(missing)} are not among the "
                          f"{len(patients)} patients this search returns; raise k or leave "
                          "them out")
-    return [p for p in patients if str(p.subject_id) in wanted]
+    return [p for p in patients if str(p.subject) in wanted]
 
 
 def table(patients: list, request: dict) -> pa.Table:
     """A row per patient: rank, subject, score, notes judged, admissions, first/last date,
     categories, its best notes' ids, then the request."""
-    rows = [{"rank": p.rank, "subject_id": p.subject_id, "score": p.score, "notes": p.notes,
+    rows = [{"rank": p.rank, "subject": p.subject, "score": p.score, "notes": p.notes,
              "admissions": p.admissions, "first_date": p.first_date,
              "last_date": p.last_date, "categories": p.categories,
              "matching_note_ids": [m.id for m in p.matches]} for p in patients]
     body = pa.Table.from_pylist(rows) if rows else pa.table(
-        {"rank": pa.array([], pa.int64()), "subject_id": pa.array([], pa.string()),
+        {"rank": pa.array([], pa.int64()), "subject": pa.array([], pa.string()),
          "score": pa.array([], pa.float64()), "notes": pa.array([], pa.int64()),
          "admissions": pa.array([], pa.list_(pa.string())),
          "first_date": pa.array([], pa.date32()), "last_date": pa.array([], pa.date32()),

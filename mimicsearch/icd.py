@@ -10,6 +10,8 @@ purposes, e.g. U07.1 COVID-19) has no ICD-9 counterpart and no chapter.
 """
 from __future__ import annotations
 
+from .schema import SchemaError
+
 # (first three-digit category, last, chapter id): the 17 chapters of ICD-9-CM, then the two
 # supplementary classifications, external causes (E) and health-status factors (V).
 CHAPTER_RANGES: tuple[tuple[int, int, str], ...] = (
@@ -104,7 +106,7 @@ def parse_version(value, where: str) -> int:
     except ValueError:
         v = None
     if v not in (9.0, 10.0):
-        raise ValueError(f"{where}: icd_version {value!r}; valid: 9 or 10")
+        raise SchemaError(f"{where}: icd_version {value!r}; valid: 9 or 10")
     return int(v)
 
 

@@ -36,7 +36,8 @@ from .index import (
 )
 from .model_manifest import ModelManifest
 from .options import EncodeOptions
-from .readers import IdType, Reader, as_table, is_table, write_rejects
+from .readers import IdType, as_inputs, as_table, is_table, open_notes, write_rejects
+from .schema import NoteSchema, SchemaError
 
 ENGINES = ("local", "spark")
 # Warn when more than this share of the notes was cut at the model's token limit.
@@ -118,7 +119,19 @@ def encode_notes(notes, *, model_dir: str | Path, out_dir: str | Path,
 
 
 def _is_embeddings(notes) -> bool:
+    if isinstance(notes, (list, tuple)):
+        if len(notes) > 1 and any(not is_table(n) and Path(n).is_dir() for n in notes):
+            raise ValueError("give one embeddings directory, or notes files only")
+        return False
     return not is_table(notes) and Path(notes).is_dir()
+
+
+def _single(notes):
+    """One input as itself, several (files) as a list."""
+    if isinstance(notes, (list, tuple)):
+        notes = as_inputs(notes)
+        return notes[0] if len(notes) == 1 else notes
+    return notes
 
 
 def embeddings_for(notes, *, model_dir: str | Path | None, embeddings_dir: Path,
@@ -170,8 +183,10 @@ def build_index_from(notes, *, out_dir: str | Path, model_dir: str | Path | None
                      partitions: int | None = None, master: str | None = None,
                      spark=None, calibrate: bool = True,
                      diagnoses: str | Path | None = None) -> IndexSummary:
-    """`build-index`: encode notes (a file or a table) into OUT/embeddings, or take an
-    embeddings directory, then build the index over them, both on `engine`.
+    """`build-index`: encode notes (a file, several files read as one, or a table) into
+    OUT/embeddings, or take an embeddings directory, then build the index over them, both
+    on `engine`. The notes' columns get their roles from their layout (`schema.py`) or
+    `encode.columns`.
 
     `encode` says how notes are encoded (columns, metadata to keep, dim, long notes,
     precision); notes get snippets and their whole text for the store unless it
@@ -188,6 +203,7 @@ def build_index_from(notes, *, out_dir: str | Path, model_dir: str | Path | None
         raise ValueError(f"only IVF indexes can be merged on disk; --index-key "
                          f"{build.index_key!r} is not one")
     out = Path(out_dir)
+    notes = _single(notes)
     claim_out_dir(out)  # before encoding: a finished index is refused at once
     if diagnoses is not None:
         read_chapters(diagnoses)  # a bad file fails now, not after the encoding
@@ -229,11 +245,25 @@ def _live_notes(index_dir: Path, m: IndexManifest) -> int:
     return len(MetadataStore.load(index_dir, m, verify=False).ids())
 
 
-def _index_options(m: IndexManifest, text_col, id_col, input_format) -> EncodeOptions:
-    """New notes are encoded as the index's own were; only how they are read may differ."""
+def _index_options(m: IndexManifest, text_col, id_col, input_format,
+                   columns: str | None = None) -> EncodeOptions:
+    """New notes are encoded as the index's own were; only how they are read may differ
+    (`columns` replaces the roles the index was built with)."""
     options = EncodeOptions.from_dict(m.encode) if m.encode else EncodeOptions(dim=m.dimension)
     return options.replace(text_col=text_col, id_col=id_col, input_format=input_format,
-                           id_type=m.id_type)
+                           id_type=m.id_type, columns=columns or options.columns)
+
+
+def _check_roles(index_dir: Path, m: IndexManifest, schema: NoteSchema | None, notes) -> None:
+    """Refuse notes whose roles sit in other columns than the index's (a patient column the
+    index does not filter by would be silently lost)."""
+    if schema is None:
+        return
+    have = MetadataStore.schema_of(index_dir, m)
+    if not have.same_roles(schema.stored(list(have.metadata) + list(schema.metadata))):
+        raise SchemaError(
+            f"{_name(notes)}: its columns ({schema.describe()}) play other roles than the "
+            f"index's ({have.describe()}); name them as the index does with --columns")
 
 
 def _keep_rejects(index_dir: Path, command: str, tmp: Path) -> str | None:
@@ -266,18 +296,20 @@ def _encode_into(tmp: Path, notes, model_dir, options: EncodeOptions, threads, p
 def add_notes(notes, *, index_dir: str | Path, model_dir: str | Path | None = None,
               text_col: str | None = None, id_col: str | None = None,
               input_format: str | None = None, threads: int | None = None,
-              progress: bool = True) -> IndexSummary:
-    """`add`: encode new notes (a file or a table) as the index's own notes were encoded
-    (the options its manifest records; `text_col`/`id_col` name the new columns) and append
-    them; an embeddings directory is appended as it is, if its model matches.
+              progress: bool = True, columns: str | None = None) -> IndexSummary:
+    """`add`: encode new notes (a file, several read as one, or a table) as the index's
+    own notes were encoded (the options its manifest records; `text_col`/`id_col`/`columns`
+    name the new columns, whose roles must be the index's) and append them; an embeddings
+    directory is appended as it is, if its model matches.
 
     Ids already in the index are refused before anything is encoded (use `sync_notes` to
     replace edited notes). Rejected rows are listed in INDEX/rejects-add.csv.
     """
     index_dir = Path(index_dir)
+    notes = _single(notes)
     m = IndexManifest.load(index_dir)
     model_dir = model_dir or m.model_dir or None
-    options = _index_options(m, text_col, id_col, input_format)
+    options = _index_options(m, text_col, id_col, input_format, columns)
     if is_table(notes):  # read twice below (ids first, then texts): a stream only once
         notes = as_table(notes)
     if not _is_embeddings(notes):
@@ -285,6 +317,8 @@ def add_notes(notes, *, index_dir: str | Path, model_dir: str | Path | None = No
             raise ValueError(f"{_name(notes)} holds notes and this index records no model: "
                              "pass --model to encode them")
         _refuse_present(index_dir, m, notes, options)
+    else:
+        _check_roles(index_dir, m, EmbeddingsManifest.load(notes).schema, notes)
     tmp = mark_new(index_dir / f".adding-{uuid.uuid4().hex[:12]}")
     try:
         vecs, table, encoded, emb = _encode_into(
@@ -308,20 +342,32 @@ def add_notes(notes, *, index_dir: str | Path, model_dir: str | Path | None = No
         warnings=_warnings(encoded, options.long), calibrated=_chosen(record))
 
 
+def _columns_of(cols) -> str:
+    """A reader's roles as a `--columns` text, to read again a table of its columns."""
+    have = {cols.id, cols.text, *cols.keep}
+    return ",".join(f"{r}={c}" for r, c in cols.schema.roles().items() if c in have)
+
+
 def _name(notes) -> str:
+    if isinstance(notes, (list, tuple)):
+        return " + ".join(map(str, notes))
     return "the table" if is_table(notes) else str(notes)
 
 
-def _reader(notes, options: EncodeOptions, m: IndexManifest) -> Reader:
-    return Reader(notes, options.text_col, options.id_col,
-                  None if options.keep is None else list(options.keep),
-                  IdType.INT if m.id_type == "int64" else IdType.STR, options.input_format)
+def _reader(notes, options: EncodeOptions, m: IndexManifest, index_dir: Path):
+    reader = open_notes(notes, options.text_col, options.id_col,
+                        None if options.keep is None else list(options.keep),
+                        IdType.INT if m.id_type == "int64" else IdType.STR,
+                        options.input_format, columns=options.columns)
+    _check_roles(index_dir, m, reader.columns.schema, notes)
+    return reader
 
 
 def _refuse_present(index_dir: Path, m: IndexManifest, notes, options: EncodeOptions) -> None:
     """Refuse, before encoding, notes whose ids the index already holds."""
+    reader = _reader(notes, options, m, index_dir)
     live = set(MetadataStore.load(index_dir, m).ids().to_pylist())
-    clash = [i for b in _reader(notes, options, m) for i in b.ids if i in live]
+    clash = [i for b in reader for i in b.ids if i in live]
     if clash:
         raise ValueError(f"{len(clash)} notes of {_name(notes)} have ids already in the index "
                          f"(e.g. {clash[:5]}); `sync` replaces edited notes, `remove` "
@@ -332,9 +378,10 @@ def _refuse_present(index_dir: Path, m: IndexManifest, notes, options: EncodeOpt
 def sync_notes(notes, *, index_dir: str | Path, model_dir: str | Path | None = None,
                remove_missing: bool = False, text_col: str | None = None,
                id_col: str | None = None, input_format: str | None = None,
-               threads: int | None = None, progress: bool = True) -> IndexSummary:
-    """`sync`: make the index hold `notes` (a snapshot: a file or a table with an id
-    column). New ids are encoded and added; notes whose text changed (by the text hash the
+               threads: int | None = None, progress: bool = True,
+               columns: str | None = None) -> IndexSummary:
+    """`sync`: make the index hold `notes` (a snapshot with an id column: a file, several
+    files read as one, or a table). New ids are encoded and added; notes whose text changed (by the text hash the
     index stores per row) are re-encoded and replace their old rows; with `remove_missing`
     ids absent from the snapshot are removed. Unchanged notes are not encoded again.
 
@@ -343,6 +390,7 @@ def sync_notes(notes, *, index_dir: str | Path, model_dir: str | Path | None = N
     changes nothing. Rejected rows are listed in INDEX/rejects-sync.csv.
     """
     index_dir = Path(index_dir)
+    notes = _single(notes)
     m = IndexManifest.load(index_dir)
     model_dir = model_dir or m.model_dir or None
     if model_dir is None:
@@ -350,14 +398,14 @@ def sync_notes(notes, *, index_dir: str | Path, model_dir: str | Path | None = N
     if _is_embeddings(notes):
         raise ValueError(f"{notes} is an embeddings directory; sync reads notes (a file or "
                          "a table), so it can compare their texts with the index")
-    options = _index_options(m, text_col, id_col, input_format)
+    options = _index_options(m, text_col, id_col, input_format, columns)
     store = MetadataStore.load(index_dir, m)
     indexed = store.notes_table(["id", TEXT_HASH])
     stored = dict(zip(indexed.column("id").to_pylist(), indexed.column(TEXT_HASH).to_pylist()))
-    reader = _reader(notes, options, m)
+    reader = _reader(notes, options, m, index_dir)
     if reader.columns.id is None:
-        raise ValueError(f"{_name(notes)} has no id column (looked for ROW_ID, note_id): sync "
-                         "matches notes by id; pass --id-col (id_col=)")
+        raise ValueError(f"{_name(notes)} has no id column (the layout's ROW_ID or note_id): "
+                         "sync matches notes by id; pass --columns id=COLUMN (id_col=)")
     cols = reader.columns
     wanted: dict[str, list] = {c: [] for c in (cols.id, cols.text, *cols.keep)}
     seen, rejects, read, unchanged, edited = set(), [], 0, 0, []
@@ -388,7 +436,8 @@ def sync_notes(notes, *, index_dir: str | Path, model_dir: str | Path | None = N
             vecs, meta, encoded, emb = _encode_into(
                 tmp, table, model_dir, options.replace(text_col=cols.text, id_col=cols.id,
                                                        keep=tuple(cols.keep),
-                                                       input_format=None),
+                                                       input_format=None,
+                                                       columns=_columns_of(cols)),
                 threads, progress)
             check_model(m, EmbeddingsManifest.load(emb).model_fingerprint, model_dir)
         r = apply_changes(index_dir=index_dir, vectors=vecs, metadata=meta, remove_ids=remove,

@@ -566,7 +566,7 @@ class Readers:
         named = [str(p) for p in self.paths]
         again = {p for p in named if named.count(p) > 1}
         if again:
-            raise ValueError(f"{sorted(again)[0]} is given twice; give each notes file once")
+            raise SchemaError(f"{sorted(again)[0]} is given twice; give each notes file once")
         self._kw = dict(text_col=text_col, id_col=id_col, keep=keep, id_type=id_type,
                         input_format=input_format, batch_size=batch_size, delimiter=delimiter,
                         columns=columns)
@@ -639,8 +639,8 @@ def check_unique_ids(readers: list[Reader]) -> None:
         for value in _ids_of(r):
             other = first.setdefault(value, r.path)
             if other != r.path:
-                raise ValueError(f"note id {value!r} is in both {other} and {r.path}; ids "
-                                 "must be unique across the files of one index")
+                raise SchemaError(f"note id {value!r} is in both {other} and {r.path}; ids "
+                                  "must be unique across the files of one index")
 
 
 def _ids_of(reader: Reader) -> Iterator[str]:

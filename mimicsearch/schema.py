@@ -77,8 +77,17 @@ FLAG = "--columns"
 EXAMPLE = "--columns id=nid,subject=pt,admission=enc,time=written_at,category=kind,text=body"
 
 
+COLUMNS_HELP = ("Roles of the note table's columns, for a table no layout fits or to "
+                "change one: id, subject, admission, time, exact_time, category, error, "
+                "sequence, text (e.g. id=nid,subject=pt,time=written_at,text=body; "
+                "layout=mimic-iii|mimic-iv-note|omop picks a layout; role= drops one). "
+                "Default: detected (MIMIC-III NOTEEVENTS, MIMIC-IV-Note, OMOP NOTE).")
+
+
 class SchemaError(ValueError):
-    """The columns fit no layout, fit two, or a role names a column that is not there."""
+    """Input whose shape the command cannot take: columns that fit no layout or two, a role
+    naming a column that is not there, files that do not fit together (one note id in
+    two), a diagnosis revision other than ICD-9 or ICD-10. The CLI exits 2 (usage)."""
 
 
 @dataclass(frozen=True)

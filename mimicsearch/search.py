@@ -35,17 +35,19 @@ __all__ = ["MODES", "Filters", "Fusion", "Hit", "Note", "PatientHit", "Results",
 
 @dataclass(frozen=True)
 class Hit:
-    """One returned note. `metadata` holds every stored column, typed (ints, dates); the
-    four MIMIC columns are also fields of their own (None where the index lacks them)."""
+    """One returned note. `metadata` holds every stored column under its source name, typed
+    (ints, dates); the roles (`schema.py`) are also fields of their own, named the same for
+    every layout: subject (the patient), admission, category, time (None where the index
+    lacks them)."""
 
     query: int
     rank: int
     id: int | str
     score: float
-    subject_id: int | str | None
-    hadm_id: int | str | None
+    subject: int | str | None
+    admission: int | str | None
     category: str | None
-    chartdate: object
+    time: object
     snippet: str | None
     row: int
     window: int | None = None
@@ -63,10 +65,10 @@ class Note:
     otherwise, e.g. `build-index --no-full-text`); `snippet` is its opening."""
 
     id: int | str
-    subject_id: int | str | None
-    hadm_id: int | str | None
+    subject: int | str | None
+    admission: int | str | None
     category: str | None
-    chartdate: object
+    time: object
     snippet: str | None
     text: str | None
     row: int
@@ -86,7 +88,7 @@ class PatientHit:
     rank and score of the patient."""
 
     rank: int
-    subject_id: int | str
+    subject: int | str
     score: float
     notes: int
     best: Hit

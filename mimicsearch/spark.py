@@ -304,7 +304,7 @@ def local_decisions(input_path: str | Path, options: EncodeOptions
     decision for every row and report it by the same source line."""
     reader = Reader(input_path, options.text_col, options.id_col,
                     None if options.keep is None else list(options.keep), options.id_type,
-                    options.input_format)
+                    options.input_format, columns=options.columns)
     cols = reader.columns
     numbers, lines, ids, rejects, read = [], [], [], [], 0
     for batch in reader:
@@ -335,6 +335,12 @@ def encode_corpus_spark(input_path: str | Path, *, model_dir: str | Path,
     Spark reads the file again for the texts and encodes them on the executors.
     """
     t0 = time.perf_counter()
+    if isinstance(input_path, (list, tuple)):
+        if len(input_path) != 1:
+            raise ValueError("the Spark engine reads one notes file; encode several (e.g. "
+                             "MIMIC-IV-Note's discharge and radiology) with --engine local, "
+                             "or concatenate them into one file first")
+        input_path = input_path[0]
     if is_table(input_path):
         raise ValueError("the Spark engine reads notes files; encode an in-memory table with "
                          "the local engine, or a Spark DataFrame with embed_dataframe()")
@@ -387,7 +393,8 @@ def encode_corpus_spark(input_path: str | Path, *, model_dir: str | Path,
     truncated = sum(s.truncated for s in shards)
     settings = {"engine": "spark", "input": str(Path(input_path).resolve()),
                 "text_col": cols.text, "id_col": cols.id, "keep": list(cols.keep),
-                "id_type": cols.id_type.value, "model_fingerprint": manifest.fingerprint,
+                "id_type": cols.id_type.value, "schema": cols.schema.to_dict(),
+                "model_fingerprint": manifest.fingerprint,
                 "model_file_sha256": manifest.variant(o.precision, o.runtime).sha256,
                 "options": o.to_dict(), "prompt": o.prompt, "dim": out_dim, "long": o.long,
                 "max_length": o.max_length or manifest.max_seq_length}

@@ -37,6 +37,6 @@ body = json.dumps({"text": "chest pain radiating to the left arm", "k": 3,
                    "categories": ["ECG", "Physician"]}).encode()
 req = urllib.request.Request(url + "/search", body, {"Content-Type": "application/json"})
 for h in json.load(urllib.request.urlopen(req, timeout=60))["hits"]:
-    print(f"{h['rank']}. note {h['id']} ({h['category']}, {h['chartdate']}) {h['score']:.3f}  {h['snippet'][:70]}")
+    print(f"{h['rank']}. note {h['id']} ({h['category']}, {h['time']}) {h['score']:.3f}  {h['snippet'][:70]}")
 PY
 echo "browse it: mimicsearch serve runs/demo-index, then open http://127.0.0.1:8000"

@@ -60,9 +60,9 @@ def test_patient_hits_carry_best_notes_admissions_dates_and_categories(dated, mo
     for filters, mask in ((None, None), (Filters(categories=["Nursing"]),
                                          df.CATEGORY == "Nursing")):
         got = s.similar_patients(subject_id=200, k=5, mode=mode, filters=filters)
-        assert got and 200 not in [p.subject_id for p in got]
+        assert got and 200 not in [p.subject for p in got]
         for p in got:
-            mine = notes_of(df, p.subject_id, mask)
+            mine = notes_of(df, p.subject, mask)
             assert p.notes == len(mine)
             assert p.admissions == sorted(set(mine.HADM_ID))
             assert (p.first_date, p.last_date) == (mine.CHARTDATE.min(), mine.CHARTDATE.max())
@@ -82,11 +82,11 @@ def test_cohort_table_selection_files_and_request(dated, tmp_path):
     fusion = Fusion("weighted", lexical_weight=0.5)
     filters = Filters(categories=["Nursing", "Radiology"])
     patients = s.similar_patients("heparin sepsis", k=4, mode="lexical", filters=filters)
-    chosen = [patients[2].subject_id, patients[0].subject_id]
+    chosen = [patients[2].subject, patients[0].subject]
     cohort = s.cohort("heparin sepsis", k=4, mode="lexical", filters=filters,
                       select=[str(c) for c in chosen], name="septic")
-    assert cohort.column("subject_id").to_pylist() == [patients[0].subject_id,
-                                                      patients[2].subject_id]
+    assert cohort.column("subject").to_pylist() == [patients[0].subject,
+                                                      patients[2].subject]
     assert cohort.column("rank").to_pylist() == [1, 3]
     assert cohort.column("matching_note_ids").to_pylist()[0] == [m.id for m in
                                                                  patients[0].matches]
@@ -101,8 +101,8 @@ def test_cohort_table_selection_files_and_request(dated, tmp_path):
 
     whole = s.cohort(subject_id=200, k=5, mode="hybrid", fusion=fusion)
     assert json.loads(whole.column("fusion")[0].as_py()) == fusion.to_dict()
-    assert whole.column("subject_id").to_pylist() == [
-        p.subject_id for p in s.similar_patients(subject_id=200, k=5, mode="hybrid",
+    assert whole.column("subject").to_pylist() == [
+        p.subject for p in s.similar_patients(subject_id=200, k=5, mode="hybrid",
                                                  fusion=fusion)]
     for fmt in cohorts.FORMATS:
         path = cohorts.write(whole, tmp_path / f"c.{fmt}")
@@ -112,7 +112,7 @@ def test_cohort_table_selection_files_and_request(dated, tmp_path):
             assert cohorts.read_request(path) == json.loads(
                 whole.schema.metadata[cohorts.METADATA_KEY])
         else:
-            assert back.subject_id.tolist() == whole.column("subject_id").to_pylist()
+            assert back.subject.tolist() == whole.column("subject").to_pylist()
             assert back.matching_note_ids.tolist() == [
                 ";".join(map(str, ids)) for ids in whole.column("matching_note_ids").to_pylist()]
             assert set(back.exported_at) == {whole.column("exported_at")[0].as_py()}
@@ -133,18 +133,18 @@ def test_patients_cli_writes_a_cohort(serve_index, tmp_path):
     assert all(p["matches"] and "first_date" in p for p in shown)
     path = tmp_path / "cohort.parquet"
     out = mimicsearch("patients", serve_index, "chest pain troponin", "-k", "6", "--out", path,
-                      "--select", f"{shown[1]['subject_id']},{shown[4]['subject_id']}",
+                      "--select", f"{shown[1]['subject']},{shown[4]['subject']}",
                       "--name", "chest")
     assert out.returncode == 0, out.stderr
     assert "wrote 2 patients" in out.stderr
     cohort = pq.read_table(path)
-    assert cohort.column("subject_id").to_pylist() == [shown[1]["subject_id"],
-                                                      shown[4]["subject_id"]]
+    assert cohort.column("subject").to_pylist() == [shown[1]["subject"],
+                                                      shown[4]["subject"]]
     assert cohort.column("cohort").to_pylist() == ["chest", "chest"]
     csv = tmp_path / "all.csv"
     out = mimicsearch("patients", serve_index, "chest pain troponin", "-k", "6", "--out", csv)
     assert out.returncode == 0, out.stderr
-    assert pd.read_csv(csv).subject_id.tolist() == [p["subject_id"] for p in shown]
+    assert pd.read_csv(csv).subject.tolist() == [p["subject"] for p in shown]
     bad = mimicsearch("patients", serve_index, "chest pain", "--select", "1")
     assert bad.returncode == 2 and "add --out" in bad.stderr
     bad = mimicsearch("patients", serve_index, "chest pain", "--out", tmp_path / "c.xlsx")

@@ -77,7 +77,7 @@ def test_a_dataframe_builds_an_index_with_integer_ids_that_filter(night_one, not
     hits = s.search_notes([int(notes.ROW_ID.iloc[0])], k=60,
                           filters=Filters(where=[f"HADM_ID={hadm}"]))[0]
     want = set(notes.ROW_ID[notes.HADM_ID == hadm]) - {int(notes.ROW_ID.iloc[0])}
-    assert {h.id for h in hits} == want and all(h.hadm_id == hadm for h in hits)
+    assert {h.id for h in hits} == want and all(h.admission == hadm for h in hits)
     subject = int(notes.SUBJECT_ID.iloc[0])
     hits = s.search_notes([int(notes.ROW_ID.iloc[0])], k=60,
                           filters=Filters(subjects=[str(subject)]))[0]

@@ -128,7 +128,7 @@ def test_tombstones_are_in_the_selector(index_dir, corpus, tmp_path, monkeypatch
     remove_from_index(gone, index_dir=ix)
     (after,) = s.search_vectors(x[5], k=5, filters=f)  # same Searcher: it reloads
     assert not set(gone) & {h.id for h in after} and len(after) == 5
-    assert all(h.hadm_id < 100300 for h in after)
+    assert all(h.admission < 100300 for h in after)
 
 
 def test_hits_carry_typed_metadata_and_convert_to_tables(index_dir, corpus):
@@ -136,7 +136,7 @@ def test_hits_carry_typed_metadata_and_convert_to_tables(index_dir, corpus):
     res = Searcher(index_dir).search_vectors(x[:2], k=3, filters=Filters(
         where=["DESCRIPTION=Report"]))
     hit = res[0][0]
-    assert hit.metadata["DESCRIPTION"] == "Report" and isinstance(hit.subject_id, int)
+    assert hit.metadata["DESCRIPTION"] == "Report" and isinstance(hit.subject, int)
     t = res.to_arrow()
     assert t.num_rows == 6 and t.schema.field("CHARTDATE").type == pa.date32()
     assert t.schema.field("HADM_ID").type == pa.int64()

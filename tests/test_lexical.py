@@ -250,13 +250,13 @@ def test_patient_search_on_constructed_patients(tmp_path):
     s = Searcher(ix)
     for mode in ("dense", "lexical", "hybrid"):
         ranked = s.similar_patients(subject_id=1, k=3, mode=mode)
-        assert ranked[0].subject_id == 2, mode
-        assert 1 not in [p.subject_id for p in ranked]
-        assert ranked[0].notes == 4 and ranked[0].best.subject_id == 2
+        assert ranked[0].subject == 2, mode
+        assert 1 not in [p.subject for p in ranked]
+        assert ranked[0].notes == 4 and ranked[0].best.subject == 2
         by_note = s.similar_patients(note_id=31, k=1, mode=mode)
-        assert by_note[0].subject_id == 4, mode
+        assert by_note[0].subject == 4, mode
     ranked = s.similar_patients("femur fracture", k=2, mode="lexical")
-    assert {p.subject_id for p in ranked} == {3, 4}
+    assert {p.subject for p in ranked} == {3, 4}
     assert [p.rank for p in ranked] == [1, 2] and ranked[0].score >= ranked[1].score
     with pytest.raises(ValueError, match="exactly one"):
         s.similar_patients("x", subject_id=1)
@@ -297,23 +297,23 @@ def test_dense_patient_search_equals_pooled_brute_force(tmp_path):
     for filters, candidates in ((None, live), (Filters(categories=["Nursing"]), nursing)):
         got = s.similar_patients(subject_id=101, k=6, filters=filters, mode="dense")
         want = brute(101, candidates)
-        assert [p.subject_id for p in got] == [p for p, _ in want]
+        assert [p.subject for p in got] == [p for p, _ in want]
         assert np.allclose([p.score for p in got], [sc for _, sc in want], atol=1e-5)
         best = got[0].best
-        assert best.subject_id == got[0].subject_id
+        assert best.subject == got[0].subject
         assert filters is None or best.category == "Nursing"
     pooled = s.similar_patients(subject_id=101, k=6, mode="dense")[0]
-    assert pooled.notes == len(set(meta.column("id").to_numpy()[subjects == pooled.subject_id]))
+    assert pooled.notes == len(set(meta.column("id").to_numpy()[subjects == pooled.subject]))
     gone = meta.column("id").to_numpy()[subjects == 102][:2].tolist()
     remove_from_index(gone, index_dir=ix)
     live[np.isin(meta.column("id").to_numpy(), gone)] = False
     got = s.similar_patients(subject_id=101, k=6, mode="dense")
     want = brute(101, live)
-    assert [p.subject_id for p in got] == [p for p, _ in want]
+    assert [p.subject for p in got] == [p for p, _ in want]
     assert np.allclose([p.score for p in got], [sc for _, sc in want], atol=1e-5)
     fused = s.similar_patients(subject_id=101, k=6, mode="hybrid",
                                fusion=Fusion(lexical_weight=0))
-    assert [p.subject_id for p in fused] == [p for p, _ in want]
+    assert [p.subject for p in fused] == [p for p, _ in want]
     assert all(set(p.retrievers) == {"dense", "lexical"} for p in fused)
     assert [p.retrievers["dense"]["rank"] for p in fused] == list(range(1, 7))
 
@@ -373,7 +373,7 @@ def test_lexical_patient_search_is_bm25_over_joined_histories(tmp_path):
                       key=lambda t: -t[1])
 
     def check(got, expected):
-        assert [str(p.subject_id) for p in got] == [p for p, _ in expected][:len(got)]
+        assert [str(p.subject) for p in got] == [p for p, _ in expected][:len(got)]
         assert np.allclose([p.score for p in got], [v for _, v in expected][:len(got)],
                            rtol=1e-5)
 
@@ -386,8 +386,8 @@ def test_lexical_patient_search_is_bm25_over_joined_histories(tmp_path):
         check(got, want(history, candidates, "101"))
         assert len(got) == 6
         for p in got:
-            mine = first & candidates & (subject == str(p.subject_id))
-            assert p.notes == mine.sum() and p.best.subject_id == p.subject_id
+            mine = first & candidates & (subject == str(p.subject))
+            assert p.notes == mine.sum() and p.best.subject == p.subject
             assert mine[p.best.row] and p.best.retrievers["lexical"]["rank"] == 1
     got = s.similar_patients("heparin stent sepsis", k=6, mode="lexical")
     check(got, want(terms(["heparin stent sepsis"]), everyone))
@@ -417,14 +417,14 @@ def test_lexical_patient_search_is_bm25_over_joined_histories(tmp_path):
         return {p: (scores[p] - lo) / (hi - lo) for p in top}
     d, lx = scaled(dense), scaled({p: lexical.get(p, 0.0) for p in dense})
     expected = sorted(top, key=lambda p: -(d[p] + 0.5 * lx[p]))[:2]
-    assert [str(p.subject_id) for p in fused] == expected
+    assert [str(p.subject) for p in fused] == expected
     assert np.allclose([p.score for p in fused], [d[p] + 0.5 * lx[p] for p in expected],
                        atol=1e-5)
     for p in fused:
-        assert p.retrievers["dense"]["score"] == pytest.approx(dense[str(p.subject_id)],
+        assert p.retrievers["dense"]["score"] == pytest.approx(dense[str(p.subject)],
                                                                abs=1e-5)
         assert p.retrievers["lexical"]["score"] == pytest.approx(
-            lexical.get(str(p.subject_id), 0.0), rel=1e-5)
+            lexical.get(str(p.subject), 0.0), rel=1e-5)
 
 
 def test_an_index_of_the_older_format_is_read_or_refused_with_the_fix(tmp_path):
@@ -478,12 +478,12 @@ def test_query_and_patients_cli_in_every_mode(serve_index, tmp_path):
     bad = mimicsearch("query", str(serve_index), "heparin", "--mode", "hybrid",
                       "--weights", "one,two")
     assert bad.returncode == 2 and "DENSE,LEXICAL" in bad.stderr
-    subject = Searcher(serve_index).notes(Searcher(serve_index).ids()[:1])[0].subject_id
+    subject = Searcher(serve_index).notes(Searcher(serve_index).ids()[:1])[0].subject
     out = mimicsearch("patients", str(serve_index), "--subject", str(subject), "--mode",
                       "hybrid", "-k", "3", "--json")
     assert out.returncode == 0, out.stderr
     patients = json.loads(out.stdout)["patients"]
-    assert len(patients) == 3 and subject not in [p["subject_id"] for p in patients]
+    assert len(patients) == 3 and subject not in [p["subject"] for p in patients]
     bad = mimicsearch("patients", str(serve_index), "--subject", "999999999")
     assert bad.returncode == 1 and "not in this index" in bad.stderr
     bad = mimicsearch("patients", str(serve_index), "--subject", "nobody")

@@ -172,7 +172,7 @@ def test_patients_course_cohort_export_url_and_back(page, browser, serve_index, 
         sync_api.expect(rows.first).to_be_visible()
         request = {"text": query, "k": 20}  # the API's default mode, auto, as the page's
         answer = httpx.post(served.url + "/patients/search", json=request).json()["patients"]
-        subjects = [p["subject_id"] for p in answer]
+        subjects = [p["subject"] for p in answer]
         assert len(subjects) == 6 and [int(r.get_attribute("data-subject-id"))
                                        for r in rows.all()] == subjects
         assert rows.first.locator(".matches li").count() == len(answer[0]["matches"])
@@ -206,7 +206,7 @@ def test_patients_course_cohort_export_url_and_back(page, browser, serve_index, 
         exported = pd.read_csv(download.value.path())
         api = pd.read_csv(io.BytesIO(httpx.post(served.url + "/cohorts/export", json={
             **request, "select": subjects[:5], "name": "troponin five"}).content))
-        assert exported.subject_id.tolist() == api.subject_id.tolist() == subjects[:5]
+        assert exported.subject.tolist() == api.subject.tolist() == subjects[:5]
         assert exported.drop(columns="exported_at").equals(api.drop(columns="exported_at"))
         accessible(page)
         if SCREENSHOT.parent.is_dir() and os.environ.get("MIMICSEARCH_UPDATE_SCREENSHOT"):

@@ -46,12 +46,12 @@ def test_hits_carry_note_ids_and_metadata(index_dir, corpus):
     (hits,) = s.search_vectors(x[42], k=5)
     assert [h.rank for h in hits] == [1, 2, 3, 4, 5]
     top = hits[0]
-    assert (top.id, top.row, top.subject_id, top.hadm_id, top.category) == (
+    assert (top.id, top.row, top.subject, top.admission, top.category) == (
         127, 42, 4, 1008, "ECG")
     assert top.snippet == "note number 42" and abs(top.score - 1.0) < 1e-5
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
     d = top.to_dict()
-    assert d["id"] == 127 and str(d["chartdate"]) == "2150-03-01"
+    assert d["id"] == 127 and str(d["time"]) == "2150-03-01"
     assert d["metadata"] == {"SUBJECT_ID": 4, "HADM_ID": 1008, "CATEGORY": "ECG",
                              "CHARTDATE": datetime.date(2150, 3, 1)}
 
@@ -60,13 +60,13 @@ def test_filters(index_dir, corpus):
     x, _ = corpus
     s = Searcher(index_dir)
     (hits,) = s.search_vectors(x[0], k=5, filters=Filters(subjects=("7",)))
-    assert len(hits) == 5 and {h.subject_id for h in hits} == {7}
+    assert len(hits) == 5 and {h.subject for h in hits} == {7}
     exp = np.argsort(-(x[70:80] @ x[0]))[:5] + 70
     assert [h.row for h in hits] == exp.tolist()
     (hits,) = s.search_vectors(x[0], k=10, filters=Filters(categories=("radiology",)))
     assert len(hits) == 10 and {h.category for h in hits} == {"Radiology"}
     (hits,) = s.search_vectors(x[0], k=10, filters=Filters(exclude_subjects=("0",)))
-    assert len(hits) == 10 and 0 not in {h.subject_id for h in hits}
+    assert len(hits) == 10 and 0 not in {h.subject for h in hits}
 
 
 def test_note_id_queries(index_dir, corpus):
@@ -77,7 +77,7 @@ def test_note_id_queries(index_dir, corpus):
     exp = [int(r) for r in np.argsort(-(x @ x[10])) if r != 10][:10]
     assert [h.row for h in hits] == exp
     (hits,) = s.search_notes(["31"], k=10, exclude_own_subject=True, mode="dense")
-    assert len(hits) == 10 and 1 not in {h.subject_id for h in hits}
+    assert len(hits) == 10 and 1 not in {h.subject for h in hits}
     with pytest.raises(ValueError, match="not in the index"):
         s.search_notes([2], k=3)  # ids are 1, 4, 7, ...
 
@@ -221,7 +221,7 @@ def test_cli_from_embeddings(tmp_path, notes_csv):
     subject = Searcher(ix).index.store.records([9])[0]["SUBJECT_ID"]
     r = run(main, ["query", ix, "--note-id", "10", "-k", "30", "--exclude-subject", "--json"])
     hits = json.loads(r.stdout)[0]["hits"]
-    assert len(hits) == 30 and subject not in {h["subject_id"] for h in hits}
+    assert len(hits) == 30 and subject not in {h["subject"] for h in hits}
     r = run(main, ["query", ix, "--note-id", "10", "--category", "radiology"])
     assert r.exit_code == 0 and "Radiology" in r.output and "Nursing" not in r.output
     r = run(main, ["remove", ix, "--ids", "1, 2", "--json"])

@@ -111,10 +111,10 @@ def test_every_filter_matches_the_library(http, lib, body, filters):
 def test_patient_filters(http, lib, csv_notes):
     subject = int(csv_notes.SUBJECT_ID.iloc[0])
     only = post_search(http, text=QUERY, k=50, subjects=[subject], mode="dense")["hits"]
-    assert only and {h["subject_id"] for h in only} == {subject}
+    assert only and {h["subject"] for h in only} == {subject}
     assert len(only) == min(50, int((csv_notes.SUBJECT_ID == subject).sum()))
     others = post_search(http, text=QUERY, k=50, exclude_subjects=[subject])["hits"]
-    assert subject not in {h["subject_id"] for h in others}
+    assert subject not in {h["subject"] for h in others}
     want = lib.search_texts([QUERY], k=50, filters=Filters(exclude_subjects=[subject]))[0]
     assert ids(others) == [h.id for h in want]
 
@@ -125,8 +125,8 @@ def test_note_is_whole_with_metadata(http, csv_notes):
     assert r.status_code == 200
     note = r.json()
     assert note["text"] == row.TEXT and len(note["text"]) > len(note["snippet"])
-    assert note["subject_id"] == row.SUBJECT_ID and note["category"] == row.CATEGORY
-    assert note["chartdate"] == row.CHARTDATE
+    assert note["subject"] == row.SUBJECT_ID and note["category"] == row.CATEGORY
+    assert note["time"] == row.CHARTDATE
 
 
 def test_similar_and_other_patients_only(http, lib, csv_notes):
@@ -137,11 +137,11 @@ def test_similar_and_other_patients_only(http, lib, csv_notes):
     assert note_id not in ids(got)
     others = http.get(f"/notes/{note_id}/similar",
                       params={"k": 8, "other_patients_only": "true"}).json()["hits"]
-    assert others and subject not in {h["subject_id"] for h in others}
+    assert others and subject not in {h["subject"] for h in others}
     by_post = post_search(http, note_id=note_id, k=8, other_patients_only=True,
                           categories=["ECG", "Radiology"])["hits"]
     assert {h["category"] for h in by_post} <= {"ECG", "Radiology"}
-    assert subject not in {h["subject_id"] for h in by_post}
+    assert subject not in {h["subject"] for h in by_post}
 
 
 @pytest.mark.parametrize("mode,fusion", [("lexical", None), ("hybrid", None),
@@ -167,10 +167,10 @@ def test_similar_patients_route(http, lib, csv_notes):
     subject = int(csv_notes.SUBJECT_ID.iloc[0])
     got = http.get(f"/patients/{subject}/similar", params={"k": 4, "mode": "hybrid"}).json()
     want = lib.similar_patients(subject_id=subject, k=4, mode="hybrid")
-    assert got["subject_id"] == subject and got["mode"] == "hybrid"
-    assert [p["subject_id"] for p in got["patients"]] == [p.subject_id for p in want]
-    assert subject not in [p["subject_id"] for p in got["patients"]]
-    assert got["patients"][0]["best"]["subject_id"] == got["patients"][0]["subject_id"]
+    assert got["subject"] == subject and got["mode"] == "hybrid"
+    assert [p["subject"] for p in got["patients"]] == [p.subject for p in want]
+    assert subject not in [p["subject"] for p in got["patients"]]
+    assert got["patients"][0]["best"]["subject"] == got["patients"][0]["subject"]
     assert [p["retrievers"] for p in got["patients"]] == [p.retrievers for p in want]
     assert all(set(p["retrievers"]) == {"dense", "lexical"} for p in got["patients"])
     dense = http.get(f"/patients/{subject}/similar", params={"k": 4}).json()["patients"]
@@ -186,7 +186,7 @@ def test_timeline_in_time_order(http, csv_notes):
     mine = csv_notes[csv_notes.SUBJECT_ID == subject]
     assert t["count"] == len(mine) == len(t["notes"])
     assert sorted(n["id"] for n in t["notes"]) == sorted(mine.ROW_ID.tolist())
-    dates = [n["chartdate"] for n in t["notes"]]
+    dates = [n["time"] for n in t["notes"]]
     assert dates == sorted(dates)
 
 

@@ -64,7 +64,7 @@ def test_patient_search_is_the_librarys_answer(http, lib, subject, mode):
                           ({"subject_id": subject}, {"subject_id": subject})):
         got = found(http, **query, k=6, mode=mode, categories=["nursing/other", "radiology"])
         want = lib.similar_patients(**kwargs, k=6, mode=mode, filters=filters)
-        assert [p["subject_id"] for p in got["patients"]] == [p.subject_id for p in want]
+        assert [p["subject"] for p in got["patients"]] == [p.subject for p in want]
         assert [p["score"] for p in got["patients"]] == pytest.approx(
             [p.score for p in want], abs=1e-5)
         for p, w in zip(got["patients"], want):
@@ -83,13 +83,13 @@ def test_cohort_export_is_the_search_that_made_it(http, subject):
             "fusion": {"method": "weighted", "lexical_weight": 0.5}, "since": "2100-01-01"}
     answer = found(http, **body)["patients"]
     assert len(answer) == 6  # every patient of the served index
-    chosen = [answer[i]["subject_id"] for i in (0, 1, 3, 4, 5)]
+    chosen = [answer[i]["subject"] for i in (0, 1, 3, 4, 5)]
     r = http.post("/cohorts/export", json={**body, "select": chosen[::-1], "name": "five / pts"})
     assert r.status_code == 200, r.text
     assert r.headers["content-type"].startswith("text/csv")
     assert r.headers["content-disposition"] == 'attachment; filename="five-pts.csv"'
     csv = pd.read_csv(io.BytesIO(r.content))
-    assert csv.subject_id.tolist() == chosen and csv["rank"].tolist() == [1, 2, 4, 5, 6]
+    assert csv.subject.tolist() == chosen and csv["rank"].tolist() == [1, 2, 4, 5, 6]
     assert csv.score.tolist() == pytest.approx([answer[i]["score"] for i in (0, 1, 3, 4, 5)])
     assert json.loads(csv.fusion[0]) == Fusion("weighted", lexical_weight=0.5).to_dict()
     assert json.loads(csv.filters[0])["since"] == "2100-01-01"
@@ -103,7 +103,7 @@ def test_cohort_export_is_the_search_that_made_it(http, subject):
     assert r.status_code == 200 and r.headers["content-type"] == "application/vnd.apache.parquet"
     cohort = pq.read_table(io.BytesIO(r.content))
     want = found(http, text=QUERY, k=5, categories=["ECG"], mode="dense")["patients"]
-    assert cohort.column("subject_id").to_pylist() == [p["subject_id"] for p in want]
+    assert cohort.column("subject").to_pylist() == [p["subject"] for p in want]
     assert len(want) > 1
     assert all(c == ["ECG"] for c in cohort.column("categories").to_pylist())
     request = json.loads(cohort.schema.metadata[b"mimicsearch.cohort"])

@@ -22,10 +22,17 @@ from ._errors import fail
               show_default=True, help="transfer: a corpus written independently of the "
               "standard one (own vocabulary, layouts, abbreviations, typos, lengths) to test "
               "whether a fine-tune transfers; never train or tune on it.")
+@click.option("--layout", type=click.Choice(["mimic-iii", "mimic-iv", "omop"]),
+              default="mimic-iii", show_default=True,
+              help="The note table's layout: mimic-iii (NOTEEVENTS.csv, DIAGNOSES_ICD.csv), "
+              "mimic-iv (MIMIC-IV-Note's discharge.csv.gz and radiology.csv.gz: discharge "
+              "summaries, their addenda and radiology reports only, as the release holds; "
+              "diagnoses_icd.csv.gz with ICD-9 and ICD-10 codes) or omop (CDM v5.4 NOTE.csv). "
+              "The same patients and texts in each.")
 @click.option("--progress/--no-progress", default=True, show_default=True,
               help="Show a progress bar on stderr.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def synth(patients: int, out_dir: Path, seed: int, style: str, progress: bool,
+def synth(patients: int, out_dir: Path, seed: int, style: str, layout: str, progress: bool,
           as_json: bool) -> None:
     """Write a synthetic MIMIC-III corpus shaped like the real one.
 
@@ -38,23 +45,30 @@ def synth(patients: int, out_dir: Path, seed: int, style: str, progress: bool,
     Examples:
       mimicsearch synth --patients 500 --out data/ --seed 0
       mimicsearch synth --patients 500 --out transfer/ --style transfer
+      mimicsearch synth --patients 500 --out mimic4/ --layout mimic-iv
+      mimicsearch synth --patients 500 --out omop/ --layout omop
     """
-    from mimicsearch.synth import generate, generate_transfer
+    from mimicsearch.synth.layouts import write_layout
 
     start = time.perf_counter()
     try:
-        write = generate_transfer if style == "transfer" else generate
-        summary = write(patients, out_dir, seed=seed, progress=progress)
+        summary, files = write_layout(patients, out_dir, layout, seed=seed, style=style,
+                                      progress=progress)
     except (ValueError, OSError) as e:
         raise fail(e) from None
     seconds = time.perf_counter() - start
     if as_json:
-        click.echo(json.dumps({**summary.to_dict(), "seconds": round(seconds, 3)}, indent=2))
+        click.echo(json.dumps({**summary.to_dict(), "layout": layout,
+                               "files": [str(f) for f in files],
+                               "seconds": round(seconds, 3)}, indent=2))
         return
+    drawn = "" if layout == "mimic-iii" else f" (drawn as MIMIC-III, written as {layout})"
     click.echo(f"wrote {summary.notes:,} notes and {summary.diagnoses:,} diagnoses for "
-               f"{summary.patients:,} patients ({summary.admissions:,} admissions) "
+               f"{summary.patients:,} patients ({summary.admissions:,} admissions){drawn} "
                f"in {seconds:.1f}s")
-    click.echo(f"  {summary.notes_path}\n  {summary.diagnoses_path}")
+    click.echo("\n".join(f"  {f}" for f in files))
+    if layout != "mimic-iii":
+        return
     width = max(len(k) for k in summary.notes_by_category)
     for category, n in summary.notes_by_category.items():
         click.echo(f"  {category.strip():<{width}}  {n:>9,}  {n / max(summary.notes, 1):6.1%}")

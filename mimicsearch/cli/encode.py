@@ -8,21 +8,23 @@ import click
 from ..corpus import BATCH_SIZE, SHARD_SIZE
 from ..encoder import LongMode
 from ..readers import FILE_FORMATS, IdType
+from ..schema import COLUMNS_HELP
 from ._errors import EXPECTED, fail
 from ._extras import import_stage
 
 
 @click.command("encode")
-@click.argument("input", type=click.Path(exists=True, dir_okay=False))
+@click.argument("input", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--model", "model_dir", required=True, type=click.Path(exists=True, file_okay=False),
               help="Model directory written by `mimicsearch export`.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Embeddings directory (Parquet shards + manifest.json + rejects.csv).")
-@click.option("--text-col", help="Text column (default: TEXT).")
-@click.option("--id-col", help="Id column (default: ROW_ID or note_id; else the row number).")
+@click.option("--columns", metavar="ROLE=COL,…", help=COLUMNS_HELP)
+@click.option("--text-col", help="Text column (same as --columns text=COL).")
+@click.option("--id-col", help="Id column (same as --columns id=COL; default: the layout's, "
+              "else the row number).")
 @click.option("--keep", multiple=True,
-              help="Metadata column to keep (repeatable; default: SUBJECT_ID, HADM_ID, "
-                   "CATEGORY, CHARTDATE where present).")
+              help="Metadata column to keep (repeatable; default: every role's column).")
 @click.option("--no-keep", is_flag=True, help="Keep no metadata columns.")
 @click.option("--id-type", type=click.Choice([t.value for t in IdType]), default="auto",
               show_default=True, help="auto: int64 for ROW_ID/row numbers, else string.")
@@ -69,13 +71,18 @@ from ._extras import import_stage
               "windows, --shard-size or --batch-size).")
 @click.option("--master", help="Spark master URL with --engine spark (default: spark-submit's, "
               "else local[*]).")
-def encode(input, model_dir, out_dir, text_col, id_col, keep, no_keep, id_type, input_format,
+def encode(input, model_dir, out_dir, columns, text_col, id_col, keep, no_keep, id_type,
+           input_format,
            prompt, dim, long, max_length, precision, runtime, threads, shard_size, batch_size, npy,
            snippets, full_text, show_text, overwrite, no_progress, as_json, engine, master):
-    """Encode every note of INPUT (NOTEEVENTS.csv, CSV/TSV, Parquet, JSONL) into OUT.
+    """Encode every note of INPUT (one or more note tables: CSV/TSV/JSONL, optionally .gz,
+    or Parquet) into OUT.
 
-    Rows that cannot be encoded go to OUT/rejects.csv with line and reason. Interrupted,
-    the same command resumes from the last complete shard.
+    The layout is detected from the columns: MIMIC-III NOTEEVENTS, MIMIC-IV-Note
+    (discharge.csv.gz radiology.csv.gz, read as one input) or OMOP NOTE; --columns names
+    the roles of any other table. Rows that cannot be encoded go to OUT/rejects.csv with
+    line (FILE:LINE for several files) and reason. Interrupted, the same command resumes
+    from the last complete shard.
     """
     from ..options import EncodeOptions
     from ..pipeline import encode_notes
@@ -84,12 +91,13 @@ def encode(input, model_dir, out_dir, text_col, id_col, keep, no_keep, id_type, 
         import_stage("mimicsearch.spark", "spark")
     try:
         options = EncodeOptions(
-            text_col=text_col, id_col=id_col, keep=() if no_keep else (tuple(keep) or None),
+            text_col=text_col, id_col=id_col, columns=columns,
+            keep=() if no_keep else (tuple(keep) or None),
             id_type=id_type, input_format=input_format,
             prompt=None if prompt == "none" else prompt, dim=dim, long=long,
             max_length=max_length, precision=precision, runtime=runtime, snippets=snippets,
                               full_text=full_text)
-        s = encode_notes(input, model_dir=model_dir, out_dir=out_dir, options=options,
+        s = encode_notes(list(input), model_dir=model_dir, out_dir=out_dir, options=options,
                          engine=engine, threads=threads,
                          overwrite=overwrite, progress=not no_progress, shard_size=shard_size,
                          batch_size=batch_size, show_text=show_text, npy=npy, master=master)

@@ -13,6 +13,7 @@ from ..index.loaded import MAX_K
 from ..options import EncodeOptions
 from ..pipeline import IndexSummary, add_notes, build_index_from, sync_notes
 from ..readers import FILE_FORMATS
+from ..schema import COLUMNS_HELP
 from ..search import Filters, Searcher
 from ._errors import EXPECTED
 from ._errors import fail as _fail
@@ -51,7 +52,8 @@ def _report(s: IndexSummary, as_json: bool, extra: dict | None = None) -> None:
 
 
 @click.command("build-index")
-@click.argument("input_path", metavar="NOTES", type=click.Path(exists=True, path_type=Path))
+@click.argument("input_path", metavar="NOTES...", nargs=-1, required=True,
+                type=click.Path(exists=True, path_type=Path))
 @click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False,
               path_type=Path), help="Exported model directory (needed when NOTES are notes).")
 @click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
@@ -66,12 +68,13 @@ def _report(s: IndexSummary, as_json: bool, extra: dict | None = None) -> None:
               help="IVF only: merge the shards into one memory-mapped on-disk index.")
 @click.option("--recall-target", type=click.FloatRange(0, 1, min_open=True), default=0.95,
               show_default=True, help="Tune nprobe/efSearch to reach this recall@10.")
-@click.option("--text-col", default=None, help="Text column of the notes (default TEXT).")
-@click.option("--id-col", default=None, help="Note id column (default ROW_ID or note_id).")
+@click.option("--columns", metavar="ROLE=COL,…", help=COLUMNS_HELP)
+@click.option("--text-col", default=None, help="Text column (same as --columns text=COL).")
+@click.option("--id-col", default=None, help="Note id column (same as --columns id=COL).")
 @click.option("--format", "input_format", type=click.Choice(FILE_FORMATS),
               help="Format of NOTES (default: from the file name; .gz is read compressed).")
 @click.option("--keep", multiple=True, help="Metadata column to store and filter on "
-              "(repeatable; default: SUBJECT_ID, HADM_ID, CATEGORY, CHARTDATE where present).")
+              "(repeatable; default: every role's column).")
 @click.option("--dim", type=int, default=None, help="Matryoshka dimension to index.")
 @click.option("--long", "long_mode", type=click.Choice(["truncate", "chunk", "windows"]),
               default="truncate", show_default=True,
@@ -90,9 +93,11 @@ def _report(s: IndexSummary, as_json: bool, extra: dict | None = None) -> None:
               "in segments that add/sync extend and `compact` merges; needs the whole "
               "texts).")
 @click.option("--diagnoses", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="A MIMIC DIAGNOSES_ICD file (SUBJECT_ID, HADM_ID, ICD9_CODE): its ICD-9 "
-              "chapters are kept per admission, and `patients --mode auto` is then chosen "
-              "on this index's own patients by them.")
+              help="A diagnoses file, MIMIC-III DIAGNOSES_ICD (SUBJECT_ID, HADM_ID, "
+              "ICD9_CODE) or MIMIC-IV diagnoses_icd(.csv.gz) (subject_id, hadm_id, icd_code, "
+              "icd_version 9 or 10): its chapters (both revisions in one scheme) are kept "
+              "per admission, and `patients --mode auto` is then chosen on this index's own "
+              "patients by them.")
 @click.option("--no-calibrate", is_flag=True, help="Do not measure the search settings on "
               "the index's own notes (`--mode auto` then uses equal-weight RRF until "
               "`mimicsearch calibrate`).")
@@ -108,11 +113,18 @@ def _report(s: IndexSummary, as_json: bool, extra: dict | None = None) -> None:
 @click.option("--master", help="Spark master URL with --engine spark (default: spark-submit's, "
               "else local[*]).")
 def build_index_cmd(input_path, model_dir, out_dir, memory, index_key, shard_size,
-                    merge_on_disk, recall_target, text_col, id_col, input_format, keep, dim,
+                    merge_on_disk, recall_target, columns, text_col, id_col, input_format,
+                    keep, dim,
                     long_mode, precision, runtime, no_full_text, no_lexical, diagnoses,
                     no_calibrate, threads, seed, no_progress, as_json, engine, master):
-    """Build a search index from NOTES: a notes file (encoded with --model) or an embeddings
-    directory. Rejected rows are listed in OUT/embeddings/rejects.csv.
+    """Build a search index from NOTES: one or more note tables (encoded with --model) or an
+    embeddings directory. Rejected rows are listed in OUT/embeddings/rejects.csv.
+
+    The layout is detected from the columns: MIMIC-III NOTEEVENTS.csv, MIMIC-IV-Note
+    (`build-index discharge.csv.gz radiology.csv.gz --diagnoses diagnoses_icd.csv.gz`),
+    OMOP NOTE; any other table with --columns (e.g. --columns
+    id=nid,subject=pt,time=written_at,category=kind,text=body). Patients, dates,
+    categories, calibration and patient search then work on every layout.
 
     Then the index calibrates itself: on next-note pairs of its own patients it measures
     the model, BM25 and their fusions, and `query --mode auto` (the default) uses the one
@@ -124,8 +136,9 @@ def build_index_cmd(input_path, model_dir, out_dir, memory, index_key, shard_siz
     try:
         budget = ix.parse_bytes(memory) if memory else ix.default_memory_budget()
         s = build_index_from(
-            input_path, out_dir=out_dir, model_dir=model_dir,
-            encode=EncodeOptions(text_col=text_col, id_col=id_col, input_format=input_format,
+            list(input_path), out_dir=out_dir, model_dir=model_dir,
+            encode=EncodeOptions(text_col=text_col, id_col=id_col, columns=columns,
+                                 input_format=input_format,
                                  keep=tuple(keep) or None,
                                  dim=dim, long=long_mode, precision=precision,
                                  runtime=runtime, snippets=True,
@@ -350,8 +363,8 @@ def _table(hits, explain: bool = False) -> str:
         return "(no hits)"
     head = ("#", "id", "subject", "hadm", "category", "date", "score",
             *(("dense", "lexical") if explain else ()), "snippet")
-    rows = [(str(h.rank), str(h.id), _clip(h.subject_id, 10), _clip(h.hadm_id, 10),
-             _clip(h.category, 18), _clip(h.chartdate, 10), f"{h.score:.4f}",
+    rows = [(str(h.rank), str(h.id), _clip(h.subject, 10), _clip(h.admission, 10),
+             _clip(h.category, 18), _clip(h.time, 10), f"{h.score:.4f}",
              *((_provenance(h, "dense"), _provenance(h, "lexical")) if explain else ()),
              _clip(h.snippet, 60)) for h in hits]
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
@@ -374,9 +387,12 @@ def _new_notes_options(fn):
         click.option("--model", "model_dir", type=click.Path(exists=True, file_okay=False,
                      path_type=Path),
                      help="Model directory (default: the one the index was built with)."),
-        click.option("--text-col", default=None, help="Text column of NOTES (default TEXT)."),
+        click.option("--columns", metavar="ROLE=COL,…", help=COLUMNS_HELP + " Their roles "
+                     "must be the index's."),
+        click.option("--text-col", default=None, help="Text column of NOTES (default: the "
+                     "layout's)."),
         click.option("--id-col", default=None,
-                     help="Id column of NOTES (default ROW_ID or note_id)."),
+                     help="Id column of NOTES (default: the layout's)."),
         click.option("--format", "input_format", type=click.Choice(FILE_FORMATS),
                      help="Format of NOTES (default: from the file name)."),
         click.option("--threads", type=int, default=None, help="Encoder threads."),
@@ -389,20 +405,22 @@ def _new_notes_options(fn):
 
 @click.command("add")
 @click.argument("index_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.argument("new_notes", metavar="NOTES", type=click.Path(exists=True, path_type=Path))
+@click.argument("new_notes", metavar="NOTES...", nargs=-1, required=True,
+                type=click.Path(exists=True, path_type=Path))
 @_new_notes_options
-def add_cmd(index_dir, new_notes, model_dir, text_col, id_col, input_format, threads,
+def add_cmd(index_dir, new_notes, model_dir, columns, text_col, id_col, input_format, threads,
             no_progress, as_json):
-    """Append NOTES (a notes file or an embeddings directory) to an index without retraining.
+    """Append NOTES (one or more notes files, or an embeddings directory) to an index
+    without retraining.
 
     Notes are encoded as the index's own were. Ids the index already holds are refused
     before anything is encoded (`sync` replaces edited notes). Rejected rows are listed in
     INDEX_DIR/rejects-add.csv.
     """
     try:
-        s = add_notes(new_notes, index_dir=index_dir, model_dir=model_dir, text_col=text_col,
-                      id_col=id_col, input_format=input_format, threads=threads,
-                      progress=not no_progress)
+        s = add_notes(list(new_notes), index_dir=index_dir, model_dir=model_dir,
+                      text_col=text_col, id_col=id_col, input_format=input_format,
+                      threads=threads, progress=not no_progress, columns=columns)
     except EXPECTED as e:
         raise _fail(e) from None
     _report(s, as_json)
@@ -410,14 +428,15 @@ def add_cmd(index_dir, new_notes, model_dir, text_col, id_col, input_format, thr
 
 @click.command("sync")
 @click.argument("index_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.argument("snapshot", metavar="NOTES", type=click.Path(exists=True, dir_okay=False,
-                path_type=Path))
+@click.argument("snapshot", metavar="NOTES...", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--remove-missing", is_flag=True, help="Also remove indexed notes whose id is "
               "not in NOTES (retractions); without it they are kept and counted.")
 @_new_notes_options
-def sync_cmd(index_dir, snapshot, remove_missing, model_dir, text_col, id_col, input_format,
-             threads, no_progress, as_json):
-    """Make the index hold the notes of NOTES, a snapshot with an id column: encode new and
+def sync_cmd(index_dir, snapshot, remove_missing, model_dir, columns, text_col, id_col,
+             input_format, threads, no_progress, as_json):
+    """Make the index hold the notes of NOTES, a snapshot with an id column (one or more
+    files, e.g. MIMIC-IV-Note's discharge and radiology tables): encode new and
     edited notes (by a hash of their text), leave unchanged ones, and with
     --remove-missing drop ids NOTES no longer has.
 
@@ -425,10 +444,10 @@ def sync_cmd(index_dir, snapshot, remove_missing, model_dir, text_col, id_col, i
     finishes the job; run again, it changes nothing. Rejects: INDEX_DIR/rejects-sync.csv.
     """
     try:
-        s = sync_notes(snapshot, index_dir=index_dir, model_dir=model_dir,
+        s = sync_notes(list(snapshot), index_dir=index_dir, model_dir=model_dir,
                        remove_missing=remove_missing, text_col=text_col, id_col=id_col,
                        input_format=input_format, threads=threads,
-                       progress=not no_progress)
+                       progress=not no_progress, columns=columns)
     except EXPECTED as e:
         raise _fail(e) from None
     _report(s, as_json)

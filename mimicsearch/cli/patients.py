@@ -110,7 +110,7 @@ def patients_cmd(index_dir, text, note_id, subject_id, k, category, since, until
     else:
         head = ("#", "subject", "score", "notes", "admissions", "span", "best notes",
                 "snippet")
-        rows = [(str(p.rank), str(p.subject_id), f"{p.score:.4f}", str(p.notes),
+        rows = [(str(p.rank), str(p.subject), f"{p.score:.4f}", str(p.notes),
                  str(len(p.admissions)), _span(p), ",".join(str(m.id) for m in p.matches),
                  _clip(p.best.snippet, 50)) for p in patients]
         widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]

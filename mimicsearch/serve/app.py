@@ -218,12 +218,12 @@ def _routes(app: FastAPI, server: Server) -> None:
         return ApiError(404 if "not in the index" in str(e) else 400, str(e), "note_id")
 
     def hit_dict(h) -> dict:
-        return {"rank": h.rank, "id": h.id, "score": h.score, "subject_id": h.subject_id,
-                "hadm_id": h.hadm_id, "category": h.category, "chartdate": h.chartdate,
+        return {"rank": h.rank, "id": h.id, "score": h.score, "subject": h.subject,
+                "admission": h.admission, "category": h.category, "time": h.time,
                 "snippet": h.snippet, "metadata": h.metadata, "retrievers": h.retrievers}
 
     def patient_dict(p) -> dict:
-        return {"rank": p.rank, "subject_id": p.subject_id, "score": p.score,
+        return {"rank": p.rank, "subject": p.subject, "score": p.score,
                 "notes": p.notes, "best": hit_dict(p.best),
                 "matches": [hit_dict(m) for m in p.matches], "admissions": p.admissions,
                 "categories": p.categories, "first_date": p.first_date,
@@ -427,7 +427,7 @@ def _routes(app: FastAPI, server: Server) -> None:
         with server.batcher.coming() as ticket:
             query, _, setting, auto, patients, _ = await find_patients(
                 PatientSearchRequest(subject_id=subject_id, k=k, mode=mode), ticket)
-        return {"subject_id": query["subject_id"], "mode": setting.mode,
+        return {"subject": query["subject_id"], "mode": setting.mode,
                 "setting": setting.label, "auto": auto,
                 "patients": [patient_dict(p) for p in patients],
                 "took_ms": round((time.perf_counter() - started) * 1000, 2)}
@@ -440,7 +440,7 @@ def _routes(app: FastAPI, server: Server) -> None:
         except ValueError as e:
             status = 404 if "not in this index" in str(e) else 400
             raise ApiError(status, str(e), "subject_id") from None
-        return {"subject_id": notes[0].subject_id, "count": len(notes),
+        return {"subject": notes[0].subject, "count": len(notes),
                 "notes": [_note_dict(n) for n in notes]}
 
     @app.post("/v1/embeddings", response_model=EmbeddingsResponse, tags=["embeddings"],

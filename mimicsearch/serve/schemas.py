@@ -100,12 +100,16 @@ class SearchHit(BaseModel):
     rank: int
     id: NoteId
     score: float
-    subject_id: NoteId | None
-    hadm_id: NoteId | None
-    category: str | None
-    chartdate: Any
+    subject: NoteId | None = Field(description="The patient (role subject: SUBJECT_ID, "
+                                   "subject_id, person_id, …).")
+    admission: NoteId | None = Field(description="The admission or visit (HADM_ID, hadm_id, "
+                                     "visit_occurrence_id, …).")
+    category: str | None = Field(description="The note's category (CATEGORY, note_type, "
+                                 "note_source_value, …).")
+    time: Any = Field(description="The note's time role (CHARTDATE, charttime, note_date, "
+                      "…).")
     snippet: str | None
-    metadata: dict[str, Any]
+    metadata: dict[str, Any] = Field(description="Every stored column under its source name.")
     retrievers: dict[str, Retriever] = Field(
         description="Each retriever's rank and score for this note (score provenance).")
 
@@ -125,7 +129,7 @@ class SearchResponse(BaseModel):
 
 class SimilarPatient(BaseModel):
     rank: int
-    subject_id: NoteId
+    subject: NoteId
     score: float = Field(description="dense: cosine of pooled patient vectors; lexical: "
                          "BM25 of its notes as one document; hybrid: fused.")
     notes: int = Field(description="Its notes judged (those the filters let through).")
@@ -133,17 +137,17 @@ class SimilarPatient(BaseModel):
     matches: list[SearchHit] = Field(default_factory=list, description="Its best notes for "
                                      "the query (up to 3), best first.")
     admissions: list[NoteId] = Field(default_factory=list,
-                                     description="HADM_IDs of the notes judged.")
+                                     description="Admissions of the notes judged.")
     categories: list[str] = Field(default_factory=list,
                                   description="Categories of the notes judged, most first.")
-    first_date: Any = Field(None, description="The earliest CHARTDATE of the notes judged.")
-    last_date: Any = Field(None, description="The latest CHARTDATE of the notes judged.")
+    first_date: Any = Field(None, description="The earliest time of the notes judged.")
+    last_date: Any = Field(None, description="The latest time of the notes judged.")
     retrievers: dict[str, Retriever] = Field(
         default_factory=dict, description="Each retriever's rank and score of the patient.")
 
 
 class SimilarPatients(BaseModel):
-    subject_id: NoteId
+    subject: NoteId
     mode: str
     setting: str
     auto: dict[str, Any] | None = None
@@ -165,10 +169,10 @@ class PatientSearchResponse(BaseModel):
 
 class NoteBody(BaseModel):
     id: NoteId
-    subject_id: NoteId | None
-    hadm_id: NoteId | None
+    subject: NoteId | None
+    admission: NoteId | None
     category: str | None
-    chartdate: Any
+    time: Any
     snippet: str | None
     text: str | None = Field(description="The whole note; null where the index keeps only "
                              "openings (build-index --no-full-text).")
@@ -176,7 +180,7 @@ class NoteBody(BaseModel):
 
 
 class Timeline(BaseModel):
-    subject_id: NoteId
+    subject: NoteId
     count: int
     notes: list[NoteBody]
 

@@ -92,9 +92,9 @@
   function badges(n) {
     const box = el("div", "badges");
     if (n.category) box.append(el("span", "badge cat", n.category));
-    if (n.chartdate) box.append(el("span", "badge date", n.chartdate));
-    if (n.subject_id !== null && n.subject_id !== undefined) box.append(el("span", "badge pt", "patient " + n.subject_id));
-    if (n.hadm_id !== null && n.hadm_id !== undefined) box.append(el("span", "badge", "admission " + n.hadm_id));
+    if (n.time) box.append(el("span", "badge date", n.time));
+    if (n.subject !== null && n.subject !== undefined) box.append(el("span", "badge pt", "patient " + n.subject));
+    if (n.admission !== null && n.admission !== undefined) box.append(el("span", "badge", "admission " + n.admission));
     return box;
   }
 
@@ -305,7 +305,7 @@
       return m;
     };
     const byCat = Array.from(count((h) => h.category)).sort((a, b) => b[1] - a[1]);
-    const byYear = Array.from(count((h) => h.chartdate ? String(h.chartdate).slice(0, 4) : null)).sort();
+    const byYear = Array.from(count((h) => h.time ? String(h.time).slice(0, 4) : null)).sort();
     $("by-category").replaceChildren(bars(byCat, "by-cat-title", (cat) => cat + ": ", (cat) => {
       document.querySelectorAll("input[name=category]").forEach((c) => { c.checked = c.value === cat; });
       runSearch(state.query);
@@ -361,7 +361,7 @@
     state.patientRequest = body;
     state.hitIds = new Set(res.patients.flatMap((p) => p.matches.map((m) => String(m.id))));
     const keep = new Set((selected || []).map(String));
-    state.cohort = { request: body, selected: res.patients.filter((p) => keep.has(String(p.subject_id))).map((p) => p.subject_id) };
+    state.cohort = { request: body, selected: res.patients.filter((p) => keep.has(String(p.subject))).map((p) => p.subject) };
     $("patients-head").textContent = res.patients.length + " patients like " + describe(query) + " (" + ranBy(res) + ", " + res.took_ms + " ms)";
     $("select-bar").hidden = !res.patients.length;
     $("top-n").max = res.patients.length;
@@ -372,17 +372,17 @@
 
   function patientRow(p, query) {
     const li = el("li", "patient");
-    li.dataset.subjectId = p.subject_id;
+    li.dataset.subjectId = p.subject;
     const top = el("div", "hit-top");
     const check = el("input");
-    check.type = "checkbox"; check.className = "pick"; check.id = "pick-" + p.subject_id;
-    check.checked = state.cohort.selected.map(String).includes(String(p.subject_id));
-    check.addEventListener("change", () => select([p.subject_id], check.checked));
-    const label = el("label", "sr-only", "Select patient " + p.subject_id + " for the cohort");
+    check.type = "checkbox"; check.className = "pick"; check.id = "pick-" + p.subject;
+    check.checked = state.cohort.selected.map(String).includes(String(p.subject));
+    check.addEventListener("change", () => select([p.subject], check.checked));
+    const label = el("label", "sr-only", "Select patient " + p.subject + " for the cohort");
     label.htmlFor = check.id;
-    const open = button("#" + p.rank + " · patient " + p.subject_id, "link open-patient", () => openPatient(p.subject_id));
+    const open = button("#" + p.rank + " · patient " + p.subject, "link open-patient", () => openPatient(p.subject));
     top.append(check, label, open, el("span", "score", "score " + p.score.toFixed(3)),
-               button("Similar patients", "small similar", () => similarTo({ subject_id: p.subject_id })));
+               button("Similar patients", "small similar", () => similarTo({ subject_id: p.subject })));
     const facts = el("div", "badges");
     facts.append(el("span", "badge", plural(p.notes, "note") + " judged"),
                  el("span", "badge date", p.first_date === p.last_date ? (p.first_date || "undated") : p.first_date + " – " + p.last_date),
@@ -391,7 +391,7 @@
     const evidence = el("ol", "matches");
     p.matches.forEach((m) => {
       const row = el("li");
-      const b = button("note " + m.id + (m.category ? " · " + m.category : "") + (m.chartdate ? " · " + m.chartdate : ""), "link", () => openNote(m.id));
+      const b = button("note " + m.id + (m.category ? " · " + m.category : "") + (m.time ? " · " + m.time : ""), "link", () => openNote(m.id));
       b.dataset.noteId = m.id;
       const snip = el("span", "snippet");
       snip.append(" ", highlighted(m.snippet || "", query.text ? state.terms : []));
@@ -405,7 +405,7 @@
   function select(subjects, on) {
     const now = new Set(state.cohort.selected.map(String));
     subjects.forEach((s) => (on ? now.add(String(s)) : now.delete(String(s))));
-    state.cohort.selected = state.patients.filter((p) => now.has(String(p.subject_id))).map((p) => p.subject_id);
+    state.cohort.selected = state.patients.filter((p) => now.has(String(p.subject))).map((p) => p.subject);
     document.querySelectorAll("#patient-list input.pick").forEach((c) => {
       c.checked = now.has(c.id.slice("pick-".length));
     });
@@ -425,14 +425,14 @@
 
   // ---- cohort ----
   function renderCohort() {
-    const rows = state.patients.filter((p) => state.cohort.selected.map(String).includes(String(p.subject_id)));
+    const rows = state.patients.filter((p) => state.cohort.selected.map(String).includes(String(p.subject)));
     const body = document.querySelector("#cohort-table tbody");
     body.replaceChildren();
     rows.forEach((p) => {
       const tr = el("tr");
       const th = el("th");
       th.scope = "row";
-      th.append(button(String(p.subject_id), "link", () => openPatient(p.subject_id)));
+      th.append(button(String(p.subject), "link", () => openPatient(p.subject)));
       tr.append(th, el("td", null, p.admissions.join(", ")), el("td", "num", p.score.toFixed(3)),
                 el("td", null, p.matches.map((m) => m.id).join(", ")),
                 el("td", null, p.first_date || ""), el("td", null, p.last_date || ""));
@@ -468,12 +468,12 @@
     let note, tl;
     try {
       note = await api("GET", "/notes/" + encodeURIComponent(id));
-      tl = note.subject_id === null ? { notes: [note] }
-        : await api("GET", "/patients/" + encodeURIComponent(note.subject_id) + "/timeline");
+      tl = note.subject === null ? { notes: [note] }
+        : await api("GET", "/patients/" + encodeURIComponent(note.subject) + "/timeline");
     } catch (e) { showError(e); return; }
     showError(null);
     state.noteId = note.id;
-    state.patientId = note.subject_id;
+    state.patientId = note.subject;
     state.timeline = tl.notes;
     detail(true);
     $("note-title").textContent = "Note " + note.id + (note.category ? " · " + note.category : "");
@@ -483,7 +483,7 @@
     $("timeline-pos").textContent = "note " + (pos + 1) + " of " + tl.notes.length + " for this patient";
     $("prev-note").disabled = pos <= 0;
     $("next-note").disabled = pos < 0 || pos >= tl.notes.length - 1;
-    $("similar-patients").disabled = $("open-patient").disabled = note.subject_id === null;
+    $("similar-patients").disabled = $("open-patient").disabled = note.subject === null;
     drawCourse(tl.notes, note.id);
     listTimeline(tl.notes, pos);
     $("note-title").focus();
@@ -496,13 +496,13 @@
     catch (e) { showError(e); return; }
     showError(null);
     state.noteId = null;
-    state.patientId = tl.subject_id;
+    state.patientId = tl.subject;
     state.timeline = tl.notes;
     detail(false);
-    $("note-title").textContent = "Patient " + tl.subject_id + " · " + tl.count + " notes";
-    const admissions = new Set(tl.notes.map((n) => n.hadm_id).filter((h) => h !== null));
-    const dates = tl.notes.map((n) => n.chartdate).filter(Boolean);
-    $("note-badges").replaceChildren(el("span", "badge pt", "patient " + tl.subject_id),
+    $("note-title").textContent = "Patient " + tl.subject + " · " + tl.count + " notes";
+    const admissions = new Set(tl.notes.map((n) => n.admission).filter((h) => h !== null));
+    const dates = tl.notes.map((n) => n.time).filter(Boolean);
+    $("note-badges").replaceChildren(el("span", "badge pt", "patient " + tl.subject),
       el("span", "badge", plural(admissions.size, "admission")),
       el("span", "badge date", dates.length ? dates[0] + " – " + dates[dates.length - 1] : "undated"));
     $("similar-patients").disabled = false;
@@ -525,7 +525,7 @@
     notes.forEach((n, i) => {
       const li = el("li", i === pos ? "current" : "");
       const hit = state.hitIds.has(String(n.id)) ? " · search hit" : "";
-      const b = button((n.chartdate || "undated") + " · " + (n.category || "note") + " · " + n.id + hit, "link", () => openNote(n.id));
+      const b = button((n.time || "undated") + " · " + (n.category || "note") + " · " + n.id + hit, "link", () => openNote(n.id));
       if (i === pos) b.setAttribute("aria-current", "true");
       li.append(b);
       list.append(li);
@@ -536,10 +536,10 @@
   // the search's hits ringed; a mark opens its note.
   function drawCourse(notes, currentId) {
     const box = $("course");
-    const dated = notes.filter((n) => n.chartdate);
+    const dated = notes.filter((n) => n.time);
     if (!dated.length) { box.replaceChildren(el("p", "muted", "No dated notes to draw.")); $("legend").replaceChildren(); return; }
     const t = (d) => Date.parse(String(d).slice(0, 10) + "T00:00:00Z");
-    let lo = Math.min(...dated.map((n) => t(n.chartdate))), hi = Math.max(...dated.map((n) => t(n.chartdate)));
+    let lo = Math.min(...dated.map((n) => t(n.time))), hi = Math.max(...dated.map((n) => t(n.time)));
     if (hi === lo) { lo -= 86400000; hi += 86400000; }
     const cats = Array.from(new Set(dated.map((n) => n.category || "note"))).sort();
     const W = 640, left = 118, right = 12, top = 26, axis = 24, gap = 12, STACK = 6;
@@ -548,10 +548,10 @@
     // clickable however many a day holds.
     const place = new Map(), depth = {};
     cats.forEach((c) => {
-      const mine = dated.filter((n) => (n.category || "note") === c).sort((a, b) => t(a.chartdate) - t(b.chartdate));
+      const mine = dated.filter((n) => (n.category || "note") === c).sort((a, b) => t(a.time) - t(b.time));
       let start = -Infinity, j = 0;
       mine.forEach((n) => {
-        const cx = x(n.chartdate);
+        const cx = x(n.time);
         if (cx - start > gap) { start = cx; j = 0; } else j += 1;
         place.set(n, { dx: Math.floor(j / STACK) * gap, row: j % STACK });
         depth[c] = Math.max(depth[c] || 1, Math.min(j, STACK - 1) + 1);
@@ -565,11 +565,11 @@
                                "aria-label": "Patient course: " + dated.length + " notes over time, by category; search hits ringed" });
     const spans = new Map();
     dated.forEach((n) => {
-      if (n.hadm_id === null || n.hadm_id === undefined) return;
-      const s = spans.get(n.hadm_id) || [n.chartdate, n.chartdate];
-      if (t(n.chartdate) < t(s[0])) s[0] = n.chartdate;
-      if (t(n.chartdate) > t(s[1])) s[1] = n.chartdate;
-      spans.set(n.hadm_id, s);
+      if (n.admission === null || n.admission === undefined) return;
+      const s = spans.get(n.admission) || [n.time, n.time];
+      if (t(n.time) < t(s[0])) s[0] = n.time;
+      if (t(n.time) > t(s[1])) s[1] = n.time;
+      spans.set(n.admission, s);
     });
     for (const [hadm, [a, b]] of spans) {
       const r = svg("rect", { x: x(a) - 3, y: 6, width: Math.max(6, x(b) - x(a) + 6), height: 12, rx: 3, class: "admission" });
@@ -594,10 +594,10 @@
       const g = svg("g", { class: "mark" + (hit ? " hit" : "") + (current ? " current" : "") });
       g.dataset.noteId = n.id;
       const at = place.get(n);
-      const cx = Math.min(W - 6, x(n.chartdate) + at.dx), cy = laneTop[cat] + 5 + gap / 2 + at.row * gap;
+      const cx = Math.min(W - 6, x(n.time) + at.dx), cy = laneTop[cat] + 5 + gap / 2 + at.row * gap;
       if (hit) g.append(svg("circle", { cx, cy, r: 6, class: "ring" }));
       g.append(svg("circle", { cx, cy, r: hit ? 3.5 : 4.5, fill: colorOf(n.category) }));
-      clickable(g, "note " + n.id + ", " + cat + ", " + n.chartdate + (hit ? ", search hit" : "") + (current ? ", open" : ""), () => openNote(n.id));
+      clickable(g, "note " + n.id + ", " + cat + ", " + n.time + (hit ? ", search hit" : "") + (current ? ", open" : ""), () => openNote(n.id));
       chart.append(g);
     }
     );
@@ -668,10 +668,10 @@
     $("select-top").addEventListener("click", () => {
       const n = Math.max(1, parseInt($("top-n").value, 10) || 1);
       state.cohort.selected = [];
-      select(state.patients.slice(0, n).map((p) => p.subject_id), true);
+      select(state.patients.slice(0, n).map((p) => p.subject), true);
     });
-    $("select-page").addEventListener("click", () => select(state.patients.map((p) => p.subject_id), true));
-    $("select-none").addEventListener("click", () => select(state.patients.map((p) => p.subject_id), false));
+    $("select-page").addEventListener("click", () => select(state.patients.map((p) => p.subject), true));
+    $("select-none").addEventListener("click", () => select(state.patients.map((p) => p.subject), false));
     $("to-cohort").addEventListener("click", () => { show("cohort"); remember(); });
     $("cohort-name").addEventListener("change", () => remember(true));
     $("export-csv").addEventListener("click", () => exportCohort("csv"));
