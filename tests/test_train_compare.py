@@ -126,7 +126,7 @@ def test_patient_index_keeps_every_window_of_a_note(tmp_path):
     assert store.table.column("id").to_pylist() == [7, 8, 8, 9]
     assert Searcher(ix).ids() == [7, 8, 9]
     ranked = Searcher(ix).similar_patients(subject_id=1, k=2, mode="dense")
-    assert [p.subject_id for p in ranked] == [2, 3] and ranked[0].notes == 1
+    assert [p.subject for p in ranked] == [2, 3] and ranked[0].notes == 1
     assert ranked[0].score == pytest.approx(float(vectors[1:3].sum(0)[0] /
                                                   np.linalg.norm(vectors[1:3].sum(0))))
 

@@ -66,13 +66,15 @@ def _tags(texts):
 
 
 def test_clean_notes_orders_by_date_time_row_id_and_filters(mimic):
-    notes = clean_notes(read_notes(mimic / "NOTEEVENTS.csv"), PairOptions())
-    p1 = notes[notes["SUBJECT_ID"] == 1]
-    assert _tags(p1["TEXT"]) == ["p1-d1-1000-tie", "p1-d1-1000", "p1-d2-notime", "p1-d2-0800",
+    raw, schema, rejected = read_notes(mimic / "NOTEEVENTS.csv")
+    assert schema.layout == "mimic-iii" and rejected == 0
+    notes = clean_notes(raw, PairOptions(), schema)
+    p1 = notes[notes["subject"] == 1]
+    assert _tags(p1["text"]) == ["p1-d1-1000-tie", "p1-d1-1000", "p1-d2-notime", "p1-d2-0800",
                                  "p1-adm2"]
-    assert 15 not in set(notes["ROW_ID"]) and 16 not in set(notes["ROW_ID"])
-    assert "Radiology" in set(p1["CATEGORY"])  # trailing space stripped
-    assert p1["TEXT"].iloc[0].startswith('p1-d1-1000-tie said "stable",\nthen')
+    assert 15 not in set(notes["id"]) and 16 not in set(notes["id"])
+    assert "Radiology" in set(p1["category"])  # trailing space stripped
+    assert p1["text"].iloc[0].startswith('p1-d1-1000-tie said "stable",\nthen')
 
 
 def test_pairs_are_consecutive_notes_of_one_patient(mimic, tmp_path):
@@ -134,7 +136,8 @@ def test_manifest_round_trip_and_hash_check(mimic, tmp_path):
     assert PairsManifest.load(tmp_path / "m") == m
     assert set(m.sources) == {"NOTEEVENTS.csv", "DIAGNOSES_ICD.csv"}
     diag = load_table(tmp_path / "m", "diagnoses")
-    assert set(diag["icd9_code"]) == {"4019", "41401", "V4581", "E8798", "486"}
+    assert set(diag["icd_code"]) == {"4019", "41401", "V4581", "E8798", "486"}
+    assert set(diag["icd_version"]) == {9} and m.schema.layout == "mimic-iii"
     pd.DataFrame({"x": [1]}).to_parquet(tmp_path / "m" / "pairs.parquet")
     with pytest.raises(ValueError, match="sha256 differs"):
         load_table(tmp_path / "m", "pairs")
@@ -143,7 +146,7 @@ def test_manifest_round_trip_and_hash_check(mimic, tmp_path):
 def test_bad_row_is_named(tmp_path):
     row = {"ROW_ID": 7, "SUBJECT_ID": "abc", "CHARTDATE": "2150-01-01", "TEXT": LONG}
     _write_notes(tmp_path / "NOTEEVENTS.csv", [row])
-    with pytest.raises(ValueError, match=r"record 1 \(ROW_ID 7\): SUBJECT_ID is not an integer"):
+    with pytest.raises(ValueError, match=r"line 2 \(id 7\): SUBJECT_ID is not an integer"):
         read_notes(tmp_path / "NOTEEVENTS.csv")
 
 
@@ -168,12 +171,12 @@ def test_pairs_on_synthetic_mimic(synth_dir, tmp_path):
     """The synth stage's corpus (MIMIC quirks: ISERROR rows, missing CHARTTIME/HADM_ID,
     categories with trailing spaces) goes through end to end without leakage."""
     m = make_pairs(synth_dir / "NOTEEVENTS.csv", tmp_path / "p", options=PairOptions(seed=0))
-    notes = read_notes(synth_dir / "NOTEEVENTS.csv")
+    notes, _, _ = read_notes(synth_dir / "NOTEEVENTS.csv")
     kept = load_table(tmp_path / "p", "notes")
-    dropped = set(notes["ROW_ID"]) - set(kept["row_id"])
-    raw = notes.set_index("ROW_ID")
-    assert all(raw.at[r, "ISERROR"] == 1 or len(raw.at[r, "TEXT"].strip()) <= 50 for r in dropped)
-    assert not kept["row_id"].isin(notes.loc[notes["ISERROR"] == 1, "ROW_ID"]).any()
+    dropped = set(notes["id"]) - set(kept["row_id"])
+    raw = notes.set_index("id")
+    assert all(raw.at[r, "error"] == 1 or len(raw.at[r, "text"].strip()) <= 50 for r in dropped)
+    assert not kept["row_id"].isin(notes.loc[notes["error"] == 1, "id"]).any()
     pairs = load_table(tmp_path / "p", "pairs")
     assert len(pairs) == len(kept) - kept["subject_id"].nunique()
     assert sum(c["patients"] for c in m.counts.values()) == 40

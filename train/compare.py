@@ -28,6 +28,7 @@ from mimicsearch.fusion import Fusion, fuse
 from mimicsearch.index.lexical import LexicalIndex, analyze, top_k
 
 from mimicsearch.icd import chapter
+from .pairs import codes
 from .protocol import KS, pair_targets, ranks, recall
 
 Scorer = Callable[[int, Sequence[int]], np.ndarray]  # (query, dropped rows) -> scores
@@ -182,9 +183,13 @@ def auto_recall(dense: Scorer, lexical: Scorer, targets, excluded, patients: np.
 
 
 def patient_chapters(notes: pd.DataFrame, diagnoses: pd.DataFrame) -> dict:
-    """subject_id -> the ICD-9 chapters of all its admissions' codes."""
+    """subject_id -> the diagnosis chapters (ICD-9 and ICD-10 in one scheme) of all its
+    admissions' codes."""
+    diagnoses = codes(diagnoses)
     adm = diagnoses[diagnoses["hadm_id"].isin(set(notes["hadm_id"].dropna()))]
-    chapters = adm.assign(ch=adm["icd9_code"].map(chapter)).dropna(subset=["ch"])
+    chapters = adm.assign(ch=[chapter(c, v) for c, v in zip(adm["icd_code"],
+                                                             adm["icd_version"])]
+                          ).dropna(subset=["ch"])
     got = chapters.groupby("subject_id")["ch"].agg(set).to_dict()
     return {s: got.get(s, set()) for s in notes["subject_id"].unique()}
 
@@ -213,9 +218,10 @@ def patient_index(notes: pd.DataFrame, vectors: np.ndarray | None, out: Path,
         vectors = np.zeros((len(notes), 8), np.float32)
         vectors[:, 0] = 1
     parents = np.arange(len(notes)) if parents is None else np.asarray(parents)
-    meta = pa.table({"id": notes["row_id"].astype("int64").to_numpy()[parents],
-                     "SUBJECT_ID": notes["subject_id"].astype("int64").astype(str)
-                     .to_numpy()[parents],
+    ids = notes["row_id"]
+    ids = ids.astype("int64") if pd.api.types.is_integer_dtype(ids) else ids.astype(str)
+    meta = pa.table({"id": ids.to_numpy()[parents],
+                     "SUBJECT_ID": notes["subject_id"].astype(str).to_numpy()[parents],
                      "TEXT": notes["text"].to_numpy()[parents]}
                     | ({} if windows is None else {"WINDOW": windows}))
     build_index(ArraySource(vectors, meta), out, model_fingerprint="evaluation",
@@ -232,7 +238,7 @@ def patient_overlap(index_dir: Path, chapters: dict, mode: str, fusion: Fusion |
     out = []
     for p, mine in chapters.items():
         top = s.similar_patients(subject_id=int(p), k=k, mode=mode, fusion=fusion)
-        out.append(np.mean([jaccard(mine, chapters[t.subject_id]) for t in top])
+        out.append(np.mean([jaccard(mine, chapters[t.subject]) for t in top])
                    if top else 0.0)
     return np.array(out)
 

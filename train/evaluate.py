@@ -26,7 +26,7 @@ from mimicsearch.fileio import write_json
 
 from mimicsearch.icd import chapter
 from .modeling import load_model, prompt_text
-from .pairs import PairsManifest, Split, load_table
+from .pairs import PairsManifest, Split, codes, load_table
 from .protocol import KS, pair_targets, ranks, recall
 
 Embedder = Callable[[Sequence[str]], np.ndarray]
@@ -122,15 +122,16 @@ def diagnosis_auroc(embeddings: np.ndarray, notes: pd.DataFrame, diagnoses: pd.D
 
     has_adm = notes["hadm_id"].notna().to_numpy()
     X, notes = embeddings[has_adm], notes[has_adm].reset_index(drop=True)
-    adm = diagnoses[diagnoses["hadm_id"].isin(set(notes["hadm_id"]))]
-    codes = adm.drop_duplicates(["hadm_id", "icd9_code"])["icd9_code"].value_counts()
+    adm = labelled(diagnoses)
+    adm = adm[adm["hadm_id"].isin(set(notes["hadm_id"]))]
+    codes = adm.drop_duplicates(["hadm_id", "code"])["code"].value_counts()
     codes = codes.sort_index().sort_values(ascending=False, kind="stable").index[:top].tolist()
     patients = np.array(sorted(set(notes["subject_id"])))
     rng = np.random.default_rng(seed)
     test_patients = set(rng.choice(patients, size=round(len(patients) * test_size),
                                    replace=False).tolist())
     is_test = notes["subject_id"].isin(test_patients).to_numpy()
-    codes_of = adm.groupby("hadm_id")["icd9_code"].agg(set)
+    codes_of = adm.groupby("hadm_id")["code"].agg(set)
     note_codes = notes["hadm_id"].map(codes_of)
     aucs, scored = {}, {}
     for code in codes:
@@ -169,15 +170,16 @@ def _auroc_interval(scored: dict, patients: np.ndarray, rng, draws: int = 200) -
 
 def silhouettes(embeddings: np.ndarray, notes: pd.DataFrame, diagnoses: pd.DataFrame,
                 sample: int = 5000, seed: int = 0) -> dict[str, float]:
-    """Cosine silhouette by ICD-9 chapter (primary diagnosis) and by note category."""
+    """Cosine silhouette by diagnosis chapter (primary diagnosis; ICD-9 and ICD-10 in one
+    scheme) and by note category."""
     from sklearn.metrics import silhouette_score
 
     rng = np.random.default_rng(seed)
     idx = np.sort(rng.choice(len(notes), size=min(sample, len(notes)), replace=False))
     X, notes = embeddings[idx], notes.iloc[idx].reset_index(drop=True)
     primary = _primary_codes(diagnoses)
-    by_chapter = notes["hadm_id"].map(primary).map(lambda c: chapter(c) if isinstance(c, str)
-                                                   else None)
+    by_chapter = notes["hadm_id"].map(primary).map(
+        lambda c: chapter(*c) if isinstance(c, tuple) else None)
     out = {"silhouette_chapter": _silhouette(silhouette_score, X, by_chapter),
            "silhouette_category": _silhouette(silhouette_score, X, notes["category"])}
     out["silhouette_difference"] = out["silhouette_chapter"] - out["silhouette_category"]
@@ -271,9 +273,19 @@ def _deduplicated(embed: Embedder) -> Embedder:
     return embed_once
 
 
+def labelled(diagnoses: pd.DataFrame) -> pd.DataFrame:
+    """Diagnoses with `code`, a label that keeps ICD-9 and ICD-10 codes apart."""
+    d = codes(diagnoses)
+    return d.assign(code=[c if v == 9 else f"{c} (ICD-10)"
+                          for c, v in zip(d["icd_code"], d["icd_version"])])
+
+
 def _primary_codes(diagnoses: pd.DataFrame) -> pd.Series:
-    d = diagnoses.sort_values("seq_num", kind="stable") if "seq_num" in diagnoses else diagnoses
-    return d.drop_duplicates("hadm_id").set_index("hadm_id")["icd9_code"]
+    """hadm_id -> (code, version) of its primary diagnosis."""
+    d = codes(diagnoses)
+    d = d.sort_values("seq_num", kind="stable") if "seq_num" in d else d
+    d = d.drop_duplicates("hadm_id").set_index("hadm_id")
+    return pd.Series(list(zip(d["icd_code"], d["icd_version"])), index=d.index, dtype=object)
 
 
 def _silhouette(score, X: np.ndarray, labels: pd.Series) -> float:

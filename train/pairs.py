@@ -3,6 +3,12 @@
 The training signal of the seed: a note should be closest to the note that follows it. Pairs,
 the cleaned notes, their admissions' diagnoses and the patient split are written as Parquet with a
 manifest, so a training or evaluation run names exactly the data it saw.
+
+Notes are read by the runtime's reader (`mimicsearch.readers`, `mimicsearch.schema`), so
+training and indexing agree on what a note, a patient and a time are in every layout
+(MIMIC-III, MIMIC-IV-Note's several files, OMOP NOTE, `--columns`). The tables keep their
+historical column names whatever the layout: row_id is the note id, subject_id the patient,
+hadm_id the admission or visit.
 """
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mimicsearch.diagnoses import read_codes
 from mimicsearch.fileio import (
     MANIFEST,
     atomic_path,
@@ -23,14 +30,15 @@ from mimicsearch.fileio import (
     sha256_file,
     write_json,
 )
-
 from mimicsearch.icd import chapters
+from mimicsearch.readers import as_inputs, open_notes
+from mimicsearch.schema import CUSTOM, NoteSchema
 
 FORMAT_VERSION = 1
 KIND = "mimicsearch-pairs"
-NOTE_COLUMNS = ("ROW_ID", "SUBJECT_ID", "HADM_ID", "CHARTDATE", "CHARTTIME", "CATEGORY",
-                "ISERROR", "TEXT")
-DIAGNOSIS_COLUMNS = ("SUBJECT_ID", "HADM_ID", "ICD9_CODE")
+ROLES = ("id", "subject", "admission", "category", "time", "exact_time", "error", "sequence")
+DIAGNOSES_BESIDE = ("DIAGNOSES_ICD.csv", "DIAGNOSES_ICD.csv.gz", "diagnoses_icd.csv.gz",
+                    "diagnoses_icd.csv")
 
 
 class Split(str, enum.Enum):
@@ -79,6 +87,10 @@ class PairsManifest:
     sources: dict[str, str]             # input file name -> sha256
     files: dict[str, str]               # output file name -> sha256
     counts: dict[str, dict[str, int]]   # split -> {"patients", "notes", "pairs"}
+    # The notes' roles (None: written before they were recorded, MIMIC-III) and the input
+    # rows the reader rejected (no text, bad id, duplicate id: dropped, like short notes).
+    schema: NoteSchema | None = None
+    rejected: int = 0
     kind: str = KIND
     format_version: int = FORMAT_VERSION
 
@@ -86,7 +98,9 @@ class PairsManifest:
         return {"kind": self.kind, "format_version": self.format_version,
                 "options": self.options.to_dict(),
                 "sources": dict(self.sources), "files": dict(self.files),
-                "counts": {k: dict(v) for k, v in self.counts.items()}}
+                "counts": {k: dict(v) for k, v in self.counts.items()},
+                "schema": self.schema.to_dict() if self.schema else None,
+                "rejected": self.rejected}
 
     @classmethod
     def from_dict(cls, d: dict) -> PairsManifest:
@@ -102,7 +116,9 @@ class PairsManifest:
                              f"valid: {[s.value for s in Split]}")
         return cls(options=PairOptions.from_dict(d["options"]),
                    sources={str(k): str(v) for k, v in d["sources"].items()},
-                   files={str(k): str(v) for k, v in d["files"].items()}, counts=counts)
+                   files={str(k): str(v) for k, v in d["files"].items()}, counts=counts,
+                   schema=NoteSchema.from_dict(d["schema"]) if d.get("schema") else None,
+                   rejected=int(d.get("rejected", 0)))
 
     def save(self, data_dir: str | os.PathLike) -> None:
         write_json(Path(data_dir) / MANIFEST, self.to_dict())
@@ -112,62 +128,91 @@ class PairsManifest:
         path = Path(data_dir) / MANIFEST
         if not path.is_file():
             raise FileNotFoundError(f"missing {path}: not a pairs directory "
-                                    "(create one with: mimicsearch pairs NOTEEVENTS.csv --out DIR)")
+                                    "(create one with: mimicsearch pairs NOTES... --out DIR)")
         return cls.from_dict(read_json(path))
 
 
-def read_notes(path: str | os.PathLike) -> pd.DataFrame:
-    """NOTEEVENTS.csv as typed columns (quoted multi-line TEXT is fine)."""
-    df = _read_csv(path, NOTE_COLUMNS)
-    for col in ("ROW_ID", "SUBJECT_ID"):
-        df[col] = _to_int(df[col], path, col, df, required=True)
-    df["HADM_ID"] = _to_int(df["HADM_ID"], path, "HADM_ID", df, required=False)
-    df["ISERROR"] = _to_int(df["ISERROR"], path, "ISERROR", df, required=False)
-    df["CHARTDATE"] = _to_time(df["CHARTDATE"], path, "CHARTDATE", df, required=True)
-    df["CHARTTIME"] = _to_time(df["CHARTTIME"], path, "CHARTTIME", df, required=False)
-    df["CATEGORY"] = df["CATEGORY"].fillna("").astype(str).str.strip()
-    df["TEXT"] = df["TEXT"].fillna("").astype(str)
-    return df
+def read_notes(paths, columns: str | None = None) -> tuple[pd.DataFrame, NoteSchema, int]:
+    """Note files (one, or several read as one) as a frame with one column per role (id,
+    subject, admission, category, time, exact_time, error, sequence, text; None where the
+    table has no such column) and `order`, the input order; the schema; the rows the
+    reader rejected. Times are timestamps; a known layout's patient must be an integer."""
+    inputs = as_inputs(paths)
+    reader = open_notes(inputs if len(inputs) > 1 else inputs[0], columns=columns)
+    schema = reader.columns.schema
+    role_col = {r: schema.column(r) for r in ROLES}
+    data: dict[str, list] = {r: [] for r in ROLES}
+    data["text"], lines, rejected = [], [], 0
+    for batch in reader:
+        rejected += len(batch.rejects)
+        data["id"] += batch.ids
+        data["text"] += batch.texts
+        lines += batch.lines.tolist()
+        for r in ROLES[1:]:
+            col = role_col[r]
+            data[r] += batch.metadata[col] if col in batch.metadata else [None] * len(batch.ids)
+    df = pd.DataFrame(data)
+    df["order"] = np.arange(len(df))
+    where = reader.path
+    if schema.layout != CUSTOM:
+        df["subject"] = _to_int(df["subject"], where, role_col["subject"], df, lines,
+                                required=True)
+    df["subject"] = _typed(df["subject"])
+    df["admission"] = _typed(df["admission"])
+    df["error"] = pd.to_numeric(df["error"], errors="coerce")
+    df["sequence"] = pd.to_numeric(df["sequence"], errors="coerce")
+    for r in ("time", "exact_time"):
+        df[r] = _to_time(df[r], where, role_col[r], df, lines)
+    df["category"] = df["category"].fillna("").astype(str).str.strip()
+    return df, schema, rejected
 
 
 def read_diagnoses(path: str | os.PathLike) -> pd.DataFrame:
-    """DIAGNOSES_ICD.csv; SEQ_NUM (1 = primary diagnosis) is kept when present."""
-    df = _read_csv(path, DIAGNOSIS_COLUMNS, optional=("SEQ_NUM",))
-    if "SEQ_NUM" in df.columns:
-        df["SEQ_NUM"] = pd.to_numeric(df["SEQ_NUM"], errors="coerce")
-    df["SUBJECT_ID"] = _to_int(df["SUBJECT_ID"], path, "SUBJECT_ID", df, required=True)
-    df["HADM_ID"] = _to_int(df["HADM_ID"], path, "HADM_ID", df, required=True)
-    df["ICD9_CODE"] = df["ICD9_CODE"].fillna("").astype(str).str.strip()
-    return df[df["ICD9_CODE"] != ""].reset_index(drop=True)
+    """A diagnoses file (MIMIC-III DIAGNOSES_ICD or MIMIC-IV diagnoses_icd, see
+    `mimicsearch.diagnoses`) as subject_id, hadm_id, seq_num (1 = primary), icd_code,
+    icd_version; blank codes dropped."""
+    t = read_codes(path).to_pandas()
+    df = pd.DataFrame({"subject_id": _typed(t["subject"]), "hadm_id": _typed(t["admission"]),
+                       "seq_num": pd.to_numeric(t["seq_num"], errors="coerce"),
+                       "icd_code": t["icd_code"].astype(str),
+                       "icd_version": t["icd_version"].astype("int64")})
+    return df[df["icd_code"] != ""].reset_index(drop=True)
 
 
-def clean_notes(notes: pd.DataFrame, options: PairOptions) -> pd.DataFrame:
-    """Drop erroneous, short and filtered-out notes; order each patient's notes in time.
-
-    Order: CHARTDATE, then CHARTTIME (a missing time sorts as the start of its day), then ROW_ID.
+def clean_notes(notes: pd.DataFrame, options: PairOptions,
+                schema: NoteSchema | None = None) -> pd.DataFrame:
+    """Drop erroneous, short and filtered-out notes and addenda (`schema.addenda`: they
+    amend the note before them, which is not their "next note"); order each patient's notes
+    in time: the exact time where a note has one, else the start of its date, then its
+    sequence (MIMIC-IV's note_seq), then the id where ids are integers, else input order.
     """
-    keep = (notes["ISERROR"].fillna(0) != 1) & (notes["TEXT"].str.strip().str.len()
-                                                 > options.min_chars)
+    keep = (notes["error"].fillna(0) != 1) & (notes["text"].str.strip().str.len()
+                                               > options.min_chars)
+    keep &= notes["subject"].notna()
+    if schema is not None and schema.addenda:
+        keep &= ~notes["category"].str.upper().isin([a.upper() for a in schema.addenda])
     if options.categories:
-        present = set(notes["CATEGORY"])
+        present = set(notes["category"])
         wanted = {c.strip().lower() for c in options.categories}
         known = {c.lower() for c in present}
         missing = sorted(wanted - known)
         if missing:
             raise ValueError(f"unknown note categories {missing}; categories in the data: "
                              f"{sorted(present)}")
-        keep &= notes["CATEGORY"].str.lower().isin(wanted)
+        keep &= notes["category"].str.lower().isin(wanted)
     if options.within_admission:
-        keep &= notes["HADM_ID"].notna()
+        keep &= notes["admission"].notna()
     df = notes[keep].copy()
-    df["_time"] = df["CHARTTIME"].fillna(df["CHARTDATE"])
-    df = df.sort_values(["SUBJECT_ID", "CHARTDATE", "_time", "ROW_ID"], kind="stable")
+    df["_time"] = df["exact_time"].fillna(df["time"])
+    last = "id" if pd.api.types.is_integer_dtype(df["id"]) else "order"
+    df = df.sort_values(["subject", "_time", "sequence", last], kind="stable",
+                        na_position="last")
     return df.drop(columns="_time").reset_index(drop=True)
 
 
 def split_patients(subject_ids, options: PairOptions) -> pd.DataFrame:
     """Seeded patient-level split: every note and pair of a patient lands in one split."""
-    ids = np.array(sorted({int(s) for s in subject_ids}), dtype=np.int64)
+    ids = np.array(sorted(set(subject_ids)))
     order = np.random.default_rng(options.seed).permutation(len(ids))
     n_test = _split_size(len(ids), options.test_fraction)
     n_val = _split_size(len(ids), options.val_fraction)
@@ -180,67 +225,78 @@ def split_patients(subject_ids, options: PairOptions) -> pd.DataFrame:
 def build_pairs(notes: pd.DataFrame, diagnoses: pd.DataFrame | None,
                 options: PairOptions) -> pd.DataFrame:
     """Consecutive notes of cleaned, ordered `notes` (same patient, and same admission if asked),
-    with the ICD-9 chapters of the anchor's admission."""
-    group = ["SUBJECT_ID", "HADM_ID"] if options.within_admission else ["SUBJECT_ID"]
+    with the diagnosis chapters of the anchor's admission."""
+    group = ["subject", "admission"] if options.within_admission else ["subject"]
     nxt = notes.groupby(group, sort=False, dropna=False).shift(-1)
-    has_next = nxt["ROW_ID"].notna()
+    has_next = nxt["id"].notna()
     a, p = notes[has_next], nxt[has_next]
     admission_chapters = _admission_chapters(diagnoses)
     return pd.DataFrame({
-        "subject_id": a["SUBJECT_ID"].astype("int64").to_numpy(),
-        "anchor_row_id": a["ROW_ID"].astype("int64").to_numpy(),
-        "positive_row_id": p["ROW_ID"].astype("int64").to_numpy(),
-        "anchor_hadm_id": a["HADM_ID"].astype("Int64").to_numpy(),
-        "anchor_category": a["CATEGORY"].to_numpy(),
-        "positive_category": p["CATEGORY"].to_numpy(),
-        "anchor_text": a["TEXT"].to_numpy(),
-        "positive_text": p["TEXT"].to_numpy(),
+        "subject_id": a["subject"].to_numpy(),
+        "anchor_row_id": a["id"].to_numpy(),
+        "positive_row_id": p["id"].astype(a["id"].dtype).to_numpy(),
+        "anchor_hadm_id": a["admission"].to_numpy(),
+        "anchor_category": a["category"].to_numpy(),
+        "positive_category": p["category"].to_numpy(),
+        "anchor_text": a["text"].to_numpy(),
+        "positive_text": p["text"].to_numpy(),
         "chapters": [admission_chapters.get(h, []) if pd.notna(h) else []
-                     for h in a["HADM_ID"]],
+                     for h in a["admission"]],
     })
 
 
-def make_pairs(notes_csv: str | os.PathLike, out_dir: str | os.PathLike,
-               diagnoses_csv: str | os.PathLike | None = None,
-               options: PairOptions = PairOptions()) -> PairsManifest:
-    """NOTEEVENTS.csv (+ DIAGNOSES_ICD.csv, by default the one beside it) -> a pairs directory:
-    notes.parquet, pairs.parquet, diagnoses.parquet, splits.parquet, manifest.json."""
-    notes_csv = Path(notes_csv)
-    if diagnoses_csv is None and (notes_csv.parent / "DIAGNOSES_ICD.csv").is_file():
-        diagnoses_csv = notes_csv.parent / "DIAGNOSES_ICD.csv"
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+def diagnoses_beside(notes_file: Path) -> Path | None:
+    """The diagnoses file MIMIC ships beside a notes file, if there is one."""
+    return next((notes_file.parent / n for n in DIAGNOSES_BESIDE
+                 if (notes_file.parent / n).is_file()), None)
 
-    notes = clean_notes(read_notes(notes_csv), options)
-    if notes.empty:
-        raise ValueError(f"{notes_csv}: no notes left after filtering (ISERROR, length > "
-                         f"{options.min_chars} chars, categories {list(options.categories)})")
+
+def make_pairs(notes_files, out_dir: str | os.PathLike,
+               diagnoses_csv: str | os.PathLike | None = None,
+               options: PairOptions = PairOptions(),
+               columns: str | None = None) -> PairsManifest:
+    """Note files (NOTEEVENTS.csv; MIMIC-IV-Note's discharge.csv.gz and radiology.csv.gz;
+    OMOP NOTE; any table with `columns` roles) + diagnoses (by default the file MIMIC ships
+    beside the first) -> a pairs directory: notes.parquet, pairs.parquet,
+    diagnoses.parquet, splits.parquet, manifest.json."""
+    files = [Path(f) for f in as_inputs(notes_files)]
+    if diagnoses_csv is None:
+        diagnoses_csv = diagnoses_beside(files[0])
+    out = Path(out_dir)
+
+    raw, schema, rejected = read_notes(files, columns)
+    if schema.subject is None:
+        raise ValueError(f"{' + '.join(map(str, files))}: no patient column (role subject: "
+                         "SUBJECT_ID, subject_id, person_id); pairs need one: name it with "
+                         "--columns subject=COLUMN")
     diagnoses = read_diagnoses(diagnoses_csv) if diagnoses_csv else None
-    splits = split_patients(notes["SUBJECT_ID"], options)
+    notes = clean_notes(raw, options, schema)
+    if notes.empty:
+        raise ValueError(f"{' + '.join(map(str, files))}: no notes left after filtering "
+                         f"(errors, addenda, length > {options.min_chars} chars, categories "
+                         f"{list(options.categories)})")
+    out.mkdir(parents=True, exist_ok=True)
+    splits = split_patients(notes["subject"], options)
     split_of = dict(zip(splits["subject_id"], splits["split"]))
 
     pairs = build_pairs(notes, diagnoses, options)
     pairs.insert(0, "split", pairs["subject_id"].map(split_of))
     note_table = pd.DataFrame({
-        "row_id": notes["ROW_ID"].astype("int64"),
-        "subject_id": notes["SUBJECT_ID"].astype("int64"),
-        "hadm_id": notes["HADM_ID"].astype("Int64"), "chartdate": notes["CHARTDATE"],
-        "charttime": notes["CHARTTIME"], "category": notes["CATEGORY"], "text": notes["TEXT"],
+        "row_id": notes["id"], "subject_id": notes["subject"],
+        "hadm_id": notes["admission"], "chartdate": notes["time"],
+        "charttime": notes["exact_time"], "category": notes["category"], "text": notes["text"],
     })
     note_table.insert(0, "split", note_table["subject_id"].map(split_of))
     if diagnoses is None:
         diag_table = pd.DataFrame({"subject_id": pd.Series([], dtype="int64"),
                                    "hadm_id": pd.Series([], dtype="int64"),
                                    "seq_num": pd.Series([], dtype="float64"),
-                                   "icd9_code": pd.Series([], dtype=object)})
+                                   "icd_code": pd.Series([], dtype=object),
+                                   "icd_version": pd.Series([], dtype="int64")})
     else:
         used = set(note_table["hadm_id"].dropna())
-        d = diagnoses[diagnoses["HADM_ID"].isin(used)]
-        diag_table = pd.DataFrame({"subject_id": d["SUBJECT_ID"].astype("int64"),
-                                   "hadm_id": d["HADM_ID"].astype("int64"),
-                                   "seq_num": d.get("SEQ_NUM", pd.Series(np.nan, index=d.index))
-                                   .astype(float),
-                                   "icd9_code": d["ICD9_CODE"]}).reset_index(drop=True)
+        diag_table = diagnoses[diagnoses["hadm_id"].isin(used)].reset_index(drop=True)
+        diag_table["seq_num"] = diag_table["seq_num"].astype(float)
 
     tables = {"notes.parquet": note_table, "pairs.parquet": pairs,
               "diagnoses.parquet": diag_table, "splits.parquet": splits}
@@ -249,13 +305,14 @@ def make_pairs(notes_csv: str | os.PathLike, out_dir: str | os.PathLike,
         with atomic_path(out / name) as tmp:
             table.to_parquet(tmp, index=False)
         hashes[name] = sha256_file(out / name)
-    sources = {notes_csv.name: sha256_file(notes_csv)}
+    sources = {f.name: sha256_file(f) for f in files}
     if diagnoses_csv:
         sources[Path(diagnoses_csv).name] = sha256_file(diagnoses_csv)
     counts = {s.value: {"patients": int((splits["split"] == s.value).sum()),
                         "notes": int((note_table["split"] == s.value).sum()),
                         "pairs": int((pairs["split"] == s.value).sum())} for s in Split}
-    manifest = PairsManifest(options=options, sources=sources, files=hashes, counts=counts)
+    manifest = PairsManifest(options=options, sources=sources, files=hashes, counts=counts,
+                             schema=schema, rejected=rejected)
     manifest.save(out)
     return manifest
 
@@ -288,10 +345,19 @@ def _split_subjects(data_dir, split: str) -> set[int]:
     return set(s.loc[s["split"] == split, "subject_id"])
 
 
-def _admission_chapters(diagnoses: pd.DataFrame | None) -> dict[int, list[str]]:
+def codes(diagnoses: pd.DataFrame) -> pd.DataFrame:
+    """A pairs directory's diagnoses with icd_code and icd_version (a directory written
+    before ICD-10 holds icd9_code only)."""
+    if "icd_code" in diagnoses.columns:
+        return diagnoses
+    return diagnoses.assign(icd_code=diagnoses["icd9_code"], icd_version=9)
+
+
+def _admission_chapters(diagnoses: pd.DataFrame | None) -> dict:
     if diagnoses is None or diagnoses.empty:
         return {}
-    return {int(h): chapters(codes) for h, codes in diagnoses.groupby("HADM_ID")["ICD9_CODE"]}
+    d = codes(diagnoses)
+    return {h: chapters(g["icd_code"], g["icd_version"]) for h, g in d.groupby("hadm_id")}
 
 
 def _split_size(n: int, fraction: float) -> int:
@@ -300,41 +366,32 @@ def _split_size(n: int, fraction: float) -> int:
     return max(1, round(n * fraction)) if n >= 3 else 0
 
 
-def _read_csv(path, columns, optional=()) -> pd.DataFrame:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"missing file: {path}")
-    header = pd.read_csv(path, nrows=0).columns
-    missing = [c for c in columns if c not in header]
-    if missing:
-        raise ValueError(f"{path}: missing columns {missing}; found {list(header)}")
-    columns = [*columns, *(c for c in optional if c in header)]
-    return pd.read_csv(path, usecols=columns, dtype=str, keep_default_na=False,
-                       na_values=[""])
+def _typed(s: pd.Series) -> pd.Series:
+    """Integers where every present value is one (MIMIC's and OMOP's ids), else text."""
+    present = s.dropna()
+    n = pd.to_numeric(present, errors="coerce")
+    if len(present) and n.notna().all() and (n == n.round()).all():
+        return pd.to_numeric(s, errors="coerce").astype("Int64")
+    return s.astype(object).where(s.notna(), None)
 
 
-def _bad_row(path, df, col, mask, what) -> ValueError:
-    i = int(np.flatnonzero(mask.to_numpy())[0])
-    row_id = df["ROW_ID"].iloc[i] if "ROW_ID" in df.columns else "?"
-    return ValueError(f"{path}: record {i + 1} (ROW_ID {row_id}): {col} {what}: "
-                      f"{df[col].iloc[i]!r}")
-
-
-def _to_int(s: pd.Series, path, col, df, required: bool) -> pd.Series:
+def _to_int(s: pd.Series, where, col, df, lines, required: bool) -> pd.Series:
     n = pd.to_numeric(s, errors="coerce")
     bad = (n.isna() & s.notna()) | (n.notna() & (n != n.round()))
     if required:
         bad |= s.isna()
     if bad.any():
-        raise _bad_row(path, df, col, bad, "is not an integer")
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise ValueError(f"{where}: line {lines[i]} (id {df['id'].iloc[i]}): {col} is not an "
+                         f"integer: {s.iloc[i]!r}")
     return n.astype("Int64")
 
 
-def _to_time(s: pd.Series, path, col, df, required: bool) -> pd.Series:
+def _to_time(s: pd.Series, where, col, df, lines) -> pd.Series:
     t = pd.to_datetime(s, errors="coerce", format="mixed")
     bad = t.isna() & s.notna()
-    if required:
-        bad |= s.isna()
     if bad.any():
-        raise _bad_row(path, df, col, bad, "is not a date/time")
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise ValueError(f"{where}: line {lines[i]} (id {df['id'].iloc[i]}): {col} is not a "
+                         f"date/time: {s.iloc[i]!r}")
     return t

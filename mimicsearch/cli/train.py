@@ -7,17 +7,21 @@ import math
 import click
 
 from ._errors import fail
+from ..schema import COLUMNS_HELP
 from ._extras import import_stage
 
 _ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, RuntimeError)
 
 
 @click.command("pairs")
-@click.argument("notes_csv", type=click.Path(exists=True, dir_okay=False))
+@click.argument("notes_csv", metavar="NOTES...", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Directory for pairs/notes/diagnoses/splits Parquet + manifest.json.")
 @click.option("--diagnoses", type=click.Path(exists=True, dir_okay=False),
-              help="DIAGNOSES_ICD.csv (default: the one beside NOTES_CSV, if any).")
+              help="MIMIC-III DIAGNOSES_ICD.csv or MIMIC-IV diagnoses_icd.csv.gz (ICD-9 and "
+              "ICD-10; default: the one beside the first of NOTES, if any).")
+@click.option("--columns", metavar="ROLE=COL,…", help=COLUMNS_HELP)
 @click.option("--within-admission", is_flag=True,
               help="Pair only consecutive notes of the same admission.")
 @click.option("--category", "categories", multiple=True, metavar="NAME",
@@ -30,16 +34,23 @@ _ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, R
               help="Share of patients held out for the final test (never trained on).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Patient split seed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
-def pairs_cmd(notes_csv, out, diagnoses, within_admission, categories, min_chars, val_fraction,
-              test_fraction, seed, as_json):
-    """Build temporal note pairs (a patient's note and their next note) from NOTEEVENTS.csv,
-    split by patient into train/val/test."""
+def pairs_cmd(notes_csv, out, diagnoses, columns, within_admission, categories, min_chars,
+              val_fraction, test_fraction, seed, as_json):
+    """Build temporal note pairs (a patient's note and their next note) from NOTES, split by
+    patient into train/val/test.
+
+    NOTES: one or more note tables of one layout, detected from the columns: MIMIC-III
+    NOTEEVENTS.csv, MIMIC-IV-Note (discharge.csv.gz radiology.csv.gz; addenda, AD/AR, take
+    no part in pairs), OMOP NOTE; any other with --columns. A patient's notes are ordered
+    by time (the exact time where a note has one, else the start of its date), then
+    sequence, then id.
+    """
     pairs = import_stage("mimicsearch.train.pairs", "train")
     try:
         options = pairs.PairOptions(min_chars=min_chars, within_admission=within_admission,
                                     categories=tuple(categories), val_fraction=val_fraction,
                                     test_fraction=test_fraction, seed=seed)
-        manifest = pairs.make_pairs(notes_csv, out, diagnoses, options)
+        manifest = pairs.make_pairs(list(notes_csv), out, diagnoses, options, columns)
     except _ERRORS as e:
         raise fail(e) from None
     if as_json:
