@@ -20,8 +20,8 @@ by more than noise.
 
 Patient search is chosen the same way where the index was given diagnoses
 (`build-index --diagnoses`): each sampled patient queries with its whole history, scored by
-the ICD-9 chapter overlap (Jaccard) of its 10 most similar patients, with PATIENT_DEFAULT
-(lexical) counted simplest: patients are fewer than pairs and their measure noisier, so
+the diagnosis chapter overlap (Jaccard; ICD-9 and ICD-10 in one scheme) of its 10 most
+similar patients, with PATIENT_DEFAULT (lexical) counted simplest: patients are fewer than pairs and their measure noisier, so
 another setting must beat lexical by more than noise. Without diagnoses, patient search
 uses PATIENT_DEFAULT.
 
@@ -364,7 +364,7 @@ def _patient_record(searcher, chapters: dict, seed: int) -> dict:
     chosen, rows = choose(overlap, np.array([str(s) for s in sample]), settings, seed,
                           default=PATIENT_DEFAULT)
     return {"chosen": settings[chosen].to_dict(), "patients": len(sample),
-            "measure": f"ICD-9 chapter overlap@{PATIENT_K}", "rule": PATIENT_RULE,
+            "measure": f"diagnosis chapter overlap@{PATIENT_K}", "rule": PATIENT_RULE,
             "table": rows}
 
 

@@ -231,7 +231,7 @@ def detect(columns: Iterable[str], where: str = "input", mapping: str | Mapping 
         if chosen is not None and name != chosen:
             continue
         roles = _fits(layout, match)
-        if "text" in roles or given.get("text"):
+        if roles and ("text" in roles or given.get("text")):
             exact = sum(layout.columns[r] == c for r, c in roles.items())
             fitting.append(((len(roles), exact), name, roles))
     if chosen is not None and not fitting:

@@ -212,7 +212,7 @@ def test_patient_search_is_calibrated_on_kept_diagnoses(tmp_path):
     assert out.returncode == 0, out.stderr
     ps = json.loads(out.stdout)["patient_search"]
     assert ps["patients"] == 24 and len(ps["table"]) == len(calibrate.patient_grid())
-    assert ps["measure"] == "ICD-9 chapter overlap@10"
+    assert ps["measure"] == "diagnosis chapter overlap@10"
     s = Searcher(ix)
     chosen = Setting.from_dict(ps["chosen"])
     assert s.auto(patients=True) == chosen
@@ -220,7 +220,7 @@ def test_patient_search_is_calibrated_on_kept_diagnoses(tmp_path):
     want = s.similar_patients(subject_id="3", k=5, mode=chosen.mode, fusion=chosen.fusion)
     assert [p.to_dict() for p in got] == [p.to_dict() for p in want]
     info = mimicsearch("info", str(ix)).stdout
-    assert f"patients   auto: {chosen.label}, ICD-9 chapter overlap@10" in info
+    assert f"patients   auto: {chosen.label}, diagnosis chapter overlap@10" in info
     # the lexical-linked patients share a chapter: the row measured says so
     row = next(r for r in ps["table"] if r["chosen"])
     assert row["score"] > 0.5

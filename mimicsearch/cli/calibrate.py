@@ -16,7 +16,7 @@ from .index import _echo_json, calibration_line
 @click.argument("index_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--diagnoses", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="A MIMIC DIAGNOSES_ICD file to keep with the index first, so patient "
-              "search is calibrated too (by ICD-9 chapter overlap@10).")
+              "search is calibrated too (by diagnosis chapter overlap@10; ICD-9 and ICD-10).")
 @click.option("--seed", type=int, default=None,
               help="Seed of the sample (default: the last calibration's, else 0).")
 @click.option("--pairs", type=click.IntRange(min=20), default=1000, show_default=True,

@@ -560,6 +560,10 @@ def info_cmd(index_dir, as_json):
          f"{info['rows']} rows ({info['tombstones']} tombstoned, {info['removed_natively']} "
          "removed)"),
         "columns    " + ", ".join(f"{n} ({t})" for n, t in info["columns"].items()),
+        f"layout     {info['schema']['layout']}: " + ", ".join(
+            f"{r}={c}" for r, c in info["schema"]["roles"].items())
+        + ("" if info["schema"]["recorded"] else " (implied: built before layouts were "
+           "recorded)"),
         f"shards     {info['shards']}"
         + (" (merged on disk)" if any(s["merged_on_disk"] for s in info["shard_files"])
            else ""),

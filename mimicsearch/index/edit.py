@@ -326,6 +326,8 @@ def index_info(index_dir: str | Path) -> dict:
         "has_embeddings": (index_dir / "embeddings" / MANIFEST).is_file(),
         "finished": m.quality is not None,
         "columns": {n: str(t) for n, t in store.metadata_columns.items()},
+        "schema": {"layout": store.schema.layout, "roles": store.schema.roles(),
+                   "recorded": m.schema is not None},
         "live_notes": len(store.ids()),
         "modes": ["dense", "lexical", "hybrid"] if m.lexical else ["dense"],
         "lexical": None if m.lexical is None else {
