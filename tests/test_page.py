@@ -268,3 +268,74 @@ def test_keyboard_reaches_every_new_control(page, serve_index, tmp_path):
         assert page.errors == []
     finally:
         stop(served)
+
+
+@pytest.fixture(scope="module")
+def mimic_iv_index(minilm_onnx, tmp_path_factory) -> Path:
+    """MIMIC-IV-Note's two tables (string note ids, timestamps, note types) and its ICD-9 +
+    ICD-10 diagnoses, indexed."""
+    import warnings
+
+    from mimicsearch.index import BuildOptions
+    from mimicsearch.options import EncodeOptions
+    from mimicsearch.pipeline import TruncationWarning, build_index_from
+    from mimicsearch.synth.layouts import write_layout
+
+    root = tmp_path_factory.mktemp("mimic-iv-page")
+    write_layout(6, root / "data", "mimic-iv", seed=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TruncationWarning)
+        build_index_from([root / "data" / "discharge.csv.gz", root / "data" / "radiology.csv.gz"],
+                         out_dir=root / "ix", model_dir=minilm_onnx,
+                         encode=EncodeOptions(max_length=64, snippets=True, full_text=True),
+                         build=BuildOptions(index_key="Flat"), progress=False,
+                         diagnoses=root / "data" / "diagnoses_icd.csv.gz")
+    return root / "ix"
+
+
+def test_mimic_iv_facets_dates_and_a_patients_timeline(page, mimic_iv_index, tmp_path):
+    """The page on a MIMIC-IV-Note index: note types as facets, dates from charttime, string
+    note ids, a patient's timeline and course, the patients view."""
+    import httpx
+
+    served = start(mimic_iv_index, tmp_path / "log")
+    try:
+        info = httpx.get(served.url + "/info").json()
+        assert info["schema"]["layout"] == "mimic-iv-note"
+        page.goto(served.url + "/")
+        sync_api.expect(page.locator("#status")).to_contain_text(f"{info['notes']} notes")
+        facets = page.locator("#facets input[name=category]")
+        assert sorted(f.get_attribute("value") for f in facets.all()) == ["DS", "RR"]
+        assert page.locator("#since").get_attribute("min") == info["dates"]["min"][:10]
+
+        page.locator("#q").fill("chest x-ray pleural effusion")
+        page.keyboard.press("Enter")
+        sync_api.expect(page.locator("#hits li").first).to_be_visible()
+        page.locator("input[name=category][value=RR]").check()
+        page.wait_for_function("document.querySelectorAll('#hits li').length > 0 && "
+                               "[...document.querySelectorAll('#hits .badge.cat')]"
+                               ".every(b => b.textContent === 'RR')")
+        assert page.locator("#hits .badge.date").count() > 0
+        assert page.locator("#by-year .bar").count() > 0
+
+        first = page.locator("#hits li button.link").first
+        note_id = first.get_attribute("data-note-id")
+        assert "-RR-" in note_id  # MIMIC-IV's string ids
+        first.click()
+        sync_api.expect(page.locator("#note-title")).to_contain_text(f"Note {note_id}")
+        subject = int(note_id.split("-")[0])
+        timeline = httpx.get(f"{served.url}/patients/{subject}/timeline").json()
+        assert timeline["subject"] == subject
+        sync_api.expect(page.locator("#timeline li")).to_have_count(timeline["count"])
+        times = [n["time"] for n in timeline["notes"]]
+        assert times == sorted(times)
+
+        page.locator("#open-patient").click()
+        sync_api.expect(page.locator("#note-title")).to_contain_text(f"Patient {subject}")
+        assert page.locator("#course .mark").count() == timeline["count"]
+
+        page.locator("#views [data-view=patients]").click()
+        sync_api.expect(page.locator("#patient-list > li").first).to_be_visible()
+        assert page.errors == []
+    finally:
+        stop(served)

@@ -183,3 +183,35 @@ def test_pairs_on_synthetic_mimic(synth_dir, tmp_path):
     assert (pairs.groupby("subject_id")["split"].nunique() == 1).all()
     assert all(c["pairs"] > 0 for c in m.counts.values())
     assert pairs["chapters"].map(len).gt(0).mean() > 0.5
+
+
+def _icd10_boundaries():
+    from mimicsearch.icd import ICD10_RANGES
+
+    for low, high, name in ICD10_RANGES:
+        yield low + "0", name
+        yield high + "9", name
+    # just outside a range, where no chapter follows at once
+    yield from [("K96", None), ("P97", None), ("T89", None), ("U071", None), ("I", None),
+                ("1A0", None), ("", None)]
+
+
+@pytest.mark.parametrize("code,expected", list(_icd10_boundaries()))
+def test_icd10_chapter_at_every_boundary(code, expected):
+    assert chapter(code, 10) == expected
+
+
+def test_icd10_chapters_map_to_the_icd9_scheme():
+    from mimicsearch.icd import ICD10_RANGES, parse_version
+    from mimicsearch.schema import SchemaError
+
+    assert {name for *_, name in ICD10_RANGES} == set(CHAPTERS)  # every chapter reachable
+    assert chapter("D49", 10) == "140-239" and chapter("D50", 10) == "280-289"
+    assert chapter("H59", 10) == chapter("H60", 10) == chapter("G00", 10) == "320-389"
+    assert chapter("O9A", 10) == "630-679" and chapter("Z99", 10) == "V"
+    assert chapters(["I509", "4280", "Z7901"], [10, 9, 10]) == ["390-459", "V"]
+    assert parse_version("10.0", "f") == 10 and parse_version(9, "f") == 9
+    with pytest.raises(SchemaError, match="f, line 3: icd_version '11'; valid: 9 or 10"):
+        parse_version("11", "f, line 3")
+    with pytest.raises(ValueError, match="ICD version 11"):
+        chapter("I10", 11)

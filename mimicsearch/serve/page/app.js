@@ -138,7 +138,7 @@
       facets.append(label);
     }
     facets.hidden = !Object.keys(info.categories).length;
-    if (info.dates) { $("since").min = $("until").min = info.dates.min; $("since").max = $("until").max = info.dates.max; }
+    if (info.dates) { $("since").min = $("until").min = String(info.dates.min).slice(0, 10); $("since").max = $("until").max = String(info.dates.max).slice(0, 10); }
     return true;
   }
 
