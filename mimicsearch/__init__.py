@@ -28,6 +28,7 @@ _EXPORTS = {
     "Searcher": "search", "Hit": "search", "Results": "search", "Filters": "filters",
     "DirectoryBusy": "fileio", "MalformedInputError": "readers",
     "calibrate_index": "calibrate", "Fusion": "fusion",
+    "NoteSchema": "schema", "SchemaError": "schema", "detect_schema": "schema",
 }
 __all__ = ["__version__", *sorted(_EXPORTS)]  # noqa: PLE0604
 

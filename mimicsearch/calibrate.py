@@ -22,8 +22,8 @@ Patient search is chosen the same way where the index was given diagnoses
 (`build-index --diagnoses`): each sampled patient queries with its whole history, scored by
 the diagnosis chapter overlap (Jaccard; ICD-9 and ICD-10 in one scheme) of its 10 most
 similar patients, with PATIENT_DEFAULT (lexical) counted simplest: patients are fewer than
-pairs and their measure noisier, so another setting must beat lexical by more than noise. Without diagnoses, patient search
-uses PATIENT_DEFAULT.
+pairs and their measure noisier, so another setting must beat lexical by more than noise.
+Without diagnoses, patient search uses PATIENT_DEFAULT.
 
 Deterministic for a given index state and seed; what it costs is dominated by one dense and
 one lexical search per pair (BENCHMARKS, "Calibration").

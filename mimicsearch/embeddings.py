@@ -383,26 +383,33 @@ def load_embeddings(out_dir: str | Path, verify: bool = True) -> tuple[pa.Table,
 
 
 def write_embeddings(out_dir: str | Path, batches, *, model_fingerprint: str,
-                     metadata: Sequence[str], full_text: bool = True) -> EmbeddingsManifest:
+                     metadata: Sequence[str], full_text: bool = True,
+                     windows: bool = False, schema: NoteSchema | None = None
+                     ) -> EmbeddingsManifest:
     """An embeddings directory from vectors made elsewhere (another encoder, a benchmark's
     stand-in), one shard per batch, laid out as `encode` writes it. `batches` yields
     (ids, vectors float32 [n, dim] unit rows, metadata table with `metadata` columns as
-    strings, texts)."""
+    strings, texts), or with `windows` (ids, window numbers, vectors, metadata, texts), a
+    row per window of a note (its text on every row). `schema`: the notes' roles (default:
+    the layout the metadata columns fit)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     claim_out(out, "write_embeddings")
     shards, rows, dim, id_type = [], 0, None, "int64"
-    for i, (ids, vectors, meta, texts) in enumerate(batches):
+    for i, batch in enumerate(batches):
+        ids, numbers, vectors, meta, texts = batch if windows else (
+            batch[0], None, *batch[1:])
         ids = pa.array(ids)
         id_type = "string" if pa.types.is_string(ids.type) else "int64"
         dim = vectors.shape[1]
-        schema = shard_schema(dim, id_type, list(metadata), False)
+        shard = shard_schema(dim, id_type, list(metadata), windows)
         table = pa.Table.from_arrays(
-            [ids.cast(schema.field("id").type),
+            [ids.cast(shard.field("id").type),
              pa.array(np.arange(rows, rows + len(ids)) + 2, pa.int64()),
+             *([pa.array(numbers, pa.int32())] if windows else []),
              *(meta.column(c).cast(pa.string()) for c in metadata),
-             text_hash_column(texts), embedding_column(vectors)], schema=schema)
-        writer = ShardWriter(out, i, schema, snippets=True, full_text=full_text)
+             text_hash_column(texts), embedding_column(vectors)], schema=shard)
+        writer = ShardWriter(out, i, shard, snippets=True, full_text=full_text)
         writer.write(table, texts)
         sha, snippets_sha = writer.close()
         rows += len(ids)
@@ -410,7 +417,10 @@ def write_embeddings(out_dir: str | Path, batches, *, model_fingerprint: str,
                                       snippets_sha))
     if dim is None:
         raise ValueError("write_embeddings got no batches")
-    m = EmbeddingsManifest(model_fingerprint, dim, rows, tuple(shards),
-                           ("id", "line", *metadata, TEXT_HASH), id_type, complete=True)
+    columns = ("id", "line", *(("window",) if windows else ()), *metadata, TEXT_HASH)
+    schema = schema or for_store(columns)
+    m = EmbeddingsManifest(model_fingerprint, dim, rows, tuple(shards), columns, id_type,
+                           long="windows" if windows else "truncate", complete=True,
+                           settings={"schema": schema.to_dict()})
     m.save(out)
     return m

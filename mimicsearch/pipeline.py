@@ -381,9 +381,9 @@ def sync_notes(notes, *, index_dir: str | Path, model_dir: str | Path | None = N
                threads: int | None = None, progress: bool = True,
                columns: str | None = None) -> IndexSummary:
     """`sync`: make the index hold `notes` (a snapshot with an id column: a file, several
-    files read as one, or a table). New ids are encoded and added; notes whose text changed (by the text hash the
-    index stores per row) are re-encoded and replace their old rows; with `remove_missing`
-    ids absent from the snapshot are removed. Unchanged notes are not encoded again.
+    files read as one, or a table). New ids are encoded and added; notes whose text
+    changed (by the text hash the index stores per row) are re-encoded and replace their
+    old rows; with `remove_missing` ids absent from the snapshot are removed. Unchanged notes are not encoded again.
 
     All changes land in one commit, so a reader sees the old index or the new one; killed
     anywhere, a re-run completes the same final index, and a re-run after it finished

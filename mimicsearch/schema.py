@@ -3,17 +3,17 @@
 Every stage reads roles (the patient, the time, the category, …), never one hospital's
 spelling of them. The layouts users hold are data, matched case-insensitively:
 
-| role       | mimic-iii (NOTEEVENTS) | mimic-iv-note (discharge, radiology) | omop (CDM v5.4 NOTE) |
-|------------|------------------------|--------------------------------------|----------------------|
-| id         | ROW_ID                 | note_id (text: `10000032-DS-21`)     | note_id              |
-| subject    | SUBJECT_ID             | subject_id                           | person_id            |
-| admission  | HADM_ID                | hadm_id (null for many radiology)    | visit_occurrence_id  |
-| time       | CHARTDATE              | charttime                            | note_date            |
-| exact_time | CHARTTIME              | —                                    | note_datetime        |
-| category   | CATEGORY               | note_type (DS, AD, RR, AR)           | note_source_value    |
-| error      | ISERROR                | —                                    | —                    |
-| sequence   | —                      | note_seq                             | —                    |
-| text       | TEXT                   | text                                 | note_text            |
+| role       | mimic-iii  | mimic-iv-note (discharge, radiology) | omop (CDM v5.4 NOTE) |
+|------------|------------|--------------------------------------|----------------------|
+| id         | ROW_ID     | note_id (text: `10000032-DS-21`)     | note_id              |
+| subject    | SUBJECT_ID | subject_id                           | person_id            |
+| admission  | HADM_ID    | hadm_id (null for many radiology)    | visit_occurrence_id  |
+| category   | CATEGORY   | note_type (DS, AD, RR, AR)           | note_source_value    |
+| time       | CHARTDATE  | charttime                            | note_date            |
+| exact_time | CHARTTIME  | —                                    | note_datetime        |
+| error      | ISERROR    | —                                    | —                    |
+| sequence   | —          | note_seq                             | —                    |
+| text       | TEXT       | text                                 | note_text            |
 
 `time` is the column date filters apply to; `exact_time`, where a row has one, orders a
 patient's notes within it (a missing one sorts first in its day). OMOP's category is
@@ -367,3 +367,6 @@ def pairable(table, schema: NoteSchema):
         keep = pc.and_(keep, pc.invert(pc.fill_null(
             pc.is_in(cat, pa.array([a.upper() for a in schema.addenda])), False)))
     return table.filter(keep)
+
+
+detect_schema = detect  # the package-level name: `mimicsearch.detect_schema(columns)`

@@ -319,7 +319,8 @@ def test_columns_mapping_and_ambiguity(tmp_path):
         detect(["ROW_ID", "note_id", "TEXT", "text"])
     assert detect(["ROW_ID", "note_id", "TEXT", "text"], mapping="layout=omop,text=TEXT"
                   ).layout == "omop+columns"
-    changed = detect(["note_id", "person_id", "note_text", "note_title"], mapping="category=note_title")
+    changed = detect(["note_id", "person_id", "note_text", "note_title"],
+                     mapping="category=note_title")
     assert changed.category == "note_title" and changed.layout == "omop+columns"
     dropped = detect(["ROW_ID", "SUBJECT_ID", "CATEGORY", "TEXT"], mapping="category=")
     assert dropped.category is None

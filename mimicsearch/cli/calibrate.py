@@ -15,8 +15,9 @@ from .index import _echo_json, calibration_line
 @click.command("calibrate")
 @click.argument("index_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--diagnoses", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="A MIMIC DIAGNOSES_ICD file to keep with the index first, so patient "
-              "search is calibrated too (by diagnosis chapter overlap@10; ICD-9 and ICD-10).")
+              help="A MIMIC-III DIAGNOSES_ICD or MIMIC-IV diagnoses_icd file to keep with the "
+              "index first, so patient search is calibrated too (by diagnosis chapter "
+              "overlap@10; ICD-9 and ICD-10).")
 @click.option("--seed", type=int, default=None,
               help="Seed of the sample (default: the last calibration's, else 0).")
 @click.option("--pairs", type=click.IntRange(min=20), default=1000, show_default=True,
@@ -36,7 +37,7 @@ def calibrate_cmd(index_dir, diagnoses, seed, pairs, show_table, no_progress, as
     The record (every setting's numbers) goes into the manifest; `info` shows it.
     build-index calibrates; add and sync calibrate again once more than
     20% of the notes changed. With diagnoses kept (here or `build-index --diagnoses`),
-    patient search is chosen the same way on up to 300 patients, by the ICD-9 chapter
+    patient search is chosen the same way on up to 300 patients, by the diagnosis chapter
     overlap of their 10 most similar patients; lexical stands unless beaten by more
     than noise.
 

@@ -71,7 +71,8 @@ def pairs_cmd(notes_csv, out, diagnoses, columns, within_admission, categories, 
 @click.option("--loss", default="infonce", show_default=True,
               type=click.Choice(["infonce", "hierarchical"]),
               help="infonce: the next note is the only positive; hierarchical: soft targets "
-              "from the ICD-9 chapters two admissions share (pairs built with --diagnoses).")
+              "from the diagnosis chapters (ICD-9 and ICD-10 in one scheme) two admissions "
+              "share (pairs built with --diagnoses).")
 @click.option("--epochs", default=1, show_default=True, type=click.IntRange(1),
               help="Passes over the training pairs.")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(2),
@@ -210,7 +211,7 @@ def evaluate_cmd(model, data, base, out, split, max_seq_length, prompt, batch_si
     model's hybrid with BM25, its fusion chosen on the validation split (every setting
     tried is in metrics.json); both recall protocols (excluded: the query note and copies
     of its text are not candidates; seed: nothing excluded) and the candidate pool. Then
-    patient search: ICD-9 chapter overlap of each held-out patient with its 10 most
+    patient search: diagnosis chapter overlap of each held-out patient with its 10 most
     similar patients, against random and BM25, with 95% intervals.
     """
     evaluation = import_stage("mimicsearch.train.evaluate", "train")
@@ -261,7 +262,7 @@ def _retrieval_table(r: dict) -> None:
                    f"would: {a['chosen_on_all']}, R@5 {on_all[5]:.4f}, R@10 {on_all[10]:.4f}")
     if "patients" in r:
         p = r["patients"]
-        click.echo(f"\npatient search, {p['patients']} held-out patients: ICD-9 chapter "
+        click.echo(f"\npatient search, {p['patients']} held-out patients: diagnosis chapter "
                    f"overlap with the top {p['k']} (Jaccard, 95% interval)")
         for name, v in p.items():
             if isinstance(v, dict) and "ci95" in v:

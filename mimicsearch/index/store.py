@@ -24,8 +24,8 @@ import pyarrow.parquet as pq
 
 from ..embeddings import FULL_TEXT, SNIPPET, TEXT_HASH, snippet
 from ..fileio import atomic_path
-from .manifest import FileRef, IndexManifest, StorePart
 from ..schema import NoteSchema, for_store
+from .manifest import FileRef, IndexManifest, StorePart
 from .texts import NoteTexts, TextsWriter
 
 STORE_DIR = "store"
