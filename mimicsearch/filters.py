@@ -209,7 +209,7 @@ def _condition(store: MetadataStore, text: str) -> pc.Expression:
                          "= != >= <= > < (e.g. HADM_ID=134690, CHARTDATE>=2150-01-01, "
                          "CATEGORY=ECG,Echo)")
     column, op, value = m.groups()
-    fold = column == store.schema.category or column.upper() == "CATEGORY"
+    fold = column == store.schema.category
     if _OPS[op] in ("isin", "notin"):
         values = [v for v in value.split(",") if v.strip()]
         if not values:

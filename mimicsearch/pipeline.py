@@ -255,15 +255,19 @@ def _index_options(m: IndexManifest, text_col, id_col, input_format,
 
 
 def _check_roles(index_dir: Path, m: IndexManifest, schema: NoteSchema | None, notes) -> None:
-    """Refuse notes whose roles sit in other columns than the index's (a patient column the
-    index does not filter by would be silently lost)."""
+    """Refuse notes whose roles sit in other columns than the index's (their patients,
+    times or categories would be stored where no filter reads them)."""
     if schema is None:
         return
     have = MetadataStore.schema_of(index_dir, m)
-    if not have.same_roles(schema.stored(list(have.metadata) + list(schema.metadata))):
+    got = schema.roles()
+    clash = [f"{r} is {c} in the index, {got[r]} in the notes" for r, c in have.roles().items()
+             if r not in ("id", "text") and r in got and got[r] != c]
+    if clash:
         raise SchemaError(
-            f"{_name(notes)}: its columns ({schema.describe()}) play other roles than the "
-            f"index's ({have.describe()}); name them as the index does with --columns")
+            f"{_name(notes)}: its columns play other roles than the index's ("
+            + "; ".join(clash) + f"); the index is {have.describe()}: name the notes' "
+            "columns as the index does with --columns")
 
 
 def _keep_rejects(index_dir: Path, command: str, tmp: Path) -> str | None:

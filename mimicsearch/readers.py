@@ -84,7 +84,7 @@ def describe_input(obj) -> str:
 
 
 class IdType(str, enum.Enum):
-    AUTO = "auto"  # int64 for ROW_ID or row numbers, string for any other id column
+    AUTO = "auto"  # the layout's: int64 for ROW_ID, OMOP note_id and row numbers, else string
     INT = "int64"
     STR = "string"
 
@@ -199,12 +199,11 @@ class Columns:
                                           f"{columns.count(c)} times in the header; rename one")
         id_type = IdType(id_type)
         if id_type is IdType.AUTO:
-            if id_ is None or id_.upper() == "ROW_ID":
-                id_type = IdType.INT
-            else:
-                layout = LAYOUTS.get(schema.layout.removesuffix("+columns"))
-                native = layout is not None and layout.columns["id"].lower() == id_.lower()
-                id_type = IdType(layout.id_type) if native else IdType.STR
+            layout = LAYOUTS.get(schema.layout.removesuffix("+columns"))
+            native = layout is not None and id_ is not None and \
+                layout.columns["id"].lower() == id_.lower()
+            id_type = (IdType.INT if id_ is None else  # row numbers
+                       IdType(layout.id_type) if native else IdType.STR)
         schema = replace(schema, id_type=id_type.value)
         return cls(text, id_, tuple(kept), id_type, schema)
 

@@ -158,10 +158,6 @@ class NoteSchema:
                           extra=tuple(c for c in self.extra if c in have),
                           addenda=self.addenda, id_type=self.id_type)
 
-    def same_roles(self, other: NoteSchema) -> bool:
-        """Whether two tables can share one index: the same column for every kept role."""
-        return ({r: c for r, c in self.roles().items() if r not in ("id", "text")}
-                == {r: c for r, c in other.roles().items() if r not in ("id", "text")})
 
 
 def parse_columns(spec: str | Mapping | None) -> dict[str, str]:

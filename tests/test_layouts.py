@@ -208,6 +208,22 @@ def test_an_index_written_before_schemas_opens_as_mimic_iii(indexes, tmp_path):
     assert hits and {h.subject for h in hits} == {subject}
 
 
+def test_notes_of_another_layout_are_refused_by_add_and_sync(indexes, tables, tmp_path):
+    """OMOP notes into a MIMIC-III index: their patient, admission and time columns are
+    not the ones the index filters by, so they are refused before anything is encoded."""
+    import shutil
+
+    ix = tmp_path / "ix"
+    shutil.copytree(indexes["m3-as-omop"], ix)
+    before = sorted(p.name for p in ix.iterdir())
+    for command in ("add", "sync"):
+        result = CliRunner().invoke(main, [command, str(ix), str(tables["omop"] / "NOTE.csv"),
+                                           "--no-progress"])
+        assert result.exit_code == 2, result.output
+        assert "subject is SUBJECT_ID in the index, person_id in the notes" in result.output
+        assert sorted(p.name for p in ix.iterdir()) == before
+
+
 # ---------------------------------------------------------------------------------------
 # Training on MIMIC-IV-Note
 

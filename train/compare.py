@@ -28,6 +28,7 @@ from mimicsearch.fusion import Fusion, fuse
 from mimicsearch.index.lexical import LexicalIndex, analyze, top_k
 
 from mimicsearch.icd import chapter
+from mimicsearch.schema import CUSTOM, NoteSchema
 from .pairs import codes
 from .protocol import KS, pair_targets, ranks, recall
 
@@ -221,10 +222,11 @@ def patient_index(notes: pd.DataFrame, vectors: np.ndarray | None, out: Path,
     ids = notes["row_id"]
     ids = ids.astype("int64") if pd.api.types.is_integer_dtype(ids) else ids.astype(str)
     meta = pa.table({"id": ids.to_numpy()[parents],
-                     "SUBJECT_ID": notes["subject_id"].astype(str).to_numpy()[parents],
+                     "subject": notes["subject_id"].astype(str).to_numpy()[parents],
                      "TEXT": notes["text"].to_numpy()[parents]}
                     | ({} if windows is None else {"WINDOW": windows}))
-    build_index(ArraySource(vectors, meta), out, model_fingerprint="evaluation",
+    schema = NoteSchema(CUSTOM, None, "id", subject="subject")
+    build_index(ArraySource(vectors, meta, schema=schema), out, model_fingerprint="evaluation",
                 options=BuildOptions(index_key="Flat", eval_queries=8), progress=False)
     return out
 

@@ -37,10 +37,11 @@ class VectorSource(Protocol):
 
 
 class ArraySource:
-    """Vectors already in memory: float32 [n, dim] plus a metadata table with an `id`."""
+    """Vectors already in memory: float32 [n, dim] plus a metadata table with an `id`;
+    `schema` gives its columns' roles (default: the layout the column names fit)."""
 
     def __init__(self, vectors: np.ndarray, metadata: pa.Table, batch_rows: int = 65536,
-                 description: str = "array"):
+                 description: str = "array", schema: NoteSchema | None = None):
         if metadata.num_rows != len(vectors):
             raise ValueError(f"{len(vectors)} vectors but {metadata.num_rows} metadata rows")
         self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -52,7 +53,7 @@ class ArraySource:
         self.id_type = "int64" if pa.types.is_integer(id_col.type) else "string"
         self.batch_rows = batch_rows
         self.description = description
-        self.schema = for_store(metadata.column_names)
+        self.schema = schema or for_store(metadata.column_names)
 
     def read(self, first: int, end: int) -> Iterator[tuple[np.ndarray, pa.Table]]:
         for i in range(first, end, self.batch_rows):
