@@ -27,7 +27,7 @@ import pyarrow as pa
 
 from .fileio import atomic_path
 from .idset import IdSet
-from .schema import LAYOUTS, NoteSchema, SchemaError, detect, parse_columns
+from .schema import LAYOUTS, NoteSchema, SchemaError, column_matcher, detect, parse_columns
 
 # Discharge summaries reach ~100k characters; the limit stops an unbalanced quote from
 # reading the rest of a multi-GB file into one field.
@@ -146,15 +146,10 @@ def detect_format(path: str | Path) -> InputFormat:
 
 
 def _find(columns: list[str], wanted: str, what: str, path) -> str:
-    if wanted in columns:
-        return wanted
-    found = [c for c in columns if c.lower() == wanted.lower()]
-    if len(found) > 1:  # picking one silently could embed the wrong column
-        raise ValueError(f"{path}: {what} column {wanted!r} is ambiguous: {found}; "
-                         "pass the exact name")
-    if not found:
+    found = column_matcher(columns, str(path))(wanted)
+    if found is None:
         raise ValueError(f"{path}: no {what} column {wanted!r}; columns: {columns}")
-    return found[0]
+    return found
 
 
 @dataclass(frozen=True)

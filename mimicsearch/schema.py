@@ -124,9 +124,6 @@ class NoteSchema:
         cols = [c for r, c in self.roles().items() if r not in ("id", "text")]
         return tuple(dict.fromkeys([*cols, *self.extra]))
 
-    def role_of(self, column: str) -> str | None:
-        return next((r for r, c in self.roles().items() if c == column), None)
-
     def describe(self) -> str:
         return f"{self.layout} (" + ", ".join(f"{r}={c}" for r, c in self.roles().items()) + ")"
 
@@ -191,7 +188,9 @@ def parse_columns(spec: str | Mapping | None) -> dict[str, str]:
     return out
 
 
-def _matcher(columns: list[str], where: str):
+def column_matcher(columns: list[str], where: str):
+    """`match(name)`: the column spelled `name` in any case (the exact spelling first), None
+    where there is none, an error naming both where two differ only in case."""
     def match(name: str) -> str | None:
         if name in columns:
             return name
@@ -219,7 +218,7 @@ def detect(columns: Iterable[str], where: str = "input", mapping: str | Mapping 
     (`parse_columns`) on top.
     Raises SchemaError naming the columns found and the flag to use."""
     columns = [str(c) for c in columns]
-    match = _matcher(columns, where)
+    match = column_matcher(columns, where)
     given = parse_columns(mapping)
     chosen = given.pop("layout", None)
     fitting = []
@@ -245,9 +244,9 @@ def detect(columns: Iterable[str], where: str = "input", mapping: str | Mapping 
                 f"{where}: the columns fit {' and '.join(n for n, _ in top)} equally "
                 f"(columns: {columns}); pick one with {FLAG} layout=NAME or name the roles "
                 f"({EXAMPLE})")
-        name, roles = top[0]
+        name, fitted = top[0]
         layout = LAYOUTS[name]
-        roles = dict(roles)
+        roles = dict(fitted)
     for role, col in given.items():
         if col == "":
             roles.pop(role, None)
@@ -264,10 +263,10 @@ def detect(columns: Iterable[str], where: str = "input", mapping: str | Mapping 
     if list(roles.values()).count(roles["text"]) > 1:
         raise SchemaError(f"{where}: column {roles['text']!r} is the text and another role; "
                           f"give each role its own column with {FLAG}")
-    if layout is None or (given and _differs(layout, roles, match)):
-        name = CUSTOM if layout is None else f"{layout.name}+columns"
+    if layout is None:
+        name = CUSTOM
     else:
-        name = layout.name
+        name = layout.name if roles == fitted else f"{layout.name}+columns"
     extra = () if layout is None else tuple(
         c for e in layout.extra if (c := match(e)) is not None and c not in roles.values())
     id_type = "string" if layout is None else layout.id_type
@@ -277,12 +276,7 @@ def detect(columns: Iterable[str], where: str = "input", mapping: str | Mapping 
 
 def _settled(top, given: dict) -> bool:
     """Whether the roles the user named decide between equally fitting layouts."""
-    return len({tuple(sorted({**r, **{k: v for k, v in given.items()}}.items()))
-                for _, r in top}) == 1 and bool(given)
-
-
-def _differs(layout: Layout, roles: dict, match) -> bool:
-    return roles != _fits(layout, match)
+    return bool(given) and len({tuple(sorted({**r, **given}.items())) for _, r in top}) == 1
 
 
 def for_store(columns: Iterable[str], recorded: NoteSchema | None = None) -> NoteSchema:
@@ -292,7 +286,7 @@ def for_store(columns: Iterable[str], recorded: NoteSchema | None = None) -> Not
     columns = list(columns)
     if recorded is not None:
         return recorded.stored(columns)
-    match = _matcher(columns, "index store")
+    match = column_matcher(columns, "index store")
     best = None
     for layout in LAYOUTS.values():
         roles = {r: c for r, c in _fits(layout, match).items() if r not in ("id", "text")}
@@ -304,7 +298,8 @@ def for_store(columns: Iterable[str], recorded: NoteSchema | None = None) -> Not
 
 
 def role_values(schema: NoteSchema, record: Mapping) -> tuple:
-    """(subject, admission, category, time) of one store record (None where absent)."""
+    """(subject, admission, category, time) of one store record: the roles hits and notes
+    carry as fields, named the same for every layout (None where not stored)."""
     return tuple(record.get(c) if c else None for c in
                  (schema.subject, schema.admission, schema.category, schema.time))
 

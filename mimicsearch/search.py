@@ -27,7 +27,7 @@ from .index import NoteIndex, check_model, open_index
 from .index.lexical import analyze
 from .index.loaded import MAX_K, manifest_identity
 from .patients import best_notes, documents, pool, pool_rows, profile
-from .schema import timeline
+from .schema import role_values, timeline
 
 __all__ = ["MODES", "Filters", "Fusion", "Hit", "Note", "PatientHit", "Results", "Searcher",
            "check_model"]
@@ -147,19 +147,12 @@ class _PatientRanking:
                           **profile(self.store, rows))
 
 
-def _roles(schema, meta: dict) -> tuple:
-    """The roles hits and notes carry as fields, whatever the layout: subject, admission,
-    category, time (None where not stored)."""
-    return tuple(meta.get(c) if c else None for c in
-                 (schema.subject, schema.admission, schema.category, schema.time))
-
-
 def _hit(query: int, rank: int, score, row, record: dict, meta_cols: list,
          retriever: str, schema) -> Hit:
     """A store record as the `rank`-th hit of one retriever (its provenance)."""
     meta = {c: record[c] for c in meta_cols}
     score = round(float(score), 6)
-    return Hit(query, rank, record["id"], score, *_roles(schema, meta), record["snippet"],
+    return Hit(query, rank, record["id"], score, *role_values(schema, meta), record["snippet"],
                int(row),
                record.get("window"), meta, {retriever: {"rank": rank, "score": score}})
 
@@ -384,8 +377,8 @@ class Searcher:
         out = []
         for r, t in zip(store.records(rows), texts):
             meta = {c: r[c] for c in store.metadata_columns}
-            out.append(Note(r["id"], *_roles(store.schema, meta), r["snippet"], t, int(r["row"]),
-                            meta))
+            out.append(Note(r["id"], *role_values(store.schema, meta), r["snippet"], t,
+                            int(r["row"]), meta))
         return out
 
     def allowed(self, filters: Filters | None) -> np.ndarray | None:
